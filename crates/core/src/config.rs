@@ -1,0 +1,483 @@
+//! Constructor options: defaults, environment fallbacks and validation (SPEC §2).
+//!
+//! [`Config::from_json`] takes the options object exactly as the user passed it
+//! (minus the JS-only `logger`) and the relevant environment variables, and
+//! either returns a complete [`Config`] or a [`CoreError::InvalidOption`] whose
+//! message names the offending option. Unknown option names are refused too, so
+//! a typo such as `ttl.userProfile` fails loudly instead of silently keeping the
+//! default. Secret values (passwords, tokens, the signing secret) are never
+//! echoed in a message and are redacted from `Debug`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::error::{CoreError, Result};
+
+/// A string that must never be printed: `Debug` shows `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Per-type TTLs of the reference cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ttls {
+    /// `user:{id}` entries (default 5 min).
+    pub user_profiles: Duration,
+    /// `hierarchy:{id}` entries (default 15 min).
+    pub hierarchy: Duration,
+    /// `audit:{id}` entries (default 1 h).
+    pub audit_logs: Duration,
+    /// `historical:{key}` entries (default 24 h).
+    pub historical_data: Duration,
+    /// How long a Wrapper 404 is remembered (default 30 s).
+    pub not_found: Duration,
+}
+
+/// The validated, complete configuration of one consumer.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The tenant whose channels are subscribed and whose events are accepted.
+    pub tenant_id: String,
+    /// Base URL of the Wrapper (http or https), without a trailing slash.
+    pub wrapper_url: String,
+    /// Redis URL (may carry credentials, hence a secret).
+    pub redis_url: Secret,
+    /// Redis URL with the password replaced, safe for logs and `health()`.
+    pub redis_url_redacted: String,
+    /// Optional bearer token sent to the Wrapper.
+    pub wrapper_token: Option<Secret>,
+    /// First segment of every channel name.
+    pub channel_prefix: String,
+    /// When set, events must be signed with it.
+    pub signing_secret: Option<Secret>,
+    /// Reference cache TTLs.
+    pub ttl: Ttls,
+    /// How long past expiry a reference entry may be served while the Wrapper fails.
+    pub stale_if_error: Duration,
+    /// Ping interval of the subscription; two silent intervals mean a lost link.
+    pub heartbeat: Duration,
+    /// Memory bound of the reference cache, in bytes.
+    pub max_reference_bytes: u64,
+    /// Periodic full reload of critical data; `None` = off.
+    pub refresh_interval: Option<Duration>,
+    /// Timeout of one Wrapper request.
+    pub request_timeout: Duration,
+    /// How long `initialize()` waits before rejecting.
+    pub init_timeout: Duration,
+}
+
+/// Names of the environment variables consulted for defaults.
+pub const ENV_VARS: [&str; 6] = [
+    "REDIS_URL",
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "REDIS_USERNAME",
+    "REDIS_PASSWORD",
+    "WRAPPER_URL",
+];
+
+const TOP_LEVEL: [&str; 15] = [
+    "tenantId",
+    "wrapperUrl",
+    "redisUrl",
+    "wrapperToken",
+    "channelPrefix",
+    "signingSecret",
+    "ttl",
+    "staleIfErrorMs",
+    "heartbeatMs",
+    "maxReferenceBytes",
+    "refreshIntervalMs",
+    "requestTimeoutMs",
+    "initTimeoutMs",
+    // Handled on the JS side, accepted here so one list names every option.
+    "logger",
+    "env",
+];
+
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+/// True when `id` is a valid tenant id: `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`.
+pub fn is_valid_tenant_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
+/// True when `p` is a valid channel prefix: 1–64 of `[A-Za-z0-9._:-]`, so that it
+/// can never carry a glob character into a channel name.
+pub fn is_valid_channel_prefix(p: &str) -> bool {
+    !p.is_empty()
+        && p.len() <= 64
+        && p
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b':'))
+}
+
+impl Config {
+    /// Validates `options` (a JSON object) with `env` as the source of fallbacks.
+    ///
+    /// Pure: reads nothing but its arguments. Errors name the option.
+    pub fn from_json(options: &Value, env: &HashMap<String, String>) -> Result<Config> {
+        let obj = match options {
+            Value::Object(m) => m,
+            _ => return Err(CoreError::option_type("options", "an object")),
+        };
+        for key in obj.keys() {
+            if !TOP_LEVEL.contains(&key.as_str()) {
+                return Err(CoreError::option_type(key, "a known option (unknown option name)"));
+            }
+        }
+        let env_get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+
+        let tenant_id = match obj.get("tenantId") {
+            None | Some(Value::Null) => {
+                return Err(CoreError::option_type("tenantId", "a string (it is required)"))
+            }
+            Some(Value::String(s)) => s.clone(),
+            Some(_) => return Err(CoreError::option_type("tenantId", "a string")),
+        };
+        if !is_valid_tenant_id(&tenant_id) {
+            return Err(CoreError::option_range(
+                "tenantId",
+                "1-128 characters of [A-Za-z0-9._-], starting with a letter or digit",
+            ));
+        }
+
+        let wrapper_url = match opt_string(obj, "wrapperUrl")?.or_else(|| env_get("WRAPPER_URL")) {
+            Some(u) => u,
+            None => {
+                return Err(CoreError::option_type(
+                    "wrapperUrl",
+                    "a string (set it or the WRAPPER_URL environment variable)",
+                ))
+            }
+        };
+        let parsed = url::Url::parse(&wrapper_url).map_err(|_| {
+            CoreError::option_range("wrapperUrl", "an absolute http:// or https:// URL")
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(CoreError::option_range(
+                "wrapperUrl",
+                "an absolute http:// or https:// URL",
+            ));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(CoreError::option_range(
+                "wrapperUrl",
+                "a base URL without query or fragment",
+            ));
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(CoreError::option_range(
+                "wrapperUrl",
+                "a URL without credentials (use wrapperToken)",
+            ));
+        }
+        let wrapper_url = parsed.as_str().trim_end_matches('/').to_string();
+
+        let redis_url = match opt_string(obj, "redisUrl")? {
+            Some(u) => u,
+            None => match env_get("REDIS_URL") {
+                Some(u) => u,
+                None => redis_url_from_parts(&env_get)?,
+            },
+        };
+        let redis_url_redacted = check_redis_url(&redis_url)?;
+
+        let wrapper_token = opt_string(obj, "wrapperToken")?;
+        if let Some(t) = &wrapper_token {
+            if t.is_empty() || !t.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+                return Err(CoreError::option_range(
+                    "wrapperToken",
+                    "a non-empty string of visible ASCII characters",
+                ));
+            }
+        }
+        let channel_prefix = opt_string(obj, "channelPrefix")?.unwrap_or_else(|| "crm".into());
+        if !is_valid_channel_prefix(&channel_prefix) {
+            return Err(CoreError::option_range(
+                "channelPrefix",
+                "1-64 characters of [A-Za-z0-9._:-]",
+            ));
+        }
+        let signing_secret = opt_string(obj, "signingSecret")?;
+        if signing_secret.as_deref() == Some("") {
+            return Err(CoreError::option_range("signingSecret", "a non-empty string"));
+        }
+
+        let ttl = parse_ttls(obj.get("ttl"))?;
+        let ms = |name: &str, default: u64, min: u64, max: u64| -> Result<Duration> {
+            Ok(Duration::from_millis(opt_int(obj, name, default, min, max)?))
+        };
+        let stale_if_error = ms("staleIfErrorMs", 3_600_000, 0, 30 * DAY_MS)?;
+        let heartbeat = ms("heartbeatMs", 5_000, 50, 3_600_000)?;
+        let max_reference_bytes =
+            opt_int(obj, "maxReferenceBytes", 64 * 1024 * 1024, 0, 1 << 40)?;
+        let refresh = opt_int(obj, "refreshIntervalMs", 300_000, 0, 30 * DAY_MS)?;
+        if refresh != 0 && refresh < 1000 {
+            return Err(CoreError::option_range(
+                "refreshIntervalMs",
+                "0 (off) or at least 1000",
+            ));
+        }
+        let request_timeout = ms("requestTimeoutMs", 2_000, 1, 600_000)?;
+        let init_timeout = ms("initTimeoutMs", 10_000, 1, DAY_MS)?;
+
+        Ok(Config {
+            tenant_id,
+            wrapper_url,
+            redis_url: Secret::new(redis_url),
+            redis_url_redacted,
+            wrapper_token: wrapper_token.map(Secret::new),
+            channel_prefix,
+            signing_secret: signing_secret.map(Secret::new),
+            ttl,
+            stale_if_error,
+            heartbeat,
+            max_reference_bytes,
+            refresh_interval: (refresh > 0).then(|| Duration::from_millis(refresh)),
+            request_timeout,
+            init_timeout,
+        })
+    }
+
+    /// The channel of `topic` for this tenant: `{prefix}:{tenant}:{topic}`.
+    pub fn channel(&self, topic: &str) -> String {
+        format!("{}:{}:{}", self.channel_prefix, self.tenant_id, topic)
+    }
+}
+
+fn opt_string(obj: &Map<String, Value>, name: &str) -> Result<Option<String>> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(CoreError::option_type(name, "a string")),
+    }
+}
+
+fn int_of(name: &str, v: &Value, min: u64, max: u64) -> Result<u64> {
+    let n = match v {
+        Value::Number(n) => n,
+        _ => return Err(CoreError::option_type(name, "a number")),
+    };
+    let f = n.as_f64().unwrap_or(f64::NAN);
+    if !(f.is_finite() && f.fract() == 0.0 && f >= min as f64 && f <= max as f64) {
+        return Err(CoreError::option_range(
+            name,
+            format!("an integer from {min} to {max}"),
+        ));
+    }
+    Ok(f as u64)
+}
+
+fn opt_int(obj: &Map<String, Value>, name: &str, default: u64, min: u64, max: u64) -> Result<u64> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => int_of(name, v, min, max),
+    }
+}
+
+fn parse_ttls(v: Option<&Value>) -> Result<Ttls> {
+    let mut t = Ttls {
+        user_profiles: Duration::from_millis(300_000),
+        hierarchy: Duration::from_millis(900_000),
+        audit_logs: Duration::from_millis(3_600_000),
+        historical_data: Duration::from_millis(86_400_000),
+        not_found: Duration::from_millis(30_000),
+    };
+    let obj = match v {
+        None | Some(Value::Null) => return Ok(t),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(CoreError::option_type("ttl", "an object")),
+    };
+    for (key, val) in obj {
+        let name = format!("ttl.{key}");
+        let slot = match key.as_str() {
+            "userProfiles" => &mut t.user_profiles,
+            "hierarchy" => &mut t.hierarchy,
+            "auditLogs" => &mut t.audit_logs,
+            "historicalData" => &mut t.historical_data,
+            "notFound" => &mut t.not_found,
+            _ => {
+                return Err(CoreError::option_type(
+                    &name,
+                    "one of userProfiles, hierarchy, auditLogs, historicalData, notFound",
+                ))
+            }
+        };
+        if !val.is_null() {
+            *slot = Duration::from_millis(int_of(&name, val, 0, 365 * DAY_MS)?);
+        }
+    }
+    Ok(t)
+}
+
+fn redis_url_from_parts(env_get: &dyn Fn(&str) -> Option<String>) -> Result<String> {
+    let host = env_get("REDIS_HOST").unwrap_or_else(|| "127.0.0.1".into());
+    let port = env_get("REDIS_PORT").unwrap_or_else(|| "6379".into());
+    if port.parse::<u16>().map(|p| p == 0).unwrap_or(true) {
+        return Err(CoreError::option_range(
+            "redisUrl",
+            "a valid URL (REDIS_PORT is not a port number)",
+        ));
+    }
+    let mut u = url::Url::parse("redis://placeholder")
+        .map_err(|_| CoreError::option_range("redisUrl", "a valid URL"))?;
+    u.set_host(Some(&host))
+        .map_err(|_| CoreError::option_range("redisUrl", "a valid URL (REDIS_HOST is not a host)"))?;
+    let _ = u.set_port(port.parse().ok());
+    if let Some(user) = env_get("REDIS_USERNAME") {
+        let _ = u.set_username(&user);
+    }
+    if let Some(pw) = env_get("REDIS_PASSWORD") {
+        let _ = u.set_password(Some(&pw));
+    }
+    Ok(u.to_string())
+}
+
+/// Checks a Redis URL and returns it with any password replaced by `***`.
+fn check_redis_url(raw: &str) -> Result<String> {
+    let bad = || {
+        CoreError::option_range(
+            "redisUrl",
+            "a redis:// or rediss:// URL with a host (the value is not shown: it may hold a password)",
+        )
+    };
+    let mut u = url::Url::parse(raw).map_err(|_| bad())?;
+    if !matches!(u.scheme(), "redis" | "rediss") || u.host_str().is_none() {
+        return Err(bad());
+    }
+    redis::IntoConnectionInfo::into_connection_info(raw).map_err(|_| bad())?;
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    Ok(u.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn base() -> Value {
+        json!({ "tenantId": "t1", "wrapperUrl": "http://127.0.0.1:9/" })
+    }
+
+    fn err_of(v: Value) -> String {
+        Config::from_json(&v, &env(&[])).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = Config::from_json(&base(), &env(&[])).unwrap();
+        assert_eq!(c.wrapper_url, "http://127.0.0.1:9");
+        assert_eq!(c.redis_url.expose(), "redis://127.0.0.1:6379");
+        assert_eq!(c.channel_prefix, "crm");
+        assert_eq!(c.ttl.user_profiles, Duration::from_secs(300));
+        assert_eq!(c.ttl.hierarchy, Duration::from_secs(900));
+        assert_eq!(c.ttl.audit_logs, Duration::from_secs(3600));
+        assert_eq!(c.ttl.historical_data, Duration::from_secs(86400));
+        assert_eq!(c.ttl.not_found, Duration::from_secs(30));
+        assert_eq!(c.stale_if_error, Duration::from_secs(3600));
+        assert_eq!(c.heartbeat, Duration::from_secs(5));
+        assert_eq!(c.max_reference_bytes, 64 * 1024 * 1024);
+        assert_eq!(c.refresh_interval, Some(Duration::from_secs(300)));
+        assert_eq!(c.request_timeout, Duration::from_secs(2));
+        assert_eq!(c.init_timeout, Duration::from_secs(10));
+        assert_eq!(c.channel("roles"), "crm:t1:roles");
+    }
+
+    #[test]
+    fn env_fallbacks() {
+        let v = json!({ "tenantId": "t1" });
+        let c = Config::from_json(
+            &v,
+            &env(&[
+                ("WRAPPER_URL", "https://w.example/base/"),
+                ("REDIS_HOST", "redis.local"),
+                ("REDIS_PORT", "6390"),
+                ("REDIS_USERNAME", "app"),
+                ("REDIS_PASSWORD", "s3cret"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.wrapper_url, "https://w.example/base");
+        assert_eq!(c.redis_url.expose(), "redis://app:s3cret@redis.local:6390");
+        assert_eq!(c.redis_url_redacted, "redis://app:***@redis.local:6390");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let c = Config::from_json(&v, &env(&[("WRAPPER_URL", "http://w"), ("REDIS_URL", "redis://h:1/2")]))
+            .unwrap();
+        assert_eq!(c.redis_url.expose(), "redis://h:1/2");
+    }
+
+    #[test]
+    fn errors_name_the_option() {
+        assert!(err_of(json!({})).contains("`tenantId`"));
+        assert!(err_of(json!({"tenantId": "a:b", "wrapperUrl": "http://x"})).contains("`tenantId`"));
+        assert!(err_of(json!({"tenantId": "a*", "wrapperUrl": "http://x"})).contains("`tenantId`"));
+        assert!(err_of(json!({"tenantId": "t"})).contains("`wrapperUrl`"));
+        assert!(err_of(json!({"tenantId": "t", "wrapperUrl": "ftp://x"})).contains("`wrapperUrl`"));
+        let mut v = base();
+        v["heartbeatMs"] = json!("5");
+        assert!(err_of(v.clone()).contains("`heartbeatMs`"));
+        v["heartbeatMs"] = json!(-1);
+        assert!(err_of(v.clone()).contains("`heartbeatMs`"));
+        let mut v = base();
+        v["ttl"] = json!({"userProfile": 1});
+        assert!(err_of(v).contains("`ttl.userProfile`"));
+        let mut v = base();
+        v["ttl"] = json!({"userProfiles": 1.5});
+        assert!(err_of(v).contains("`ttl.userProfiles`"));
+        let mut v = base();
+        v["channelPrefix"] = json!("crm*");
+        assert!(err_of(v).contains("`channelPrefix`"));
+        let mut v = base();
+        v["bogus"] = json!(1);
+        assert!(err_of(v).contains("`bogus`"));
+    }
+
+    #[test]
+    fn secrets_never_echoed() {
+        let mut v = base();
+        v["redisUrl"] = json!("http://user:hunter2@host");
+        let e = err_of(v);
+        assert!(e.contains("`redisUrl`") && !e.contains("hunter2"), "{e}");
+        let mut v = base();
+        v["wrapperToken"] = json!("tok\nen-hunter2");
+        let e = err_of(v);
+        assert!(e.contains("`wrapperToken`") && !e.contains("hunter2"), "{e}");
+        let mut v = base();
+        v["wrapperToken"] = json!("hunter2");
+        v["signingSecret"] = json!("hunter3");
+        let c = Config::from_json(&v, &env(&[])).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("hunter2") && !dbg.contains("hunter3"), "{dbg}");
+    }
+}

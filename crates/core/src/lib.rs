@@ -1,0 +1,42 @@
+//! The core of smart-crm-consumer: everything but the JavaScript binding.
+//!
+//! | module | concern |
+//! | --- | --- |
+//! | [`config`] | options, defaults, env fallbacks, validation |
+//! | [`protocol`] | the change-event protocol: topics, types, parsing, rejection reasons |
+//! | [`signature`] | RFC 8785 canonical JSON and HMAC-SHA256 signatures |
+//! | [`critical`] | the critical store with versions and tombstones |
+//! | [`delta`] | replica batches for the JS read replica |
+//! | [`outbox`] | coalescing, ordered delivery of batches to JS |
+//! | [`reference`] | the TTL, byte-bounded, single-flight reference cache |
+//! | [`wrapper`] | the Wrapper HTTP client |
+//! | [`subscriber`] | Redis subscription, heartbeat, reconnects, reloads |
+//! | [`replay`] | the `eventId` replay window |
+//! | [`backoff`] | jittered backoff schedules |
+//! | [`metrics`] | counters and health |
+//! | [`consumer`] | the consumer that ties them together |
+//! | [`publisher`] | the publishing side, for a Wrapper written in Node |
+//!
+//! This crate never imports napi: `cargo test` covers it without Node.
+
+#![warn(missing_docs)]
+
+pub mod backoff;
+pub mod config;
+pub mod consumer;
+pub mod critical;
+pub mod delta;
+pub mod error;
+pub mod metrics;
+pub mod outbox;
+pub mod protocol;
+pub mod publisher;
+pub mod reference;
+pub mod replay;
+pub mod signature;
+pub mod subscriber;
+pub mod wrapper;
+
+pub use config::Config;
+pub use consumer::Consumer;
+pub use error::{ArgKind, CoreError, Result};

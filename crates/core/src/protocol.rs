@@ -1,0 +1,546 @@
+//! The change-event protocol of SPEC §3: topics, event types, and the parser
+//! that turns one raw Redis message into a validated [`Event`] or a
+//! [`Rejection`] reason.
+//!
+//! Everything a message must satisfy *by itself* is checked here: size, JSON,
+//! field types, tenant, topic, id syntax, cost range, and (when a signing secret
+//! is set) signature and timestamp window. What depends on state (replayed
+//! `eventId`s, stale versions) is checked by [`crate::critical::CriticalStore`].
+//! The parser is pure and allocation-bounded (64 KiB input, serde_json's
+//! recursion limit of 128), so it is safe on hostile input.
+
+use serde_json::{Map, Value};
+
+use crate::config::Secret;
+use crate::signature;
+
+/// Largest accepted message, in bytes (SPEC §3).
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+/// Longest accepted id, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+/// Largest accepted gap between an event's timestamp and the local clock when
+/// signatures are on, in milliseconds.
+pub const TIMESTAMP_WINDOW_MS: i64 = 5 * 60 * 1000;
+
+/// A subscription topic: the last segment of `{prefix}:{tenant}:{topic}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// `credit-configs`
+    CreditConfigs,
+    /// `roles`
+    Roles,
+    /// `users`
+    Users,
+    /// `hierarchy`
+    Hierarchy,
+    /// `configs`
+    Configs,
+    /// `cache`
+    Cache,
+    /// `control`
+    Control,
+}
+
+impl Topic {
+    /// Every topic, in subscription order.
+    pub const ALL: [Topic; 7] = [
+        Topic::CreditConfigs,
+        Topic::Roles,
+        Topic::Users,
+        Topic::Hierarchy,
+        Topic::Configs,
+        Topic::Cache,
+        Topic::Control,
+    ];
+
+    /// The topic's channel segment.
+    pub fn name(self) -> &'static str {
+        match self {
+            Topic::CreditConfigs => "credit-configs",
+            Topic::Roles => "roles",
+            Topic::Users => "users",
+            Topic::Hierarchy => "hierarchy",
+            Topic::Configs => "configs",
+            Topic::Cache => "cache",
+            Topic::Control => "control",
+        }
+    }
+
+    /// Parses a channel segment.
+    pub fn from_name(s: &str) -> Option<Topic> {
+        Topic::ALL.into_iter().find(|t| t.name() == s)
+    }
+}
+
+/// Why an event was rejected; each is a counter in `getMetrics().eventsRejected`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rejection {
+    /// Not JSON, missing field, wrong type, bad id or cost.
+    Malformed,
+    /// Unsigned or badly signed while a signing secret is set.
+    BadSignature,
+    /// Timestamp outside the ±5 min window while a signing secret is set.
+    Expired,
+    /// `tenantId` is not the channel's tenant.
+    WrongTenant,
+    /// A known event type on another topic's channel.
+    WrongTopic,
+    /// Version not newer than the one held.
+    Stale,
+    /// `eventId` already applied.
+    Replay,
+    /// Over 64 KiB.
+    TooLarge,
+    /// Event type not known at all.
+    UnknownType,
+}
+
+impl Rejection {
+    /// Every reason, in the order metrics list them.
+    pub const ALL: [Rejection; 9] = [
+        Rejection::Malformed,
+        Rejection::BadSignature,
+        Rejection::Expired,
+        Rejection::WrongTenant,
+        Rejection::WrongTopic,
+        Rejection::Stale,
+        Rejection::Replay,
+        Rejection::TooLarge,
+        Rejection::UnknownType,
+    ];
+
+    /// The metrics name of the reason.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rejection::Malformed => "malformed",
+            Rejection::BadSignature => "badSignature",
+            Rejection::Expired => "expired",
+            Rejection::WrongTenant => "wrongTenant",
+            Rejection::WrongTopic => "wrongTopic",
+            Rejection::Stale => "stale",
+            Rejection::Replay => "replay",
+            Rejection::TooLarge => "tooLarge",
+            Rejection::UnknownType => "unknownType",
+        }
+    }
+
+    /// Position in [`Rejection::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What an accepted event asks the consumer to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// `credit-config-changed`: set the cost (and activity, when given).
+    CreditSet {
+        /// The operation.
+        operation_code: String,
+        /// The new cost: finite and non-negative.
+        cost: f64,
+        /// `isActive`, when the event carries it.
+        is_active: Option<bool>,
+    },
+    /// `credit-config-deleted`
+    CreditDelete {
+        /// The operation.
+        operation_code: String,
+    },
+    /// `role-changed`
+    RoleSet {
+        /// The role.
+        role_id: String,
+        /// Its full permission list.
+        permissions: Vec<String>,
+    },
+    /// `role-deleted`
+    RoleDelete {
+        /// The role.
+        role_id: String,
+    },
+    /// `user-status-changed`
+    UserStatus {
+        /// The user.
+        user_id: String,
+        /// The new status.
+        status: String,
+        /// The new role list, when the event carries it.
+        roles: Option<Vec<String>>,
+    },
+    /// `user-changed`: invalidates `user:{id}`.
+    UserChanged {
+        /// The user.
+        user_id: String,
+    },
+    /// `user-deleted`
+    UserDeleted {
+        /// The user.
+        user_id: String,
+    },
+    /// `hierarchy-changed`: invalidates `hierarchy:{id}`.
+    HierarchyChanged {
+        /// The entity.
+        entity_id: String,
+    },
+    /// `config-changed`
+    ConfigSet {
+        /// The config.
+        config_id: String,
+        /// The config value as compact JSON text (may be `null`).
+        json: String,
+    },
+    /// `config-deleted`
+    ConfigDelete {
+        /// The config.
+        config_id: String,
+    },
+    /// `cache-invalidate`: reference keys to drop.
+    CacheInvalidate {
+        /// Keys such as `user:42`.
+        keys: Vec<String>,
+    },
+    /// `resync-required`
+    ResyncRequired,
+}
+
+/// A validated event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Used for replay detection when present.
+    pub event_id: Option<String>,
+    /// The event type as sent (one of [`EVENT_TYPES`]).
+    pub event_type: &'static str,
+    /// Per-entity version, when present.
+    pub version: Option<u64>,
+    /// What to do.
+    pub change: Change,
+}
+
+/// Every known event type with its topic.
+pub const EVENT_TYPES: [(&str, Topic); 12] = [
+    ("credit-config-changed", Topic::CreditConfigs),
+    ("credit-config-deleted", Topic::CreditConfigs),
+    ("role-changed", Topic::Roles),
+    ("role-deleted", Topic::Roles),
+    ("user-status-changed", Topic::Users),
+    ("user-changed", Topic::Users),
+    ("user-deleted", Topic::Users),
+    ("hierarchy-changed", Topic::Hierarchy),
+    ("config-changed", Topic::Configs),
+    ("config-deleted", Topic::Configs),
+    ("cache-invalidate", Topic::Cache),
+    ("resync-required", Topic::Control),
+];
+
+/// True when `s` can be an entity id: 1–256 bytes, no control characters, none
+/// of `:` `*` `/` `\`, and not `.` or `..`. Ids become cache keys and URL path
+/// segments, so anything that could widen either is refused.
+pub fn is_valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_ID_BYTES
+        && s != "."
+        && s != ".."
+        && !s
+            .chars()
+            .any(|c| c.is_control() || matches!(c, ':' | '*' | '/' | '\\'))
+}
+
+/// True when `s` is a valid permission or status string: 1–256 bytes, no
+/// control characters.
+fn is_valid_text(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_ID_BYTES && !s.chars().any(char::is_control)
+}
+
+/// The parsing context: what the channel and configuration say.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The tenant the consumer serves (the channel's tenant).
+    pub tenant_id: &'a str,
+    /// The topic of the channel the message arrived on.
+    pub topic: Topic,
+    /// When set, signatures and timestamps are enforced.
+    pub signing_secret: Option<&'a Secret>,
+    /// The local clock, epoch ms (a parameter so tests can pin it).
+    pub now_ms: i64,
+}
+
+type Check<T> = std::result::Result<T, Rejection>;
+
+/// Parses and validates one raw message. Pure; never panics on any input.
+pub fn parse_event(payload: &[u8], ctx: &Context<'_>) -> Check<Event> {
+    if payload.len() > MAX_EVENT_BYTES {
+        return Err(Rejection::TooLarge);
+    }
+    let value: Value = serde_json::from_slice(payload).map_err(|_| Rejection::Malformed)?;
+    let Value::Object(msg) = value else {
+        return Err(Rejection::Malformed);
+    };
+
+    let event_id = opt_str(&msg, "eventId")?;
+    if let Some(id) = event_id {
+        if !is_valid_text(id) {
+            return Err(Rejection::Malformed);
+        }
+    }
+    let timestamp = opt_str(&msg, "timestamp")?;
+    let ts_ms = match timestamp {
+        Some(t) => Some(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|_| Rejection::Malformed)?
+                .timestamp_millis(),
+        ),
+        None => None,
+    };
+    let version = match msg.get("version") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or(Rejection::Malformed)?),
+    };
+
+    if let Some(secret) = ctx.signing_secret {
+        let (Some(_), Some(ts)) = (event_id, ts_ms) else {
+            return Err(Rejection::Malformed);
+        };
+        let sig = match msg.get("signature") {
+            Some(Value::String(s)) => s.as_str(),
+            None | Some(Value::Null) => return Err(Rejection::BadSignature),
+            Some(_) => return Err(Rejection::Malformed),
+        };
+        if !signature::verify(&msg, secret, sig) {
+            return Err(Rejection::BadSignature);
+        }
+        if (ts - ctx.now_ms).abs() > TIMESTAMP_WINDOW_MS {
+            return Err(Rejection::Expired);
+        }
+    }
+
+    let event_type = req_str(&msg, "eventType")?;
+    let tenant = req_str(&msg, "tenantId")?;
+    let Some(Value::Object(data)) = msg.get("data") else {
+        return Err(Rejection::Malformed);
+    };
+    if tenant != ctx.tenant_id {
+        return Err(Rejection::WrongTenant);
+    }
+    let Some(&(event_type, topic)) = EVENT_TYPES.iter().find(|(t, _)| *t == event_type) else {
+        return Err(Rejection::UnknownType);
+    };
+    if topic != ctx.topic {
+        return Err(Rejection::WrongTopic);
+    }
+    let change = parse_change(event_type, data)?;
+    Ok(Event {
+        event_id: event_id.map(str::to_owned),
+        event_type,
+        version,
+        change,
+    })
+}
+
+fn parse_change(event_type: &str, d: &Map<String, Value>) -> Check<Change> {
+    Ok(match event_type {
+        "credit-config-changed" => {
+            let cost = d
+                .get("newValue")
+                .and_then(Value::as_f64)
+                .ok_or(Rejection::Malformed)?;
+            if !cost.is_finite() || cost < 0.0 {
+                return Err(Rejection::Malformed);
+            }
+            let is_active = match d.get("isActive") {
+                None | Some(Value::Null) => None,
+                Some(Value::Bool(b)) => Some(*b),
+                Some(_) => return Err(Rejection::Malformed),
+            };
+            Change::CreditSet {
+                operation_code: id(d, "operationCode")?,
+                cost: cost + 0.0, // folds -0 into 0
+                is_active,
+            }
+        }
+        "credit-config-deleted" => Change::CreditDelete {
+            operation_code: id(d, "operationCode")?,
+        },
+        "role-changed" => Change::RoleSet {
+            role_id: id(d, "roleId")?,
+            permissions: text_list(d.get("permissions"))?,
+        },
+        "role-deleted" => Change::RoleDelete {
+            role_id: id(d, "roleId")?,
+        },
+        "user-status-changed" => {
+            let status = req_str(d, "status")?;
+            if !is_valid_text(status) {
+                return Err(Rejection::Malformed);
+            }
+            let roles = match d.get("roles") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(id_list(v)?),
+            };
+            Change::UserStatus {
+                user_id: id(d, "userId")?,
+                status: status.to_owned(),
+                roles,
+            }
+        }
+        "user-changed" => Change::UserChanged {
+            user_id: id(d, "userId")?,
+        },
+        "user-deleted" => Change::UserDeleted {
+            user_id: id(d, "userId")?,
+        },
+        "hierarchy-changed" => Change::HierarchyChanged {
+            entity_id: id(d, "entityId")?,
+        },
+        "config-changed" => {
+            let config = d.get("config").ok_or(Rejection::Malformed)?;
+            Change::ConfigSet {
+                config_id: id(d, "configId")?,
+                json: serde_json::to_string(config).map_err(|_| Rejection::Malformed)?,
+            }
+        }
+        "config-deleted" => Change::ConfigDelete {
+            config_id: id(d, "configId")?,
+        },
+        "cache-invalidate" => {
+            let keys = text_list(d.get("keys"))?;
+            if !keys.iter().all(|k| crate::reference::parse_key(k).is_some()) {
+                return Err(Rejection::Malformed);
+            }
+            Change::CacheInvalidate { keys }
+        }
+        "resync-required" => Change::ResyncRequired,
+        _ => return Err(Rejection::UnknownType),
+    })
+}
+
+fn opt_str<'a>(m: &'a Map<String, Value>, k: &str) -> Check<Option<&'a str>> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(Rejection::Malformed),
+    }
+}
+
+fn req_str<'a>(m: &'a Map<String, Value>, k: &str) -> Check<&'a str> {
+    opt_str(m, k)?.ok_or(Rejection::Malformed)
+}
+
+fn id(m: &Map<String, Value>, k: &str) -> Check<String> {
+    let s = req_str(m, k)?;
+    if is_valid_id(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(Rejection::Malformed)
+    }
+}
+
+fn text_list(v: Option<&Value>) -> Check<Vec<String>> {
+    let Some(Value::Array(items)) = v else {
+        return Err(Rejection::Malformed);
+    };
+    items
+        .iter()
+        .map(|i| match i {
+            Value::String(s) if is_valid_text(s) => Ok(s.clone()),
+            _ => Err(Rejection::Malformed),
+        })
+        .collect()
+}
+
+fn id_list(v: &Value) -> Check<Vec<String>> {
+    let list = text_list(Some(v))?;
+    if list.iter().all(|s| is_valid_id(s)) {
+        Ok(list)
+    } else {
+        Err(Rejection::Malformed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx(topic: Topic) -> Context<'static> {
+        Context {
+            tenant_id: "t1",
+            topic,
+            signing_secret: None,
+            now_ms: 0,
+        }
+    }
+
+    fn parse(topic: Topic, v: Value) -> Check<Event> {
+        parse_event(v.to_string().as_bytes(), &ctx(topic))
+    }
+
+    fn credit(new_value: Value) -> Value {
+        json!({"eventType": "credit-config-changed", "tenantId": "t1",
+               "data": {"operationCode": "op.a", "newValue": new_value}})
+    }
+
+    #[test]
+    fn accepts_every_event_type_on_its_topic() {
+        let cases = [
+            (Topic::CreditConfigs, json!({"eventType":"credit-config-changed","tenantId":"t1","data":{"operationCode":"a","newValue":3.0}})),
+            (Topic::CreditConfigs, json!({"eventType":"credit-config-deleted","tenantId":"t1","data":{"operationCode":"a"}})),
+            (Topic::Roles, json!({"eventType":"role-changed","tenantId":"t1","data":{"roleId":"r","permissions":["x.*"]}})),
+            (Topic::Roles, json!({"eventType":"role-deleted","tenantId":"t1","data":{"roleId":"r"}})),
+            (Topic::Users, json!({"eventType":"user-status-changed","tenantId":"t1","data":{"userId":"u","status":"active","roles":["r"]}})),
+            (Topic::Users, json!({"eventType":"user-changed","tenantId":"t1","data":{"userId":"u"}})),
+            (Topic::Users, json!({"eventType":"user-deleted","tenantId":"t1","data":{"userId":"u"}})),
+            (Topic::Hierarchy, json!({"eventType":"hierarchy-changed","tenantId":"t1","data":{"entityId":"e"}})),
+            (Topic::Configs, json!({"eventType":"config-changed","tenantId":"t1","data":{"configId":"c","config":{"a":1}}})),
+            (Topic::Configs, json!({"eventType":"config-deleted","tenantId":"t1","data":{"configId":"c"}})),
+            (Topic::Cache, json!({"eventType":"cache-invalidate","tenantId":"t1","data":{"keys":["user:1","hierarchy:2"]}})),
+            (Topic::Control, json!({"eventType":"resync-required","tenantId":"t1","data":{}})),
+        ];
+        for (topic, v) in cases {
+            parse(topic, v.clone()).unwrap_or_else(|r| panic!("{v} rejected: {r:?}"));
+        }
+    }
+
+    #[test]
+    fn rejection_reasons() {
+        assert_eq!(parse_event(b"{not json", &ctx(Topic::Roles)), Err(Rejection::Malformed));
+        assert_eq!(parse_event(&[0xff, 0xfe], &ctx(Topic::Roles)), Err(Rejection::Malformed));
+        let big = vec![b' '; MAX_EVENT_BYTES + 1];
+        assert_eq!(parse_event(&big, &ctx(Topic::Roles)), Err(Rejection::TooLarge));
+        let deep = "[".repeat(10_000);
+        assert_eq!(parse_event(deep.as_bytes(), &ctx(Topic::Roles)), Err(Rejection::Malformed));
+        assert_eq!(parse(Topic::CreditConfigs, credit(json!(-1))), Err(Rejection::Malformed));
+        assert_eq!(parse(Topic::CreditConfigs, credit(json!("3"))), Err(Rejection::Malformed));
+        assert_eq!(
+            parse_event(br#"{"eventType":"credit-config-changed","tenantId":"t1","data":{"operationCode":"a","newValue":1e309}}"#, &ctx(Topic::CreditConfigs)),
+            Err(Rejection::Malformed)
+        );
+        let mut v = credit(json!(1));
+        v["tenantId"] = json!("t2");
+        assert_eq!(parse(Topic::CreditConfigs, v), Err(Rejection::WrongTenant));
+        assert_eq!(parse(Topic::Roles, credit(json!(1))), Err(Rejection::WrongTopic));
+        let mut v = credit(json!(1));
+        v["eventType"] = json!("credit-config-exploded");
+        assert_eq!(parse(Topic::CreditConfigs, v), Err(Rejection::UnknownType));
+        let mut v = credit(json!(1));
+        v["data"] = json!([]);
+        assert_eq!(parse(Topic::CreditConfigs, v), Err(Rejection::Malformed));
+        let mut v = credit(json!(1));
+        v["version"] = json!(1.5);
+        assert_eq!(parse(Topic::CreditConfigs, v), Err(Rejection::Malformed));
+        for bad in ["", ".", "..", "a:b", "a*", "a/b", "a\u{0}b", "a\nb"] {
+            let mut v = credit(json!(1));
+            v["data"]["operationCode"] = json!(bad);
+            assert_eq!(parse(Topic::CreditConfigs, v), Err(Rejection::Malformed), "{bad:?}");
+        }
+        let v = json!({"eventType":"cache-invalidate","tenantId":"t1","data":{"keys":["credit:1"]}});
+        assert_eq!(parse(Topic::Cache, v), Err(Rejection::Malformed));
+    }
+
+    #[test]
+    fn negative_zero_cost_is_zero() {
+        let e = parse(Topic::CreditConfigs, credit(json!(-0.0))).unwrap();
+        let Change::CreditSet { cost, .. } = e.change else { panic!() };
+        assert!(cost == 0.0 && cost.is_sign_positive());
+    }
+}
