@@ -1,0 +1,445 @@
+'use strict'
+// SmartCRMConsumer: the public class (SPEC §2).
+//
+// A thin shell over the native core: it validates what only JS can see (types
+// of values, the logger), keeps the read replica that answers critical reads
+// synchronously, turns replica notices into EventEmitter events, and maps
+// native errors to JS errors. Everything that does I/O runs in Rust.
+
+const { EventEmitter } = require('node:events')
+const { randomUUID } = require('node:crypto')
+
+const { NativeConsumer } = require('../index.js')
+const { Replica, grants } = require('./replica.js')
+const { metricsText } = require('./prometheus.js')
+const errors = require('./errors.js')
+
+const ENV_VARS = [
+  'REDIS_URL',
+  'REDIS_HOST',
+  'REDIS_PORT',
+  'REDIS_USERNAME',
+  'REDIS_PASSWORD',
+  'WRAPPER_URL',
+]
+const LOG_LEVELS = ['debug', 'info', 'warn', 'error']
+const MAX_ARG_LENGTH = 64 * 1024
+
+/**
+ * Copies `options` into plain JSON for the core, checking on the way what JSON
+ * cannot carry (functions, non-finite numbers, ...). Errors name the option.
+ */
+function toJsonOptions(value, path) {
+  if (value === null || typeof value === 'string' || typeof value === 'boolean') return value
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) throw errors.rangeError(`option \`${path}\` must be a finite number`)
+    return value
+  }
+  if (typeof value === 'object' && !Array.isArray(value)) {
+    const out = {}
+    for (const [k, v] of Object.entries(value)) {
+      if (v === undefined) continue
+      out[k] = toJsonOptions(v, path ? `${path}.${k}` : k)
+    }
+    return out
+  }
+  throw errors.typeError(`option \`${path}\` has an unsupported type (${typeof value})`)
+}
+
+function checkLogger(logger) {
+  if (logger === undefined || logger === null) return console
+  if (typeof logger !== 'object' && typeof logger !== 'function') {
+    throw errors.typeError('option `logger` must be an object with debug, info, warn and error methods')
+  }
+  for (const level of LOG_LEVELS) {
+    if (typeof logger[level] !== 'function') {
+      throw errors.typeError(`option \`logger\` must have a \`${level}\` method`)
+    }
+  }
+  return logger
+}
+
+function checkString(name, value) {
+  if (typeof value !== 'string') throw errors.typeError(`${name} must be a string, got ${typeof value}`)
+  if (value.length > MAX_ARG_LENGTH) throw errors.rangeError(`${name} is longer than ${MAX_ARG_LENGTH} characters`)
+}
+
+/** An id that is sent as one URL path segment. */
+function checkId(name, value) {
+  checkString(name, value)
+  if (value === '' || value === '.' || value === '..') {
+    throw errors.rangeError(`${name} must not be empty, '.' or '..' (it is sent as one URL path segment)`)
+  }
+}
+
+function rate(hits, misses) {
+  const total = hits + misses
+  return total === 0 ? 0 : hits / total
+}
+
+class SmartCRMConsumer extends EventEmitter {
+  /**
+   * Validates `options` synchronously (TypeError/RangeError naming the option).
+   * Starts nothing: call initialize().
+   */
+  constructor(options) {
+    super()
+    if (options === null || typeof options !== 'object') {
+      throw errors.typeError('options must be an object with at least `tenantId`')
+    }
+    const { logger, ...rest } = options
+    this._logger = checkLogger(logger)
+    const env = {}
+    for (const name of ENV_VARS) if (process.env[name]) env[name] = process.env[name]
+    const json = toJsonOptions(rest, '')
+    this._native = errors.callNative(() => new NativeConsumer(json, env))
+    this.tenantId = json.tenantId
+    this._replica = new Replica()
+    this._hits = 0
+    this._misses = 0
+    this._ready = false
+    this._connected = false
+    this._closed = false
+    this._started = false
+    this._shutdownPromise = null
+    this._replicaReady = new Promise((resolve) => (this._resolveReplicaReady = resolve))
+    this.on('newListener', (event) => {
+      if (event === 'change') this._native.setListenChanges(true)
+    })
+    this.on('removeListener', (event) => {
+      if (event === 'change' && this.listenerCount('change') === 0) this._native.setListenChanges(false)
+    })
+  }
+
+  /**
+   * Subscribes, loads the critical snapshot, applies events that arrived
+   * meanwhile; resolves when the cache is complete. After `initTimeoutMs`
+   * rejects with `code` REDIS_UNAVAILABLE, WRAPPER_UNAVAILABLE, WRAPPER_AUTH or
+   * INVALID_RESPONSE and keeps trying in the background.
+   */
+  async initialize() {
+    if (this._closed) throw errors.shutdownError()
+    if (!this._started) {
+      this._started = true
+      errors.callNative(() => this._native.start((json) => this._onBatch(json)))
+    }
+    await this._native.waitReady().catch(errors.rethrow)
+    await this._replicaReady
+  }
+
+  /** Applies a replica batch from the core, then dispatches its notices. */
+  _onBatch(json) {
+    let notices
+    try {
+      notices = this._replica.apply(json)
+    } catch (err) {
+      this._logger.error(`[smart-crm-consumer] could not apply a replica batch: ${err.message}`)
+      return
+    }
+    for (const n of notices) {
+      try {
+        this._notice(n)
+      } catch (err) {
+        // A throwing listener must not stop the rest of the batch.
+        this._logger.error(`[smart-crm-consumer] a '${n.t}' listener threw: ${err && err.stack}`)
+      }
+    }
+  }
+
+  _notice(n) {
+    switch (n.t) {
+      case 'change':
+        this.emit('change', { eventType: n.eventType, keys: n.keys })
+        break
+      case 'connection':
+        this._connected = n.connected
+        this.emit('connection', { connected: n.connected })
+        break
+      case 'resync':
+        this.emit('resync', { reason: n.reason })
+        break
+      case 'ready':
+        this._ready = true
+        this._resolveReplicaReady()
+        break
+      case 'log':
+        this._logger[n.level](`[smart-crm-consumer] ${n.msg}`)
+        break
+      case 'error': {
+        const err = new Error(n.message)
+        err.code = n.code
+        this._emitError(err)
+        break
+      }
+    }
+  }
+
+  /** 'error' goes to listeners when there are any, else to logger.error. */
+  _emitError(err) {
+    if (this.listenerCount('error') > 0) this.emit('error', err)
+    else this._logger.error(`[smart-crm-consumer] ${err.code}: ${err.message}`)
+  }
+
+  _open() {
+    if (this._closed) throw errors.shutdownError()
+  }
+
+  // ---- critical reads: synchronous, no I/O ---------------------------------
+
+  /** The operation's cost, or null when not configured or inactive. */
+  getCreditCost(operationCode) {
+    if (this._closed) throw errors.shutdownError()
+    if (typeof operationCode !== 'string') checkString('operationCode', operationCode)
+    const cost = this._replica.credits.get(operationCode)
+    if (cost === undefined) {
+      this._misses++
+      return null
+    }
+    this._hits++
+    return cost
+  }
+
+  /** A copy of the role's permissions, or null. */
+  getRolePermissions(roleId) {
+    this._open()
+    checkString('roleId', roleId)
+    const r = this._replica.roles.get(roleId)
+    if (r === undefined) {
+      this._misses++
+      return null
+    }
+    this._hits++
+    return r.perms.slice()
+  }
+
+  /** A copy of the user's role ids, or null. */
+  getUserRoles(userId) {
+    this._open()
+    checkString('userId', userId)
+    const u = this._replica.users.get(userId)
+    if (u === undefined) {
+      this._misses++
+      return null
+    }
+    this._hits++
+    return u.roles.slice()
+  }
+
+  /** The user's status, or null. */
+  getUserStatus(userId) {
+    this._open()
+    checkString('userId', userId)
+    const u = this._replica.users.get(userId)
+    if (u === undefined) {
+      this._misses++
+      return null
+    }
+    this._hits++
+    return u.status
+  }
+
+  /** A fresh copy of the config's JSON value, or null. */
+  getActiveConfig(configId) {
+    this._open()
+    checkString('configId', configId)
+    const text = this._replica.configs.get(configId)
+    if (text === undefined) {
+      this._misses++
+      return null
+    }
+    this._hits++
+    return JSON.parse(text)
+  }
+
+  /**
+   * Deny by default: true only for a known user whose status is exactly
+   * 'active' and one of whose roles holds a matching pattern (exact,
+   * `prefix.*`, or `*`). Case-sensitive.
+   */
+  checkPermission(userId, permission) {
+    if (this._closed) throw errors.shutdownError()
+    if (typeof userId !== 'string') checkString('userId', userId)
+    if (typeof permission !== 'string') checkString('permission', permission)
+    const u = this._replica.users.get(userId)
+    if (u === undefined) {
+      this._misses++
+      return false
+    }
+    this._hits++
+    if (u.status !== 'active') return false
+    return grants(this._replica.access(u), permission)
+  }
+
+  // ---- reference reads: async, TTL-cached ----------------------------------
+
+  _reference(kind, name, id) {
+    try {
+      this._open()
+      checkId(name, id)
+      const text = errors.callNative(() => this._native.refLookup(`${kind}:${id}`))
+      if (text !== null) {
+        if (text === '') {
+          const e = new Error(`not found: ${kind}:${id}`)
+          e.code = 'NOT_FOUND'
+          return Promise.reject(e)
+        }
+        return Promise.resolve(JSON.parse(text))
+      }
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this._native.refGet(kind, id).then(JSON.parse, errors.rethrow)
+  }
+
+  /** The user's profile (`user:{id}`, 5 min by default). */
+  getUserProfile(userId) {
+    return this._reference('user', 'userId', userId)
+  }
+
+  /** The entity's hierarchy (`hierarchy:{id}`, 15 min by default). */
+  getHierarchy(entityId) {
+    return this._reference('hierarchy', 'entityId', entityId)
+  }
+
+  /** An audit log (`audit:{id}`, 1 h by default). */
+  getAuditLog(logId) {
+    return this._reference('audit', 'logId', logId)
+  }
+
+  /** Historical data (`historical:{key}`, 24 h by default). */
+  getHistoricalData(key) {
+    return this._reference('historical', 'key', key)
+  }
+
+  /** Expiry (epoch ms) of the held entry for `key`, or null. */
+  getCacheExpiry(key) {
+    this._open()
+    checkString('key', key)
+    return errors.callNative(() => this._native.cacheExpiry(key))
+  }
+
+  /** Drops the reference entry for `key`. */
+  invalidate(key) {
+    this._open()
+    checkString('key', key)
+    errors.callNative(() => this._native.invalidate(key))
+  }
+
+  // ---- credits --------------------------------------------------------------
+
+  /** The user's available credits, from the Wrapper (never cached). */
+  async getUserCredits(userId) {
+    this._open()
+    checkId('userId', userId)
+    return this._native.userCredits(userId).catch(errors.rethrow)
+  }
+
+  /** False if the operation is not configured or inactive, else available >= cost. */
+  async checkCredits(operationCode, userId) {
+    this._open()
+    checkString('operationCode', operationCode)
+    checkId('userId', userId)
+    const cost = this.getCreditCost(operationCode)
+    if (cost === null) return false
+    return (await this.getUserCredits(userId)) >= cost
+  }
+
+  /**
+   * Deducts `amount` credits. Retries (bounded, with backoff) reuse the same
+   * idempotency key, generated when not given, so a deduction is never applied
+   * twice. Resolves to `{ remaining, idempotencyKey }`; a 402 rejects with code
+   * INSUFFICIENT_CREDITS.
+   */
+  async deductCredits(userId, amount, { operationCode, idempotencyKey } = {}) {
+    this._open()
+    checkId('userId', userId)
+    if (typeof amount !== 'number') throw errors.typeError(`amount must be a number, got ${typeof amount}`)
+    if (!Number.isFinite(amount) || amount < 0) throw errors.rangeError('amount must be a finite, non-negative number')
+    if (operationCode !== undefined && operationCode !== null) checkString('operationCode', operationCode)
+    let key = idempotencyKey
+    if (key === undefined || key === null) key = randomUUID()
+    checkString('idempotencyKey', key)
+    if (key.length === 0 || key.length > 256 || /[^\x21-\x7e]/.test(key)) {
+      throw errors.rangeError('idempotencyKey must be 1-256 visible ASCII characters')
+    }
+    const remaining = await this._native
+      .deduct(userId, amount, operationCode ?? null, key)
+      .catch(errors.rethrow)
+    return { remaining, idempotencyKey: key }
+  }
+
+  // ---- operations -----------------------------------------------------------
+
+  /** Subscribed, and the resync after the latest (re)connect has completed. */
+  get isConnected() {
+    return this._connected && !this._closed
+  }
+
+  /** `{ ready, connected, degraded, lastEventAt, lastSyncAt, reason }`. */
+  health() {
+    const h = JSON.parse(errors.callNative(() => this._native.healthJson()))
+    return {
+      ready: this._ready,
+      connected: this.isConnected,
+      degraded: h.degraded,
+      lastEventAt: h.lastEventAt ?? null,
+      lastSyncAt: h.lastSyncAt ?? null,
+      reason: h.reason ?? null,
+    }
+  }
+
+  /** Every figure of SPEC §2 (and a few more). */
+  getMetrics() {
+    const n = JSON.parse(errors.callNative(() => this._native.metricsJson()))
+    const criticalHits = this._hits
+    const criticalMisses = this._misses
+    const hits = criticalHits + n.referenceHits
+    const misses = criticalMisses + n.referenceMisses
+    const criticalCacheSize = this._replica.size()
+    return {
+      criticalHits,
+      criticalMisses,
+      referenceHits: n.referenceHits,
+      referenceMisses: n.referenceMisses,
+      criticalHitRate: rate(criticalHits, criticalMisses),
+      referenceHitRate: rate(n.referenceHits, n.referenceMisses),
+      overallHitRate: rate(hits, misses),
+      totalRequests: hits + misses,
+      cacheSize: criticalCacheSize + n.referenceCacheSize,
+      criticalCacheSize,
+      referenceCacheSize: n.referenceCacheSize,
+      referenceCacheBytes: n.referenceCacheBytes,
+      wrapperRequests: n.wrapperRequests,
+      wrapperErrors: n.wrapperErrors,
+      coalescedRequests: n.coalescedRequests,
+      staleServed: n.staleServed,
+      eventsReceived: n.eventsReceived,
+      eventsApplied: n.eventsApplied,
+      eventsRejected: n.eventsRejected,
+      reconnects: n.reconnects,
+      resyncs: n.resyncs,
+      connected: this.isConnected,
+    }
+  }
+
+  /** The metrics in Prometheus text exposition format. */
+  metricsText() {
+    return metricsText(this.getMetrics(), this.tenantId)
+  }
+
+  /**
+   * Stops every background task and closes every connection; afterwards
+   * nothing the package owns keeps the Node process alive. Idempotent.
+   */
+  shutdown() {
+    if (!this._shutdownPromise) {
+      this._closed = true
+      this._connected = false
+      this._resolveReplicaReady()
+      this._shutdownPromise = this._native.shutdown().catch(errors.rethrow)
+    }
+    return this._shutdownPromise
+  }
+}
+
+module.exports = { SmartCRMConsumer }

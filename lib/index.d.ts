@@ -1,0 +1,202 @@
+// Types of the public API of smart-crm-consumer (SPEC §2-§3).
+import { EventEmitter } from 'node:events'
+
+/** Anything with debug/info/warn/error (console, pino, winston). */
+export interface Logger {
+  debug(...args: unknown[]): void
+  info(...args: unknown[]): void
+  warn(...args: unknown[]): void
+  error(...args: unknown[]): void
+}
+
+/** Reference-cache TTLs in milliseconds. */
+export interface TtlOptions {
+  /** `user:{id}`; default 300000 (5 min). */
+  userProfiles?: number
+  /** `hierarchy:{id}`; default 900000 (15 min). */
+  hierarchy?: number
+  /** `audit:{id}`; default 3600000 (1 h). */
+  auditLogs?: number
+  /** `historical:{key}`; default 86400000 (24 h). */
+  historicalData?: number
+  /** How long a Wrapper 404 is remembered; default 30000. */
+  notFound?: number
+}
+
+export interface SmartCRMConsumerOptions {
+  /** Required; `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`. */
+  tenantId: string
+  /** Default `process.env.WRAPPER_URL`; one of the two must be set. */
+  wrapperUrl?: string
+  /** Default `REDIS_URL`, else built from REDIS_HOST/PORT/USERNAME/PASSWORD, else redis://127.0.0.1:6379. */
+  redisUrl?: string
+  /** Sent as `Authorization: Bearer …`. */
+  wrapperToken?: string
+  /** Default 'crm'. */
+  channelPrefix?: string
+  /** When set, unsigned or badly signed events are rejected. */
+  signingSecret?: string
+  ttl?: TtlOptions
+  /** How long past expiry a reference entry may be served while the Wrapper fails; default 3600000. */
+  staleIfErrorMs?: number
+  /** Ping interval on the subscription; default 5000. */
+  heartbeatMs?: number
+  /** Memory bound of the reference cache; default 64 MiB. */
+  maxReferenceBytes?: number
+  /** Periodic full reload of critical data; 0 = off; default 300000. */
+  refreshIntervalMs?: number
+  /** Per Wrapper request; default 2000. */
+  requestTimeoutMs?: number
+  /** Default 10000. */
+  initTimeoutMs?: number
+  /** Default console. */
+  logger?: Logger
+}
+
+/** Codes on errors from the consumer (`err.code`). */
+export type ErrorCode =
+  | 'REDIS_UNAVAILABLE'
+  | 'WRAPPER_UNAVAILABLE'
+  | 'WRAPPER_AUTH'
+  | 'INVALID_RESPONSE'
+  | 'NOT_FOUND'
+  | 'INSUFFICIENT_CREDITS'
+  | 'SHUTDOWN'
+  | 'ERR_INVALID_OPTION'
+  | 'ERR_INVALID_ARG'
+  | 'ERR_INVALID_ARG_TYPE'
+  | 'ERR_OUT_OF_RANGE'
+
+export interface ConsumerError extends Error {
+  code: ErrorCode
+}
+
+export type RejectionReason =
+  | 'malformed'
+  | 'badSignature'
+  | 'expired'
+  | 'wrongTenant'
+  | 'wrongTopic'
+  | 'stale'
+  | 'replay'
+  | 'tooLarge'
+  | 'unknownType'
+
+export interface Metrics {
+  criticalHits: number
+  criticalMisses: number
+  referenceHits: number
+  referenceMisses: number
+  /** 0 when there were no reads, never NaN. */
+  criticalHitRate: number
+  referenceHitRate: number
+  overallHitRate: number
+  totalRequests: number
+  cacheSize: number
+  criticalCacheSize: number
+  referenceCacheSize: number
+  referenceCacheBytes: number
+  wrapperRequests: number
+  wrapperErrors: number
+  coalescedRequests: number
+  staleServed: number
+  eventsReceived: number
+  eventsApplied: number
+  eventsRejected: Record<RejectionReason, number>
+  reconnects: number
+  resyncs: number
+  connected: boolean
+}
+
+export interface Health {
+  ready: boolean
+  connected: boolean
+  degraded: boolean
+  /** Epoch ms or null. */
+  lastEventAt: number | null
+  lastSyncAt: number | null
+  /** 'redis-disconnected' | 'wrapper-unavailable' | null */
+  reason: string | null
+}
+
+export interface ChangeEvent {
+  eventType: string
+  /** e.g. `credit:{operationCode}`, `role:{roleId}`, `access:{userId}`, `config:{configId}`, `user:{id}`. */
+  keys: string[]
+}
+
+export interface DeductOptions {
+  operationCode?: string
+  /** Generated when absent; reused by every retry. */
+  idempotencyKey?: string
+}
+
+export interface DeductResult {
+  remaining: number
+  /** The key used (the one given, or the generated one). */
+  idempotencyKey: string
+}
+
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue }
+
+export declare class SmartCRMConsumer extends EventEmitter {
+  constructor(options: SmartCRMConsumerOptions)
+  readonly tenantId: string
+  initialize(): Promise<void>
+
+  getCreditCost(operationCode: string): number | null
+  getRolePermissions(roleId: string): string[] | null
+  getUserRoles(userId: string): string[] | null
+  getUserStatus(userId: string): string | null
+  getActiveConfig(configId: string): JsonValue | null
+  checkPermission(userId: string, permission: string): boolean
+
+  getUserProfile(userId: string): Promise<Record<string, JsonValue>>
+  getHierarchy(entityId: string): Promise<Record<string, JsonValue>>
+  getAuditLog(logId: string): Promise<Record<string, JsonValue>>
+  getHistoricalData(key: string): Promise<Record<string, JsonValue>>
+  getCacheExpiry(key: string): number | null
+  invalidate(key: string): void
+
+  getUserCredits(userId: string): Promise<number>
+  checkCredits(operationCode: string, userId: string): Promise<boolean>
+  deductCredits(userId: string, amount: number, options?: DeductOptions): Promise<DeductResult>
+
+  readonly isConnected: boolean
+  health(): Health
+  getMetrics(): Metrics
+  metricsText(): string
+  shutdown(): Promise<void>
+
+  on(event: 'change', listener: (e: ChangeEvent) => void): this
+  on(event: 'connection', listener: (e: { connected: boolean }) => void): this
+  on(event: 'resync', listener: (e: { reason: string }) => void): this
+  on(event: 'error', listener: (err: ConsumerError) => void): this
+  off(event: 'change', listener: (e: ChangeEvent) => void): this
+  off(event: 'connection', listener: (e: { connected: boolean }) => void): this
+  off(event: 'resync', listener: (e: { reason: string }) => void): this
+  off(event: 'error', listener: (err: ConsumerError) => void): this
+}
+
+export interface PublisherOptions {
+  /** Default `REDIS_URL`, else redis://127.0.0.1:6379. */
+  redisUrl?: string
+  tenantId: string
+  /** Default 'crm'. */
+  channelPrefix?: string
+  signingSecret?: string
+}
+
+export type Topic = 'credit-configs' | 'roles' | 'users' | 'hierarchy' | 'configs' | 'cache' | 'control'
+
+export interface Publisher {
+  /** Resolves to the number of receivers. */
+  publish(topic: Topic, eventType: string, data?: Record<string, JsonValue>, options?: { version?: number }): Promise<number>
+  close(): Promise<void>
+}
+
+export declare function createPublisher(options: PublisherOptions): Promise<Publisher>
+/** Hex HMAC-SHA256 of the RFC 8785 form of `message` without its `signature` member. */
+export declare function signMessage(message: object | string, secret: string): string
+/** The RFC 8785 (JCS) canonical form. */
+export declare function canonicalize(value: JsonValue | string): string

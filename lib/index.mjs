@@ -1,0 +1,5 @@
+// smart-crm-consumer: the package entry point (ES module).
+import cjs from './index.js'
+
+export const { SmartCRMConsumer, createPublisher, signMessage, canonicalize } = cjs
+export default cjs
