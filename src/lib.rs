@@ -22,7 +22,6 @@ use smart_crm_core::publisher::{Publisher, PublisherOptions};
 use smart_crm_core::reference::{Lookup, RefKind};
 use smart_crm_core::{ArgKind, Config, Consumer, CoreError};
 
-
 /// Maps a core error to a JS error. napi errors carry a fixed set of status
 /// codes, so the core's code travels as a `[CODE] ` prefix of the message,
 /// which `lib/errors.js` strips into `err.code`; argument errors are prefixed
@@ -51,7 +50,10 @@ fn panic_error(p: Box<dyn std::any::Any + Send>) -> napi::Error {
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into());
-    napi::Error::new(Status::GenericFailure, format!("[INTERNAL] internal error (Rust panic): {what}"))
+    napi::Error::new(
+        Status::GenericFailure,
+        format!("[INTERNAL] internal error (Rust panic): {what}"),
+    )
 }
 
 /// Awaits `fut`, turning a panic into a JS error.
@@ -68,7 +70,11 @@ fn kind_of(kind: &str) -> Result<RefKind> {
         "hierarchy" => RefKind::Hierarchy,
         "audit" => RefKind::AuditLog,
         "historical" => RefKind::Historical,
-        _ => return Err(to_js_error(CoreError::arg_range(format!("unknown reference kind {kind:?}")))),
+        _ => {
+            return Err(to_js_error(CoreError::arg_range(format!(
+                "unknown reference kind {kind:?}"
+            ))))
+        }
     })
 }
 
@@ -81,7 +87,9 @@ struct TsfnSink {
 impl Sink for TsfnSink {
     fn deliver(&self, batch: Batch) {
         // On failure (Node is closing) the batch is dropped, releasing the slot.
-        let _ = self.tsfn.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
+        let _ = self
+            .tsfn
+            .call(batch, ThreadsafeFunctionCallMode::NonBlocking);
     }
 }
 
@@ -112,11 +120,12 @@ impl NativeConsumer {
             let tsfn = on_batch
                 .build_threadsafe_function::<Batch>()
                 .callee_handled::<false>()
-                .build_callback(|ctx: napi::threadsafe_function::ThreadsafeCallContext<Batch>| {
-                    // Taking the JSON drops the batch: the next one may go.
-                    Ok(ctx.value.json.clone())
-                })
-                ?;
+                .build_callback(
+                    |ctx: napi::threadsafe_function::ThreadsafeCallContext<Batch>| {
+                        // Taking the JSON drops the batch: the next one may go.
+                        Ok(ctx.value.json.clone())
+                    },
+                )?;
             let sink = Arc::new(TsfnSink { tsfn });
             // Tasks are spawned on napi's tokio runtime.
             napi::bindgen_prelude::within_runtime_if_available(|| self.inner.start(sink))
@@ -191,9 +200,14 @@ impl NativeConsumer {
     ) -> Result<f64> {
         let c = self.inner.clone();
         guard_async(async move {
-            c.deduct(&user_id, amount, operation_code.as_deref(), &idempotency_key)
-                .await
-                .map_err(to_js_error)
+            c.deduct(
+                &user_id,
+                amount,
+                operation_code.as_deref(),
+                &idempotency_key,
+            )
+            .await
+            .map_err(to_js_error)
         })
         .await
     }
@@ -207,13 +221,19 @@ impl NativeConsumer {
     /// Rust-side metrics as JSON text.
     #[napi]
     pub fn metrics_json(&self) -> Result<String> {
-        guard(|| serde_json::to_string(&self.inner.metrics()).map_err(|e| to_js_error(CoreError::InvalidResponse(e.to_string()))))
+        guard(|| {
+            serde_json::to_string(&self.inner.metrics())
+                .map_err(|e| to_js_error(CoreError::InvalidResponse(e.to_string())))
+        })
     }
 
     /// Rust-side health as JSON text.
     #[napi]
     pub fn health_json(&self) -> Result<String> {
-        guard(|| serde_json::to_string(&self.inner.health()).map_err(|e| to_js_error(CoreError::InvalidResponse(e.to_string()))))
+        guard(|| {
+            serde_json::to_string(&self.inner.health())
+                .map_err(|e| to_js_error(CoreError::InvalidResponse(e.to_string())))
+        })
     }
 
     /// Subscribed and resynced (Rust side).
@@ -280,10 +300,16 @@ impl NativePublisher {
         guard_async(async move {
             let p = p.ok_or_else(|| to_js_error(CoreError::Shutdown))?;
             let version = match version {
-                Some(v) if v < 0 => return Err(to_js_error(CoreError::arg_range("version must be a non-negative integer"))),
+                Some(v) if v < 0 => {
+                    return Err(to_js_error(CoreError::arg_range(
+                        "version must be a non-negative integer",
+                    )))
+                }
                 v => v.map(|v| v as u64),
             };
-            p.publish(&topic, &event_type, data, version).await.map_err(to_js_error)
+            p.publish(&topic, &event_type, data, version)
+                .await
+                .map_err(to_js_error)
         })
         .await
     }

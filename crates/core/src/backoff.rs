@@ -28,7 +28,11 @@ impl Backoff {
 
     /// A schedule from `base` doubling up to `cap`.
     pub fn new(base: Duration, cap: Duration) -> Self {
-        Backoff { base, cap, attempt: 0 }
+        Backoff {
+            base,
+            cap,
+            attempt: 0,
+        }
     }
 
     /// The un-jittered delay of the next attempt.

@@ -131,8 +131,7 @@ pub fn is_valid_tenant_id(id: &str) -> bool {
 pub fn is_valid_channel_prefix(p: &str) -> bool {
     !p.is_empty()
         && p.len() <= 64
-        && p
-            .bytes()
+        && p.bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b':'))
 }
 
@@ -147,14 +146,20 @@ impl Config {
         };
         for key in obj.keys() {
             if !TOP_LEVEL.contains(&key.as_str()) {
-                return Err(CoreError::option_type(key, "a known option (unknown option name)"));
+                return Err(CoreError::option_type(
+                    key,
+                    "a known option (unknown option name)",
+                ));
             }
         }
         let env_get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
 
         let tenant_id = match obj.get("tenantId") {
             None | Some(Value::Null) => {
-                return Err(CoreError::option_type("tenantId", "a string (it is required)"))
+                return Err(CoreError::option_type(
+                    "tenantId",
+                    "a string (it is required)",
+                ))
             }
             Some(Value::String(s)) => s.clone(),
             Some(_) => return Err(CoreError::option_type("tenantId", "a string")),
@@ -225,17 +230,21 @@ impl Config {
         }
         let signing_secret = opt_string(obj, "signingSecret")?;
         if signing_secret.as_deref() == Some("") {
-            return Err(CoreError::option_range("signingSecret", "a non-empty string"));
+            return Err(CoreError::option_range(
+                "signingSecret",
+                "a non-empty string",
+            ));
         }
 
         let ttl = parse_ttls(obj.get("ttl"))?;
         let ms = |name: &str, default: u64, min: u64, max: u64| -> Result<Duration> {
-            Ok(Duration::from_millis(opt_int(obj, name, default, min, max)?))
+            Ok(Duration::from_millis(opt_int(
+                obj, name, default, min, max,
+            )?))
         };
         let stale_if_error = ms("staleIfErrorMs", 3_600_000, 0, 30 * DAY_MS)?;
         let heartbeat = ms("heartbeatMs", 5_000, 50, 3_600_000)?;
-        let max_reference_bytes =
-            opt_int(obj, "maxReferenceBytes", 64 * 1024 * 1024, 0, 1 << 40)?;
+        let max_reference_bytes = opt_int(obj, "maxReferenceBytes", 64 * 1024 * 1024, 0, 1 << 40)?;
         let refresh = opt_int(obj, "refreshIntervalMs", 300_000, 0, 30 * DAY_MS)?;
         if refresh != 0 && refresh < 1000 {
             return Err(CoreError::option_range(
@@ -346,8 +355,9 @@ fn redis_url_from_parts(env_get: &dyn Fn(&str) -> Option<String>) -> Result<Stri
     }
     let mut u = url::Url::parse("redis://placeholder")
         .map_err(|_| CoreError::option_range("redisUrl", "a valid URL"))?;
-    u.set_host(Some(&host))
-        .map_err(|_| CoreError::option_range("redisUrl", "a valid URL (REDIS_HOST is not a host)"))?;
+    u.set_host(Some(&host)).map_err(|_| {
+        CoreError::option_range("redisUrl", "a valid URL (REDIS_HOST is not a host)")
+    })?;
     let _ = u.set_port(port.parse().ok());
     if let Some(user) = env_get("REDIS_USERNAME") {
         let _ = u.set_username(&user);
@@ -383,7 +393,10 @@ mod tests {
     use serde_json::json;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn base() -> Value {
@@ -432,8 +445,11 @@ mod tests {
         assert_eq!(c.redis_url.expose(), "redis://app:s3cret@redis.local:6390");
         assert_eq!(c.redis_url_redacted, "redis://app:***@redis.local:6390");
         assert!(!format!("{c:?}").contains("s3cret"));
-        let c = Config::from_json(&v, &env(&[("WRAPPER_URL", "http://w"), ("REDIS_URL", "redis://h:1/2")]))
-            .unwrap();
+        let c = Config::from_json(
+            &v,
+            &env(&[("WRAPPER_URL", "http://w"), ("REDIS_URL", "redis://h:1/2")]),
+        )
+        .unwrap();
         assert_eq!(c.redis_url.expose(), "redis://h:1/2");
     }
 
@@ -472,12 +488,18 @@ mod tests {
         let mut v = base();
         v["wrapperToken"] = json!("tok\nen-hunter2");
         let e = err_of(v);
-        assert!(e.contains("`wrapperToken`") && !e.contains("hunter2"), "{e}");
+        assert!(
+            e.contains("`wrapperToken`") && !e.contains("hunter2"),
+            "{e}"
+        );
         let mut v = base();
         v["wrapperToken"] = json!("hunter2");
         v["signingSecret"] = json!("hunter3");
         let c = Config::from_json(&v, &env(&[])).unwrap();
         let dbg = format!("{c:?}");
-        assert!(!dbg.contains("hunter2") && !dbg.contains("hunter3"), "{dbg}");
+        assert!(
+            !dbg.contains("hunter2") && !dbg.contains("hunter3"),
+            "{dbg}"
+        );
     }
 }

@@ -68,7 +68,10 @@ pub(crate) struct Shared {
 impl Shared {
     /// Sends a log line to the JS logger. `msg` must not hold secrets.
     pub fn log(&self, level: &'static str, msg: impl Into<String>) {
-        self.outbox.notice(Notice::Log { level, msg: msg.into() });
+        self.outbox.notice(Notice::Log {
+            level,
+            msg: msg.into(),
+        });
     }
 
     /// Locks the critical store (poison-tolerant: the data stays consistent
@@ -266,10 +269,14 @@ impl Consumer {
             pending
         });
         self.shared.metrics.connected.store(false, Relaxed);
-        let tasks: Vec<_> = std::mem::take(&mut *self.shared.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.shared.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for t in tasks {
             let abort = t.abort_handle();
-            if tokio::time::timeout(std::time::Duration::from_secs(2), t).await.is_err() {
+            if tokio::time::timeout(std::time::Duration::from_secs(2), t)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }

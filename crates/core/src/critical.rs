@@ -144,7 +144,12 @@ fn check_version<T>(slot: Option<&Slot<T>>, version: Option<u64>) -> Result<(), 
     }
 }
 
-fn upsert<T>(map: &mut HashMap<String, Slot<T>>, key: &str, value: Option<T>, version: Option<u64>) {
+fn upsert<T>(
+    map: &mut HashMap<String, Slot<T>>,
+    key: &str,
+    value: Option<T>,
+    version: Option<u64>,
+) {
     let held = map.get(key).and_then(|s| s.version);
     map.insert(
         key.to_owned(),
@@ -272,36 +277,76 @@ impl CriticalStore {
                 cost: r.credit_cost + 0.0,
                 active: r.is_active.unwrap_or(true),
             };
-            credits.insert(r.operation_code, Slot { value: Some(c), version: r.version });
+            credits.insert(
+                r.operation_code,
+                Slot {
+                    value: Some(c),
+                    version: r.version,
+                },
+            );
         }
         let mut roles = HashMap::with_capacity(snap.roles.len());
         for r in snap.roles {
-            roles.insert(r.role_id, Slot { value: Some(r.permissions), version: r.version });
+            roles.insert(
+                r.role_id,
+                Slot {
+                    value: Some(r.permissions),
+                    version: r.version,
+                },
+            );
         }
         let mut users = HashMap::with_capacity(snap.users.len());
         for r in snap.users {
-            let a = Access { status: r.status, roles: r.roles };
-            users.insert(r.user_id, Slot { value: Some(a), version: r.version });
+            let a = Access {
+                status: r.status,
+                roles: r.roles,
+            };
+            users.insert(
+                r.user_id,
+                Slot {
+                    value: Some(a),
+                    version: r.version,
+                },
+            );
         }
         let mut configs = HashMap::with_capacity(snap.configs.len());
         for r in snap.configs {
             let json = serde_json::to_string(&r.config).unwrap_or_else(|_| "null".into());
-            configs.insert(r.config_id, Slot { value: Some(json), version: r.version });
+            configs.insert(
+                r.config_id,
+                Slot {
+                    value: Some(json),
+                    version: r.version,
+                },
+            );
         }
         diff(&self.credits, &credits, |k, v| delta.set_credit(k, v));
-        diff(&self.roles, &roles, |k, v| delta.set_role(k, v.map(|p| p.as_slice())));
+        diff(&self.roles, &roles, |k, v| {
+            delta.set_role(k, v.map(|p| p.as_slice()))
+        });
         diff(&self.users, &users, |k, v| delta.set_user(k, v));
-        diff(&self.configs, &configs, |k, v| delta.set_config(k, v.map(String::as_str)));
-        *self = CriticalStore { credits, roles, users, configs };
+        diff(&self.configs, &configs, |k, v| {
+            delta.set_config(k, v.map(String::as_str))
+        });
+        *self = CriticalStore {
+            credits,
+            roles,
+            users,
+            configs,
+        };
     }
 
     /// Writes the whole live state into `delta` (for a replica that starts empty).
     pub fn dump(&self, delta: &mut Delta) {
         let empty = CriticalStore::default();
         diff(&empty.credits, &self.credits, |k, v| delta.set_credit(k, v));
-        diff(&empty.roles, &self.roles, |k, v| delta.set_role(k, v.map(|p| p.as_slice())));
+        diff(&empty.roles, &self.roles, |k, v| {
+            delta.set_role(k, v.map(|p| p.as_slice()))
+        });
         diff(&empty.users, &self.users, |k, v| delta.set_user(k, v));
-        diff(&empty.configs, &self.configs, |k, v| delta.set_config(k, v.map(String::as_str)));
+        diff(&empty.configs, &self.configs, |k, v| {
+            delta.set_config(k, v.map(String::as_str))
+        });
     }
 
     /// The cost of an active operation (Rust-side read, used by tests and tools).
@@ -334,7 +379,12 @@ impl CriticalStore {
         fn live<T>(m: &HashMap<String, Slot<T>>) -> usize {
             m.values().filter(|s| s.value.is_some()).count()
         }
-        [live(&self.credits), live(&self.roles), live(&self.users), live(&self.configs)]
+        [
+            live(&self.credits),
+            live(&self.roles),
+            live(&self.users),
+            live(&self.configs),
+        ]
     }
 }
 
@@ -372,11 +422,23 @@ mod tests {
     use super::*;
 
     fn ev(version: Option<u64>, change: Change) -> Event {
-        Event { event_id: None, event_type: "x", version, change }
+        Event {
+            event_id: None,
+            event_type: "x",
+            version,
+            change,
+        }
     }
 
     fn set_cost(op: &str, cost: f64, v: Option<u64>) -> Event {
-        ev(v, Change::CreditSet { operation_code: op.into(), cost, is_active: None })
+        ev(
+            v,
+            Change::CreditSet {
+                operation_code: op.into(),
+                cost,
+                is_active: None,
+            },
+        )
     }
 
     #[test]
@@ -384,18 +446,47 @@ mod tests {
         let mut s = CriticalStore::default();
         let mut d = Delta::default();
         s.apply(&set_cost("a", 1.0, Some(5)), &mut d).unwrap();
-        assert_eq!(s.apply(&set_cost("a", 2.0, Some(5)), &mut d), Err(Rejection::Stale));
-        assert_eq!(s.apply(&set_cost("a", 2.0, Some(4)), &mut d), Err(Rejection::Stale));
+        assert_eq!(
+            s.apply(&set_cost("a", 2.0, Some(5)), &mut d),
+            Err(Rejection::Stale)
+        );
+        assert_eq!(
+            s.apply(&set_cost("a", 2.0, Some(4)), &mut d),
+            Err(Rejection::Stale)
+        );
         assert_eq!(s.credit_cost("a"), Some(1.0));
         s.apply(&set_cost("a", 3.0, None), &mut d).unwrap();
         assert_eq!(s.credit_cost("a"), Some(3.0));
-        s.apply(&ev(Some(7), Change::CreditDelete { operation_code: "a".into() }), &mut d).unwrap();
+        s.apply(
+            &ev(
+                Some(7),
+                Change::CreditDelete {
+                    operation_code: "a".into(),
+                },
+            ),
+            &mut d,
+        )
+        .unwrap();
         assert_eq!(s.credit_cost("a"), None);
         // a late, older upsert stays ignored after the delete
-        assert_eq!(s.apply(&set_cost("a", 9.0, Some(6)), &mut d), Err(Rejection::Stale));
+        assert_eq!(
+            s.apply(&set_cost("a", 9.0, Some(6)), &mut d),
+            Err(Rejection::Stale)
+        );
         assert_eq!(s.credit_cost("a"), None);
         // the snapshot of a full reload replaces tombstones too
-        s.replace(Snapshot { credits: vec![CreditRow { operation_code: "a".into(), credit_cost: 1.0, is_active: None, version: Some(1) }], ..Default::default() }, &mut d);
+        s.replace(
+            Snapshot {
+                credits: vec![CreditRow {
+                    operation_code: "a".into(),
+                    credit_cost: 1.0,
+                    is_active: None,
+                    version: Some(1),
+                }],
+                ..Default::default()
+            },
+            &mut d,
+        );
         s.apply(&set_cost("a", 2.0, Some(2)), &mut d).unwrap();
         assert_eq!(s.credit_cost("a"), Some(2.0));
     }
@@ -404,11 +495,37 @@ mod tests {
     fn user_status_keeps_roles_when_absent() {
         let mut s = CriticalStore::default();
         let mut d = Delta::default();
-        let up = |status: &str, roles: Option<Vec<String>>| ev(None, Change::UserStatus { user_id: "u".into(), status: status.into(), roles });
-        s.apply(&up("active", Some(vec!["r".into()])), &mut d).unwrap();
+        let up = |status: &str, roles: Option<Vec<String>>| {
+            ev(
+                None,
+                Change::UserStatus {
+                    user_id: "u".into(),
+                    status: status.into(),
+                    roles,
+                },
+            )
+        };
+        s.apply(&up("active", Some(vec!["r".into()])), &mut d)
+            .unwrap();
         s.apply(&up("suspended", None), &mut d).unwrap();
-        assert_eq!(s.user_access("u"), Some(&Access { status: "suspended".into(), roles: vec!["r".into()] }));
-        let out = s.apply(&ev(None, Change::UserDeleted { user_id: "u".into() }), &mut d).unwrap();
+        assert_eq!(
+            s.user_access("u"),
+            Some(&Access {
+                status: "suspended".into(),
+                roles: vec!["r".into()]
+            })
+        );
+        let out = s
+            .apply(
+                &ev(
+                    None,
+                    Change::UserDeleted {
+                        user_id: "u".into(),
+                    },
+                ),
+                &mut d,
+            )
+            .unwrap();
         assert_eq!(out.invalidate, vec!["user:u".to_string()]);
         assert!(s.user_access("u").is_none());
     }
@@ -416,12 +533,29 @@ mod tests {
     #[test]
     fn replace_emits_only_differences() {
         let mut s = CriticalStore::default();
-        let row = |op: &str, c: f64| CreditRow { operation_code: op.into(), credit_cost: c, is_active: None, version: None };
+        let row = |op: &str, c: f64| CreditRow {
+            operation_code: op.into(),
+            credit_cost: c,
+            is_active: None,
+            version: None,
+        };
         let mut d = Delta::default();
-        s.replace(Snapshot { credits: vec![row("a", 1.0), row("b", 2.0)], ..Default::default() }, &mut d);
+        s.replace(
+            Snapshot {
+                credits: vec![row("a", 1.0), row("b", 2.0)],
+                ..Default::default()
+            },
+            &mut d,
+        );
         assert_eq!(d.len(), 2);
         let mut d = Delta::default();
-        s.replace(Snapshot { credits: vec![row("a", 1.0), row("c", 3.0)], ..Default::default() }, &mut d);
+        s.replace(
+            Snapshot {
+                credits: vec![row("a", 1.0), row("c", 3.0)],
+                ..Default::default()
+            },
+            &mut d,
+        );
         assert_eq!(d.len(), 2, "b removed, c added, a unchanged");
         assert_eq!(s.sizes(), [2, 0, 0, 0]);
     }

@@ -114,7 +114,8 @@ impl Delta {
     }
     /// Records a role's new permissions (`None` = deleted).
     pub fn set_role(&mut self, role: &str, perms: Option<&[String]>) {
-        self.roles.insert(role.to_owned(), perms.map(<[String]>::to_vec));
+        self.roles
+            .insert(role.to_owned(), perms.map(<[String]>::to_vec));
     }
     /// Records a user's new access (`None` = deleted).
     pub fn set_user(&mut self, user: &str, a: Option<&Access>) {
@@ -130,7 +131,11 @@ impl Delta {
     }
     /// Number of data entries plus notices.
     pub fn len(&self) -> usize {
-        self.credits.len() + self.roles.len() + self.users.len() + self.configs.len() + self.notices.len()
+        self.credits.len()
+            + self.roles.len()
+            + self.users.len()
+            + self.configs.len()
+            + self.notices.len()
     }
     /// True when there is nothing to send.
     pub fn is_empty(&self) -> bool {
@@ -152,7 +157,9 @@ impl Delta {
     pub fn to_json(&self) -> String {
         let (credits, credits_del) = split(&self.credits, |k, v| (k, *v));
         let (roles, roles_del) = split(&self.roles, |k, v| (k, v.as_slice()));
-        let (users, users_del) = split(&self.users, |k, v| (k, v.status.as_str(), v.roles.as_slice()));
+        let (users, users_del) = split(&self.users, |k, v| {
+            (k, v.status.as_str(), v.roles.as_slice())
+        });
         let (configs, configs_del) = split(&self.configs, |k, v| (k, v.as_str()));
         let wire = Wire {
             credits,
@@ -177,16 +184,31 @@ mod tests {
     #[test]
     fn later_value_wins_and_wire_form() {
         let mut a = Delta::default();
-        a.set_credit("op", Some(&Credit { cost: 1.0, active: true }));
+        a.set_credit(
+            "op",
+            Some(&Credit {
+                cost: 1.0,
+                active: true,
+            }),
+        );
         a.notice(Notice::Connection { connected: false });
         let mut b = Delta::default();
-        b.set_credit("op", Some(&Credit { cost: 2.0, active: false }));
+        b.set_credit(
+            "op",
+            Some(&Credit {
+                cost: 2.0,
+                active: false,
+            }),
+        );
         b.set_role("r", None);
         b.notice(Notice::Ready);
         a.merge(b);
         let v: serde_json::Value = serde_json::from_str(&a.to_json()).unwrap();
         assert_eq!(v["credits"], serde_json::json!([["op", null]]));
         assert_eq!(v["rolesDel"], serde_json::json!(["r"]));
-        assert_eq!(v["notices"], serde_json::json!([{"t":"connection","connected":false},{"t":"ready"}]));
+        assert_eq!(
+            v["notices"],
+            serde_json::json!([{"t":"connection","connected":false},{"t":"ready"}])
+        );
     }
 }

@@ -132,7 +132,10 @@ impl Metrics {
             stale_served: l(&self.stale_served),
             events_received: l(&self.events_received),
             events_applied: l(&self.events_applied),
-            events_rejected: Rejection::ALL.iter().map(|r| (r.name(), self.rejected(*r))).collect(),
+            events_rejected: Rejection::ALL
+                .iter()
+                .map(|r| (r.name(), self.rejected(*r)))
+                .collect(),
             reconnects: l(&self.reconnects),
             resyncs: l(&self.resyncs),
             connected: self.connected.load(Relaxed),

@@ -77,7 +77,11 @@ impl Default for Outbox {
 impl Outbox {
     /// Runs `f` on the pending delta under its lock. Keep `f` short.
     pub fn with<R>(&self, f: impl FnOnce(&mut Delta) -> R) -> R {
-        let mut guard = self.shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
     }
 
@@ -118,7 +122,12 @@ impl Outbox {
             if self.shared.in_flight.load(SeqCst) {
                 continue; // the in-flight batch's drop wakes us again
             }
-            let sink = self.shared.sink.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let sink = self
+                .shared
+                .sink
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
             let Some(sink) = sink else { continue };
             let delta = self.with(std::mem::take);
             if delta.is_empty() {

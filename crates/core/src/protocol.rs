@@ -404,7 +404,10 @@ fn parse_change(event_type: &str, d: &Map<String, Value>) -> Check<Change> {
         },
         "cache-invalidate" => {
             let keys = text_list(d.get("keys"))?;
-            if !keys.iter().all(|k| crate::reference::parse_key(k).is_some()) {
+            if !keys
+                .iter()
+                .all(|k| crate::reference::parse_key(k).is_some())
+            {
                 return Err(Rejection::Malformed);
             }
             Change::CacheInvalidate { keys }
@@ -483,18 +486,54 @@ mod tests {
     #[test]
     fn accepts_every_event_type_on_its_topic() {
         let cases = [
-            (Topic::CreditConfigs, json!({"eventType":"credit-config-changed","tenantId":"t1","data":{"operationCode":"a","newValue":3.0}})),
-            (Topic::CreditConfigs, json!({"eventType":"credit-config-deleted","tenantId":"t1","data":{"operationCode":"a"}})),
-            (Topic::Roles, json!({"eventType":"role-changed","tenantId":"t1","data":{"roleId":"r","permissions":["x.*"]}})),
-            (Topic::Roles, json!({"eventType":"role-deleted","tenantId":"t1","data":{"roleId":"r"}})),
-            (Topic::Users, json!({"eventType":"user-status-changed","tenantId":"t1","data":{"userId":"u","status":"active","roles":["r"]}})),
-            (Topic::Users, json!({"eventType":"user-changed","tenantId":"t1","data":{"userId":"u"}})),
-            (Topic::Users, json!({"eventType":"user-deleted","tenantId":"t1","data":{"userId":"u"}})),
-            (Topic::Hierarchy, json!({"eventType":"hierarchy-changed","tenantId":"t1","data":{"entityId":"e"}})),
-            (Topic::Configs, json!({"eventType":"config-changed","tenantId":"t1","data":{"configId":"c","config":{"a":1}}})),
-            (Topic::Configs, json!({"eventType":"config-deleted","tenantId":"t1","data":{"configId":"c"}})),
-            (Topic::Cache, json!({"eventType":"cache-invalidate","tenantId":"t1","data":{"keys":["user:1","hierarchy:2"]}})),
-            (Topic::Control, json!({"eventType":"resync-required","tenantId":"t1","data":{}})),
+            (
+                Topic::CreditConfigs,
+                json!({"eventType":"credit-config-changed","tenantId":"t1","data":{"operationCode":"a","newValue":3.0}}),
+            ),
+            (
+                Topic::CreditConfigs,
+                json!({"eventType":"credit-config-deleted","tenantId":"t1","data":{"operationCode":"a"}}),
+            ),
+            (
+                Topic::Roles,
+                json!({"eventType":"role-changed","tenantId":"t1","data":{"roleId":"r","permissions":["x.*"]}}),
+            ),
+            (
+                Topic::Roles,
+                json!({"eventType":"role-deleted","tenantId":"t1","data":{"roleId":"r"}}),
+            ),
+            (
+                Topic::Users,
+                json!({"eventType":"user-status-changed","tenantId":"t1","data":{"userId":"u","status":"active","roles":["r"]}}),
+            ),
+            (
+                Topic::Users,
+                json!({"eventType":"user-changed","tenantId":"t1","data":{"userId":"u"}}),
+            ),
+            (
+                Topic::Users,
+                json!({"eventType":"user-deleted","tenantId":"t1","data":{"userId":"u"}}),
+            ),
+            (
+                Topic::Hierarchy,
+                json!({"eventType":"hierarchy-changed","tenantId":"t1","data":{"entityId":"e"}}),
+            ),
+            (
+                Topic::Configs,
+                json!({"eventType":"config-changed","tenantId":"t1","data":{"configId":"c","config":{"a":1}}}),
+            ),
+            (
+                Topic::Configs,
+                json!({"eventType":"config-deleted","tenantId":"t1","data":{"configId":"c"}}),
+            ),
+            (
+                Topic::Cache,
+                json!({"eventType":"cache-invalidate","tenantId":"t1","data":{"keys":["user:1","hierarchy:2"]}}),
+            ),
+            (
+                Topic::Control,
+                json!({"eventType":"resync-required","tenantId":"t1","data":{}}),
+            ),
         ];
         for (topic, v) in cases {
             parse(topic, v.clone()).unwrap_or_else(|r| panic!("{v} rejected: {r:?}"));
@@ -503,14 +542,32 @@ mod tests {
 
     #[test]
     fn rejection_reasons() {
-        assert_eq!(parse_event(b"{not json", &ctx(Topic::Roles)), Err(Rejection::Malformed));
-        assert_eq!(parse_event(&[0xff, 0xfe], &ctx(Topic::Roles)), Err(Rejection::Malformed));
+        assert_eq!(
+            parse_event(b"{not json", &ctx(Topic::Roles)),
+            Err(Rejection::Malformed)
+        );
+        assert_eq!(
+            parse_event(&[0xff, 0xfe], &ctx(Topic::Roles)),
+            Err(Rejection::Malformed)
+        );
         let big = vec![b' '; MAX_EVENT_BYTES + 1];
-        assert_eq!(parse_event(&big, &ctx(Topic::Roles)), Err(Rejection::TooLarge));
+        assert_eq!(
+            parse_event(&big, &ctx(Topic::Roles)),
+            Err(Rejection::TooLarge)
+        );
         let deep = "[".repeat(10_000);
-        assert_eq!(parse_event(deep.as_bytes(), &ctx(Topic::Roles)), Err(Rejection::Malformed));
-        assert_eq!(parse(Topic::CreditConfigs, credit(json!(-1))), Err(Rejection::Malformed));
-        assert_eq!(parse(Topic::CreditConfigs, credit(json!("3"))), Err(Rejection::Malformed));
+        assert_eq!(
+            parse_event(deep.as_bytes(), &ctx(Topic::Roles)),
+            Err(Rejection::Malformed)
+        );
+        assert_eq!(
+            parse(Topic::CreditConfigs, credit(json!(-1))),
+            Err(Rejection::Malformed)
+        );
+        assert_eq!(
+            parse(Topic::CreditConfigs, credit(json!("3"))),
+            Err(Rejection::Malformed)
+        );
         assert_eq!(
             parse_event(br#"{"eventType":"credit-config-changed","tenantId":"t1","data":{"operationCode":"a","newValue":1e309}}"#, &ctx(Topic::CreditConfigs)),
             Err(Rejection::Malformed)
@@ -518,7 +575,10 @@ mod tests {
         let mut v = credit(json!(1));
         v["tenantId"] = json!("t2");
         assert_eq!(parse(Topic::CreditConfigs, v), Err(Rejection::WrongTenant));
-        assert_eq!(parse(Topic::Roles, credit(json!(1))), Err(Rejection::WrongTopic));
+        assert_eq!(
+            parse(Topic::Roles, credit(json!(1))),
+            Err(Rejection::WrongTopic)
+        );
         let mut v = credit(json!(1));
         v["eventType"] = json!("credit-config-exploded");
         assert_eq!(parse(Topic::CreditConfigs, v), Err(Rejection::UnknownType));
@@ -531,16 +591,23 @@ mod tests {
         for bad in ["", ".", "..", "a:b", "a*", "a/b", "a\u{0}b", "a\nb"] {
             let mut v = credit(json!(1));
             v["data"]["operationCode"] = json!(bad);
-            assert_eq!(parse(Topic::CreditConfigs, v), Err(Rejection::Malformed), "{bad:?}");
+            assert_eq!(
+                parse(Topic::CreditConfigs, v),
+                Err(Rejection::Malformed),
+                "{bad:?}"
+            );
         }
-        let v = json!({"eventType":"cache-invalidate","tenantId":"t1","data":{"keys":["credit:1"]}});
+        let v =
+            json!({"eventType":"cache-invalidate","tenantId":"t1","data":{"keys":["credit:1"]}});
         assert_eq!(parse(Topic::Cache, v), Err(Rejection::Malformed));
     }
 
     #[test]
     fn negative_zero_cost_is_zero() {
         let e = parse(Topic::CreditConfigs, credit(json!(-0.0))).unwrap();
-        let Change::CreditSet { cost, .. } = e.change else { panic!() };
+        let Change::CreditSet { cost, .. } = e.change else {
+            panic!()
+        };
         assert!(cost == 0.0 && cost.is_sign_positive());
     }
 }

@@ -58,17 +58,24 @@ pub fn build_message(
         let sig = signature::sign(&m, secret);
         m.insert("signature".into(), Value::String(sig));
     }
-    serde_json::to_string(&m).map_err(|e| CoreError::arg_range(format!("cannot encode message: {e}")))
+    serde_json::to_string(&m)
+        .map_err(|e| CoreError::arg_range(format!("cannot encode message: {e}")))
 }
 
 impl Publisher {
     /// Validates the options and connects.
     pub async fn connect(opts: PublisherOptions) -> Result<Publisher> {
         if !is_valid_tenant_id(&opts.tenant_id) {
-            return Err(CoreError::option_range("tenantId", "1-128 characters of [A-Za-z0-9._-]"));
+            return Err(CoreError::option_range(
+                "tenantId",
+                "1-128 characters of [A-Za-z0-9._-]",
+            ));
         }
         if !is_valid_channel_prefix(&opts.channel_prefix) {
-            return Err(CoreError::option_range("channelPrefix", "1-64 characters of [A-Za-z0-9._:-]"));
+            return Err(CoreError::option_range(
+                "channelPrefix",
+                "1-64 characters of [A-Za-z0-9._:-]",
+            ));
         }
         let client = redis::Client::open(opts.redis_url.expose())
             .map_err(|_| CoreError::option_range("redisUrl", "a redis:// or rediss:// URL"))?;
@@ -89,7 +96,10 @@ impl Publisher {
     ) -> Result<i64> {
         let t = Topic::from_name(topic)
             .ok_or_else(|| CoreError::arg_range(format!("unknown topic {topic:?}")))?;
-        if !EVENT_TYPES.iter().any(|(e, et)| *e == event_type && *et == t) {
+        if !EVENT_TYPES
+            .iter()
+            .any(|(e, et)| *e == event_type && *et == t)
+        {
             return Err(CoreError::arg_range(format!(
                 "event type {event_type:?} does not belong to topic {topic:?}"
             )));
@@ -102,7 +112,10 @@ impl Publisher {
             uuid::Uuid::new_v4().to_string(),
             chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         )?;
-        let channel = format!("{}:{}:{}", self.opts.channel_prefix, self.opts.tenant_id, topic);
+        let channel = format!(
+            "{}:{}:{}",
+            self.opts.channel_prefix, self.opts.tenant_id, topic
+        );
         let mut conn = self.conn.clone();
         redis::cmd("PUBLISH")
             .arg(channel)

@@ -234,14 +234,24 @@ impl ReferenceCache {
                     .fetch(kind, id.to_owned(), key, invalidated.clone())
                     .boxed()
                     .shared();
-                v.insert(Flight { invalidated, fut: fut.clone() }).clone()
+                v.insert(Flight {
+                    invalidated,
+                    fut: fut.clone(),
+                })
+                .clone()
             }
         };
         flight.fut.await
     }
 
     /// The one fetch behind a [`Flight`].
-    async fn fetch(self, kind: RefKind, id: String, key: String, flag: Arc<AtomicBool>) -> FetchResult {
+    async fn fetch(
+        self,
+        kind: RefKind,
+        id: String,
+        key: String,
+        flag: Arc<AtomicBool>,
+    ) -> FetchResult {
         let inner = &self.inner;
         let path = kind.path(&id);
         let result = inner.wrapper.object(&path).await;
@@ -249,7 +259,13 @@ impl ReferenceCache {
             Ok(text) => {
                 let body: Arc<str> = Arc::from(text);
                 let ttl = kind.ttl(&inner.config);
-                self.store(&key, Some(body.clone()), ttl, ttl + inner.config.stale_if_error, &flag);
+                self.store(
+                    &key,
+                    Some(body.clone()),
+                    ttl,
+                    ttl + inner.config.stale_if_error,
+                    &flag,
+                );
                 Ok(body)
             }
             Err(CoreError::NotFound(p)) => {
@@ -272,7 +288,14 @@ impl ReferenceCache {
         out
     }
 
-    fn store(&self, key: &str, body: Option<Arc<str>>, ttl: Duration, hold: Duration, flag: &AtomicBool) {
+    fn store(
+        &self,
+        key: &str,
+        body: Option<Arc<str>>,
+        ttl: Duration,
+        hold: Duration,
+        flag: &AtomicBool,
+    ) {
         if ttl.is_zero() || self.inner.config.max_reference_bytes == 0 {
             return;
         }
@@ -313,7 +336,10 @@ impl ReferenceCache {
     /// (entries, weighted bytes), after running moka's pending maintenance.
     pub fn size(&self) -> (u64, u64) {
         self.inner.cache.run_pending_tasks();
-        (self.inner.cache.entry_count(), self.inner.cache.weighted_size())
+        (
+            self.inner.cache.entry_count(),
+            self.inner.cache.weighted_size(),
+        )
     }
 }
 
@@ -328,6 +354,9 @@ mod tests {
         assert_eq!(parse_key("credit:x"), None);
         assert_eq!(parse_key("user:.."), None);
         assert_eq!(parse_key("user:"), None);
-        assert_eq!(RefKind::UserProfile.path("../admin"), "/api/users/..%2Fadmin/profile");
+        assert_eq!(
+            RefKind::UserProfile.path("../admin"),
+            "/api/users/..%2Fadmin/profile"
+        );
     }
 }

@@ -23,7 +23,10 @@ pub struct ReplayWindow {
 impl Default for ReplayWindow {
     fn default() -> Self {
         ReplayWindow {
-            ids: Cache::builder().max_capacity(MAX_IDS).time_to_live(WINDOW).build(),
+            ids: Cache::builder()
+                .max_capacity(MAX_IDS)
+                .time_to_live(WINDOW)
+                .build(),
         }
     }
 }

@@ -69,14 +69,20 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let pubsub = match attempt {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => {
-                fail_connect(&shared, &format!("{} ({})", e.kind_str(), shared.config.redis_url_redacted));
+                fail_connect(
+                    &shared,
+                    &format!("{} ({})", e.kind_str(), shared.config.redis_url_redacted),
+                );
                 if !sleep_or_cancel(&cancel, backoff.next_delay()).await {
                     return;
                 }
                 continue;
             }
             Err(_) => {
-                fail_connect(&shared, &format!("connect timed out ({})", shared.config.redis_url_redacted));
+                fail_connect(
+                    &shared,
+                    &format!("connect timed out ({})", shared.config.redis_url_redacted),
+                );
                 if !sleep_or_cancel(&cancel, backoff.next_delay()).await {
                     return;
                 }
@@ -86,10 +92,21 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         if ever_connected {
             Metrics::inc(&shared.metrics.reconnects);
         }
-        let reason = if ever_connected { "reconnect" } else { "initial" };
-        ever_connected = true;
+        let reason = if ever_connected {
+            "reconnect"
+        } else {
+            "initial"
+        };
+        let level = if ever_connected { "info" } else { "debug" };
         shared.metrics.redis_down.store(false, Relaxed);
-        shared.log("info", format!("subscribed to {} ({reason})", shared.config.redis_url_redacted));
+        shared.log(
+            level,
+            format!(
+                "subscribed to {} ({reason})",
+                shared.config.redis_url_redacted
+            ),
+        );
+        ever_connected = true;
         let began = Instant::now();
         let end = session(&shared, pubsub, reason).await;
         let was_connected = shared.metrics.connected.swap(false, Relaxed);
@@ -98,7 +115,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             return;
         }
         if was_connected {
-            shared.outbox.notice(Notice::Connection { connected: false });
+            shared
+                .outbox
+                .notice(Notice::Connection { connected: false });
         }
         if began.elapsed() >= HEALTHY_RESET {
             backoff.reset();
@@ -130,8 +149,12 @@ impl KindStr for redis::RedisError {
 
 fn fail_connect(shared: &Shared, why: &str) {
     shared.metrics.redis_down.store(true, Relaxed);
-    shared.init_failed(CoreError::RedisUnavailable(why.to_owned()));
-    shared.log("warn", format!("redis connection failed: {why}"));
+    let e = CoreError::RedisUnavailable(why.to_owned());
+    shared.outbox.notice(Notice::Error {
+        code: e.code().to_owned(),
+        message: e.to_string(),
+    });
+    shared.init_failed(e);
 }
 
 /// Sleeps; false when shutdown came first.
@@ -142,9 +165,15 @@ async fn sleep_or_cancel(cancel: &CancellationToken, d: Duration) -> bool {
     }
 }
 
-async fn connect(client: &redis::Client, shared: &Shared) -> redis::RedisResult<redis::aio::PubSub> {
+async fn connect(
+    client: &redis::Client,
+    shared: &Shared,
+) -> redis::RedisResult<redis::aio::PubSub> {
     let mut pubsub = client.get_async_pubsub().await?;
-    let channels: Vec<String> = Topic::ALL.iter().map(|t| shared.config.channel(t.name())).collect();
+    let channels: Vec<String> = Topic::ALL
+        .iter()
+        .map(|t| shared.config.channel(t.name()))
+        .collect();
     pubsub.subscribe(&channels).await?;
     Ok(pubsub)
 }
@@ -170,7 +199,10 @@ async fn session(shared: &Shared, pubsub: redis::aio::PubSub, reason: &'static s
 
     let mut s = Session {
         shared,
-        channel_head: format!("{}:{}:", shared.config.channel_prefix, shared.config.tenant_id),
+        channel_head: format!(
+            "{}:{}:",
+            shared.config.channel_prefix, shared.config.tenant_id
+        ),
         recorded: Some(Vec::new()),
         reload_again: None,
     };
@@ -181,7 +213,8 @@ async fn session(shared: &Shared, pubsub: redis::aio::PubSub, reason: &'static s
     let mut check = tokio::time::interval(hb / 2);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let refresh_every = shared.config.refresh_interval;
-    let mut refresh = tokio::time::interval(refresh_every.unwrap_or(Duration::from_secs(3600 * 24 * 365)));
+    let mut refresh =
+        tokio::time::interval(refresh_every.unwrap_or(Duration::from_secs(3600 * 24 * 365)));
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     refresh.reset();
 
@@ -225,7 +258,10 @@ async fn session(shared: &Shared, pubsub: redis::aio::PubSub, reason: &'static s
                     }
                     Err(e) => {
                         s.recorded = None;
-                        shared.log("warn", format!("critical reload failed: {e}"));
+                        shared.outbox.notice(Notice::Error {
+                            code: e.code().to_owned(),
+                            message: format!("critical reload failed: {e}"),
+                        });
                         shared.init_failed(e);
                         retry = Some(Box::pin(tokio::time::sleep(wrapper_backoff.next_delay())));
                     }
@@ -242,7 +278,11 @@ async fn session(shared: &Shared, pubsub: redis::aio::PubSub, reason: &'static s
         }
         if let Some(why) = s.reload_again.take() {
             // A reload already running restarts so that its snapshot is newer than the request.
-            reload_reason = if reload_reason == "reconnect" && reload.is_some() { "reconnect" } else { why };
+            reload_reason = if reload_reason == "reconnect" && reload.is_some() {
+                "reconnect"
+            } else {
+                why
+            };
             s.recorded = Some(Vec::new());
             retry = None;
             reload = Some(start_reload(shared));
@@ -309,7 +349,13 @@ impl Session<'_> {
         self.shared.metrics.reject(r);
         let now = now_ms();
         let last = self.shared.last_reject_log.load(Relaxed);
-        if now - last >= 1000 && self.shared.last_reject_log.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+        if now - last >= 1000
+            && self
+                .shared
+                .last_reject_log
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
             self.shared.log("warn", format!("rejected an event on {channel}: {} (further rejections this second are only counted)", r.name()));
         }
     }
@@ -329,7 +375,10 @@ impl Session<'_> {
                 let out = store.apply(&ev, delta);
                 if let (Ok(a), true) = (&out, listen) {
                     if !a.keys.is_empty() {
-                        delta.notice(Notice::Change { event_type: ev.event_type.to_owned(), keys: a.keys.clone() });
+                        delta.notice(Notice::Change {
+                            event_type: ev.event_type.to_owned(),
+                            keys: a.keys.clone(),
+                        });
                     }
                 }
                 out
@@ -379,7 +428,9 @@ impl Session<'_> {
         }
         let was_connected = m.connected.swap(true, Relaxed);
         shared.outbox.with(|d| {
-            d.notice(Notice::Resync { reason: reason.to_owned() });
+            d.notice(Notice::Resync {
+                reason: reason.to_owned(),
+            });
             if first {
                 d.notice(Notice::Ready);
             }
@@ -395,6 +446,11 @@ impl Session<'_> {
             }
             pending
         });
-        shared.log("info", format!("critical data loaded ({reason})"));
+        let level = if reason == "refresh" || reason == "initial" {
+            "debug"
+        } else {
+            "info"
+        };
+        shared.log(level, format!("critical data loaded ({reason})"));
     }
 }

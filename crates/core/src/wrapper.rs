@@ -26,7 +26,11 @@ use crate::metrics::Metrics;
 
 /// Everything but RFC 3986 "unreserved" characters is encoded, so an id can
 /// never leave its path segment (`../admin` → `..%2Fadmin`).
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Attempts per request (first try included).
 const ATTEMPTS: u32 = 3;
@@ -245,7 +249,9 @@ impl WrapperClient {
                 }
             }
         }
-        Err(CoreError::InvalidResponse(format!("GET {path}: too many pages")))
+        Err(CoreError::InvalidResponse(format!(
+            "GET {path}: too many pages"
+        )))
     }
 
     /// Loads the whole critical snapshot: the four list endpoints, concurrently.
@@ -283,7 +289,9 @@ impl WrapperClient {
         let is_object = text.trim_start().starts_with('{')
             && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
         if !is_object {
-            return Err(CoreError::InvalidResponse(format!("GET {path}: not a JSON object")));
+            return Err(CoreError::InvalidResponse(format!(
+                "GET {path}: not a JSON object"
+            )));
         }
         Ok(text.to_owned())
     }
@@ -324,11 +332,17 @@ impl WrapperClient {
             Outcome::Ok(b) => serde_json::from_slice::<Remaining>(&b)
                 .map(|r| r.remaining)
                 .map_err(|_| {
-                    CoreError::InvalidResponse(format!("POST {path}: expected {{ remaining: number }}"))
+                    CoreError::InvalidResponse(format!(
+                        "POST {path}: expected {{ remaining: number }}"
+                    ))
                 }),
-            Outcome::Answer(StatusCode::PAYMENT_REQUIRED, b) => Err(CoreError::InsufficientCredits {
-                available: serde_json::from_slice::<Refusal>(&b).ok().and_then(|r| r.available),
-            }),
+            Outcome::Answer(StatusCode::PAYMENT_REQUIRED, b) => {
+                Err(CoreError::InsufficientCredits {
+                    available: serde_json::from_slice::<Refusal>(&b)
+                        .ok()
+                        .and_then(|r| r.available),
+                })
+            }
             Outcome::Answer(status, _) => Err(answer_error(status, &path)),
         }
     }

@@ -1,0 +1,92 @@
+'use strict'
+// Test fixture: a private redis-server, a Wrapper simulator over real HTTP and a
+// consumer wired to both, torn down (by PID) when the test ends.
+
+const { startRedis } = require('./redis-server.js')
+const { connectRedis } = require('./resp.js')
+const { startWrapperSim, defaultSeed } = require('../../tools/wrapper-sim.js')
+const { SmartCRMConsumer } = require('../../lib/index.js')
+
+let seq = 0
+
+/** A logger that keeps every line, for assertions (and secret checks). */
+function captureLogger() {
+  const lines = []
+  const logger = {}
+  for (const level of ['debug', 'info', 'warn', 'error']) {
+    logger[level] = (...args) => lines.push({ level, msg: args.map(String).join(' ') })
+  }
+  return { logger, lines }
+}
+
+/**
+ * Polls `fn` until it returns a truthy value (returned), or fails after
+ * `timeout` ms with `message`. This is how tests await background effects.
+ */
+async function waitFor(fn, { timeout = 10_000, interval = 5, message = 'condition' } = {}) {
+  const deadline = Date.now() + timeout
+  for (;;) {
+    const v = await fn()
+    if (v) return v
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeout} ms waiting for ${message}`)
+    await new Promise((r) => setTimeout(r, interval))
+  }
+}
+
+/**
+ * Starts redis + simulator (+ consumer, initialized unless `init: false`).
+ * `sim` options go to startWrapperSim, `consumer` options to the constructor.
+ */
+async function setup(t, { sim: simOpts = {}, consumer: consumerOpts = {}, init = true } = {}) {
+  const tenantId = `t${process.pid}-${++seq}`
+  const redis = await startRedis()
+  const sim = await startWrapperSim({ tenantId, data: defaultSeed(), ...simOpts })
+  const { logger, lines: logs } = captureLogger()
+  const consumer = new SmartCRMConsumer({
+    tenantId,
+    wrapperUrl: sim.url,
+    redisUrl: redis.url,
+    heartbeatMs: 500,
+    logger,
+    ...consumerOpts,
+  })
+  const pub = await connectRedis(redis.url)
+  t.teardown(async () => {
+    await consumer.shutdown()
+    pub.destroy()
+    await sim.stop()
+    await redis.stop()
+  })
+  if (init) await consumer.initialize()
+
+  const channel = (topic) => `crm:${tenantId}:${topic}`
+  /** Publishes a raw message (object → JSON) on a topic of this tenant. */
+  const publish = (topic, msg) =>
+    pub.publish(
+      channel(topic),
+      typeof msg === 'string' || Buffer.isBuffer(msg) ? msg : JSON.stringify(msg),
+    )
+  /** A well-formed event envelope. */
+  const event = (eventType, data, extra = {}) => ({
+    eventId: `e-${++seq}-${Math.random().toString(36).slice(2)}`,
+    eventType,
+    tenantId,
+    timestamp: new Date().toISOString(),
+    data,
+    ...extra,
+  })
+  /**
+   * Publishes a marker event after whatever was published before and waits
+   * until the consumer shows it: everything published earlier has then been
+   * processed (events are handled in order).
+   */
+  const settle = async () => {
+    const marker = `marker-${++seq}`
+    await publish('configs', event('config-changed', { configId: marker, config: true }))
+    await waitFor(() => consumer.getActiveConfig(marker) === true, { message: 'the marker event' })
+  }
+  return { tenantId, redis, sim, consumer, pub, publish, event, settle, logs, channel }
+}
+
+module.exports = { setup, waitFor, captureLogger }
