@@ -62,7 +62,9 @@ test('secrets never appear in errors', (t) => {
   t.false(err.message.includes('hunter2'))
   const err2 = t.throws(() => new SmartCRMConsumer({ ...base, wrapperToken: 'hunter2 x' }))
   t.false(err2.message.includes('hunter2'))
-  const err3 = t.throws(() => new SmartCRMConsumer({ ...base, signingSecret: 'hunter2', heartbeatMs: -1 }))
+  const err3 = t.throws(
+    () => new SmartCRMConsumer({ ...base, signingSecret: 'hunter2', heartbeatMs: -1 }),
+  )
   t.false(err3.message.includes('hunter2'))
 })
 
@@ -137,7 +139,12 @@ test('REDIS_PASSWORD is used and never printed', async (t) => {
   await f.consumer.shutdown()
   await f.pub.command('CONFIG', 'SET', 'requirepass', 'hunter2')
   const out = await runChild(
-    { WRAPPER_URL: f.sim.url, REDIS_HOST: '127.0.0.1', REDIS_PORT: String(f.redis.port), REDIS_PASSWORD: 'hunter2' },
+    {
+      WRAPPER_URL: f.sim.url,
+      REDIS_HOST: '127.0.0.1',
+      REDIS_PORT: String(f.redis.port),
+      REDIS_PASSWORD: 'hunter2',
+    },
     `const { SmartCRMConsumer } = require('./lib/index.js')
      const lines = []
      const log = (...a) => lines.push(a.join(' '))
@@ -157,7 +164,13 @@ test('a wrong Redis password fails with REDIS_UNAVAILABLE and is not echoed', as
   await f.pub.command('CONFIG', 'SET', 'requirepass', 'right-one')
   const url = f.redis.url.replace('redis://', 'redis://:wrong-hunter2@')
   const { logger, lines } = require('./helpers/fixture.js').captureLogger()
-  const c = new SmartCRMConsumer({ tenantId: f.tenantId, wrapperUrl: f.sim.url, redisUrl: url, initTimeoutMs: 1000, logger })
+  const c = new SmartCRMConsumer({
+    tenantId: f.tenantId,
+    wrapperUrl: f.sim.url,
+    redisUrl: url,
+    initTimeoutMs: 1000,
+    logger,
+  })
   t.teardown(() => c.shutdown())
   const err = await t.throwsAsync(c.initialize())
   t.is(err.code, 'REDIS_UNAVAILABLE')

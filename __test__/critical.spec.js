@@ -46,8 +46,14 @@ test('the snapshot is loaded before initialize() resolves', async (t) => {
 })
 
 test('a paged snapshot is followed to the end', async (t) => {
-  const many = Array.from({ length: 250 }, (_, i) => ({ userId: `u${i}`, status: 'active', roles: ['viewer'] }))
-  const { consumer, sim } = await setup(t, { sim: { data: { ...data(), users: many }, pageSize: 40 } })
+  const many = Array.from({ length: 250 }, (_, i) => ({
+    userId: `u${i}`,
+    status: 'active',
+    roles: ['viewer'],
+  }))
+  const { consumer, sim } = await setup(t, {
+    sim: { data: { ...data(), users: many }, pageSize: 40 },
+  })
   t.is(consumer.getUserStatus('u0'), 'active')
   t.is(consumer.getUserStatus('u249'), 'active')
   t.true(sim.count('/api/users/access') >= 7, 'seven pages of 40 make 250')
@@ -129,7 +135,10 @@ test('checkPermission follows role and user changes', async (t) => {
   await settle()
   t.false(consumer.checkPermission('alice', 'crm.reports.view'))
   t.deepEqual(consumer.getUserRoles('alice'), ['sales'], 'roles kept when the event has none')
-  await publish('users', event('user-status-changed', { userId: 'alice', status: 'active', roles: ['viewer'] }))
+  await publish(
+    'users',
+    event('user-status-changed', { userId: 'alice', status: 'active', roles: ['viewer'] }),
+  )
   await settle()
   t.false(consumer.checkPermission('alice', 'crm.reports.view'))
   t.true(consumer.checkPermission('alice', 'crm.contacts.read'))

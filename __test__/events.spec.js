@@ -17,13 +17,37 @@ async function applied(f, topic, msg) {
 test('credit events set, deactivate and delete costs', async (t) => {
   const f = await setup(t)
   const { consumer, event } = f
-  t.is(await applied(f, 'credit-configs', event('credit-config-changed', { operationCode: 'crm.leads.create', newValue: 3, oldValue: 2.5, changedFields: ['credit_cost'] })), 1)
+  t.is(
+    await applied(
+      f,
+      'credit-configs',
+      event('credit-config-changed', {
+        operationCode: 'crm.leads.create',
+        newValue: 3,
+        oldValue: 2.5,
+        changedFields: ['credit_cost'],
+      }),
+    ),
+    1,
+  )
   t.is(consumer.getCreditCost('crm.leads.create'), 3)
-  await applied(f, 'credit-configs', event('credit-config-changed', { operationCode: 'new.op', newValue: 0 }))
+  await applied(
+    f,
+    'credit-configs',
+    event('credit-config-changed', { operationCode: 'new.op', newValue: 0 }),
+  )
   t.is(consumer.getCreditCost('new.op'), 0)
-  await applied(f, 'credit-configs', event('credit-config-changed', { operationCode: 'new.op', newValue: 1, isActive: false }))
+  await applied(
+    f,
+    'credit-configs',
+    event('credit-config-changed', { operationCode: 'new.op', newValue: 1, isActive: false }),
+  )
   t.is(consumer.getCreditCost('new.op'), null)
-  await applied(f, 'credit-configs', event('credit-config-changed', { operationCode: 'new.op', newValue: 1, isActive: true }))
+  await applied(
+    f,
+    'credit-configs',
+    event('credit-config-changed', { operationCode: 'new.op', newValue: 1, isActive: true }),
+  )
   t.is(consumer.getCreditCost('new.op'), 1)
   await applied(f, 'credit-configs', event('credit-config-deleted', { operationCode: 'new.op' }))
   t.is(consumer.getCreditCost('new.op'), null)
@@ -32,17 +56,29 @@ test('credit events set, deactivate and delete costs', async (t) => {
 test('role, user and config events', async (t) => {
   const f = await setup(t)
   const { consumer, event } = f
-  await applied(f, 'roles', event('role-changed', { roleId: 'r9', permissions: ['a.b'], roleName: 'R9' }))
+  await applied(
+    f,
+    'roles',
+    event('role-changed', { roleId: 'r9', permissions: ['a.b'], roleName: 'R9' }),
+  )
   t.deepEqual(consumer.getRolePermissions('r9'), ['a.b'])
   await applied(f, 'roles', event('role-deleted', { roleId: 'r9' }))
   t.is(consumer.getRolePermissions('r9'), null)
-  await applied(f, 'users', event('user-status-changed', { userId: 'zed', status: 'active', roles: ['r1'] }))
+  await applied(
+    f,
+    'users',
+    event('user-status-changed', { userId: 'zed', status: 'active', roles: ['r1'] }),
+  )
   t.is(consumer.getUserStatus('zed'), 'active')
   t.deepEqual(consumer.getUserRoles('zed'), ['r1'])
   await applied(f, 'users', event('user-deleted', { userId: 'zed' }))
   t.is(consumer.getUserStatus('zed'), null)
   t.is(consumer.getUserRoles('zed'), null)
-  await applied(f, 'configs', event('config-changed', { configId: 'c1', config: { a: [1, { b: null }] } }))
+  await applied(
+    f,
+    'configs',
+    event('config-changed', { configId: 'c1', config: { a: [1, { b: null }] } }),
+  )
   t.deepEqual(consumer.getActiveConfig('c1'), { a: [1, { b: null }] })
   await applied(f, 'configs', event('config-deleted', { configId: 'c1' }))
   t.is(consumer.getActiveConfig('c1'), null)
@@ -52,7 +88,11 @@ test("'change' events carry the event type and keys", async (t) => {
   const f = await setup(t)
   const seen = []
   f.consumer.on('change', (e) => seen.push(e))
-  await applied(f, 'credit-configs', f.event('credit-config-changed', { operationCode: 'op1', newValue: 1 }))
+  await applied(
+    f,
+    'credit-configs',
+    f.event('credit-config-changed', { operationCode: 'op1', newValue: 1 }),
+  )
   await applied(f, 'users', f.event('user-deleted', { userId: 'u1' }))
   await applied(f, 'hierarchy', f.event('hierarchy-changed', { entityId: 'h1' }))
   await applied(f, 'cache', f.event('cache-invalidate', { keys: ['user:a', 'audit:b'] }))
@@ -68,7 +108,8 @@ test("'change' events carry the event type and keys", async (t) => {
 test('versions: not newer is stale; deletes keep a tombstone', async (t) => {
   const f = await setup(t)
   const { consumer, event } = f
-  const set = (v, cost) => event('credit-config-changed', { operationCode: 'v.op', newValue: cost }, { version: v })
+  const set = (v, cost) =>
+    event('credit-config-changed', { operationCode: 'v.op', newValue: cost }, { version: v })
   t.is(await applied(f, 'credit-configs', set(5, 1)), 1)
   t.is(await applied(f, 'credit-configs', set(5, 2)), 0)
   t.is(await applied(f, 'credit-configs', set(4, 3)), 0)
@@ -76,8 +117,16 @@ test('versions: not newer is stale; deletes keep a tombstone', async (t) => {
   t.is(consumer.getMetrics().eventsRejected.stale, 2)
   t.is(await applied(f, 'credit-configs', set(6, 4)), 1)
   t.is(consumer.getCreditCost('v.op'), 4)
-  await applied(f, 'credit-configs', event('credit-config-deleted', { operationCode: 'v.op' }, { version: 8 }))
-  t.is(await applied(f, 'credit-configs', set(7, 5)), 0, 'an older upsert arriving late stays ignored')
+  await applied(
+    f,
+    'credit-configs',
+    event('credit-config-deleted', { operationCode: 'v.op' }, { version: 8 }),
+  )
+  t.is(
+    await applied(f, 'credit-configs', set(7, 5)),
+    0,
+    'an older upsert arriving late stays ignored',
+  )
   t.is(consumer.getCreditCost('v.op'), null)
   t.is(await applied(f, 'credit-configs', set(9, 6)), 1)
   t.is(consumer.getCreditCost('v.op'), 6)
@@ -86,22 +135,72 @@ test('versions: not newer is stale; deletes keep a tombstone', async (t) => {
 test('versions are per entity and per table', async (t) => {
   const f = await setup(t)
   const { consumer, event } = f
-  await applied(f, 'roles', event('role-changed', { roleId: 'ra', permissions: ['x'] }, { version: 10 }))
-  t.is(await applied(f, 'roles', event('role-changed', { roleId: 'rb', permissions: ['y'] }, { version: 1 })), 1)
-  t.is(await applied(f, 'users', event('user-status-changed', { userId: 'ra', status: 'active' }, { version: 1 })), 1)
-  t.is(await applied(f, 'configs', event('config-changed', { configId: 'cfg', config: 1 }, { version: 3 })), 1)
-  t.is(await applied(f, 'configs', event('config-changed', { configId: 'cfg', config: 2 }, { version: 2 })), 0)
+  await applied(
+    f,
+    'roles',
+    event('role-changed', { roleId: 'ra', permissions: ['x'] }, { version: 10 }),
+  )
+  t.is(
+    await applied(
+      f,
+      'roles',
+      event('role-changed', { roleId: 'rb', permissions: ['y'] }, { version: 1 }),
+    ),
+    1,
+  )
+  t.is(
+    await applied(
+      f,
+      'users',
+      event('user-status-changed', { userId: 'ra', status: 'active' }, { version: 1 }),
+    ),
+    1,
+  )
+  t.is(
+    await applied(
+      f,
+      'configs',
+      event('config-changed', { configId: 'cfg', config: 1 }, { version: 3 }),
+    ),
+    1,
+  )
+  t.is(
+    await applied(
+      f,
+      'configs',
+      event('config-changed', { configId: 'cfg', config: 2 }, { version: 2 }),
+    ),
+    0,
+  )
   t.is(consumer.getActiveConfig('cfg'), 1)
 })
 
 test('a snapshot version is respected by later events, and a full reload clears tombstones', async (t) => {
   const f = await setup(t, {
-    sim: { data: { credits: [{ operationCode: 'snap.op', creditCost: 1, version: 10 }], roles: [], users: [], configs: [] } },
+    sim: {
+      data: {
+        credits: [{ operationCode: 'snap.op', creditCost: 1, version: 10 }],
+        roles: [],
+        users: [],
+        configs: [],
+      },
+    },
   })
   const { consumer, event, sim } = f
-  t.is(await applied(f, 'credit-configs', event('credit-config-changed', { operationCode: 'snap.op', newValue: 2 }, { version: 9 })), 0)
+  t.is(
+    await applied(
+      f,
+      'credit-configs',
+      event('credit-config-changed', { operationCode: 'snap.op', newValue: 2 }, { version: 9 }),
+    ),
+    0,
+  )
   t.is(consumer.getCreditCost('snap.op'), 1)
-  await applied(f, 'credit-configs', event('credit-config-deleted', { operationCode: 'snap.op' }, { version: 20 }))
+  await applied(
+    f,
+    'credit-configs',
+    event('credit-config-deleted', { operationCode: 'snap.op' }, { version: 20 }),
+  )
   sim.data.credits.set('snap.op', { operationCode: 'snap.op', creditCost: 5, version: 1 })
   const resynced = new Promise((resolve) => consumer.once('resync', resolve))
   await f.publish('control', event('resync-required', {}))
@@ -113,7 +212,11 @@ test('an eventId already applied is a replay', async (t) => {
   const f = await setup(t)
   const e = f.event('credit-config-changed', { operationCode: 'r.op', newValue: 1 })
   t.is(await applied(f, 'credit-configs', e), 1)
-  await applied(f, 'credit-configs', f.event('credit-config-changed', { operationCode: 'r.op', newValue: 2 }))
+  await applied(
+    f,
+    'credit-configs',
+    f.event('credit-config-changed', { operationCode: 'r.op', newValue: 2 }),
+  )
   t.is(await applied(f, 'credit-configs', e), 0)
   t.is(f.consumer.getCreditCost('r.op'), 2)
   t.is(f.consumer.getMetrics().eventsRejected.replay, 1)
@@ -149,34 +252,121 @@ test('hierarchy-changed, user-changed and cache-invalidate drop reference entrie
   t.is(consumer.getCacheExpiry('user:u-bob'), null)
 })
 
-const costEvent = (tenantId, data) => ({ eventId: `x-${Math.random()}`, eventType: 'credit-config-changed', tenantId, data })
+const costEvent = (tenantId, data) => ({
+  eventId: `x-${Math.random()}`,
+  eventType: 'credit-config-changed',
+  tenantId,
+  data,
+})
 
 const hostile = [
   ['not JSON', 'malformed', () => '{"eventType":'],
   ['invalid UTF-8', 'malformed', () => Buffer.from([0x7b, 0xff, 0xfe, 0x7d])],
   ['a JSON array', 'malformed', () => '[]'],
-  ['nesting 10,000 deep', 'malformed', (tid) => `{"eventType":"credit-config-changed","tenantId":"${tid}","data":${'['.repeat(10000)}${']'.repeat(10000)}}`],
-  ['64 KiB + 1', 'tooLarge', (tid) => { const s = JSON.stringify(costEvent(tid, { operationCode: 'crm.leads.create', newValue: 1, pad: '' })); return s.replace('"pad":""', `"pad":"${'x'.repeat(65537 - s.length)}"`) }],
+  [
+    'nesting 10,000 deep',
+    'malformed',
+    (tid) =>
+      `{"eventType":"credit-config-changed","tenantId":"${tid}","data":${'['.repeat(10000)}${']'.repeat(10000)}}`,
+  ],
+  [
+    '64 KiB + 1',
+    'tooLarge',
+    (tid) => {
+      const s = JSON.stringify(
+        costEvent(tid, { operationCode: 'crm.leads.create', newValue: 1, pad: '' }),
+      )
+      return s.replace('"pad":""', `"pad":"${'x'.repeat(65537 - s.length)}"`)
+    },
+  ],
   ['missing eventType', 'malformed', (tid) => ({ tenantId: tid, data: {} })],
   ['missing data', 'malformed', (tid) => ({ eventType: 'credit-config-changed', tenantId: tid })],
-  ['data not an object', 'malformed', (tid) => ({ eventType: 'credit-config-changed', tenantId: tid, data: 'x' })],
+  [
+    'data not an object',
+    'malformed',
+    (tid) => ({ eventType: 'credit-config-changed', tenantId: tid, data: 'x' }),
+  ],
   ['missing operationCode', 'malformed', (tid) => costEvent(tid, { newValue: 1 })],
-  ['cost as a string', 'malformed', (tid) => costEvent(tid, { operationCode: 'crm.leads.create', newValue: '1' })],
-  ['negative cost', 'malformed', (tid) => costEvent(tid, { operationCode: 'crm.leads.create', newValue: -1 })],
-  ['1e309 cost', 'malformed', (tid) => `{"eventType":"credit-config-changed","tenantId":"${tid}","data":{"operationCode":"crm.leads.create","newValue":1e309}}`],
-  ['NaN cost', 'malformed', (tid) => `{"eventType":"credit-config-changed","tenantId":"${tid}","data":{"operationCode":"crm.leads.create","newValue":NaN}}`],
-  ['Infinity cost', 'malformed', (tid) => `{"eventType":"credit-config-changed","tenantId":"${tid}","data":{"operationCode":"crm.leads.create","newValue":Infinity}}`],
-  ['version not an integer', 'malformed', (tid) => ({ ...costEvent(tid, { operationCode: 'crm.leads.create', newValue: 1 }), version: '7' })],
-  ['id with a control character', 'malformed', (tid) => costEvent(tid, { operationCode: 'crm\u0000x', newValue: 1 })],
+  [
+    'cost as a string',
+    'malformed',
+    (tid) => costEvent(tid, { operationCode: 'crm.leads.create', newValue: '1' }),
+  ],
+  [
+    'negative cost',
+    'malformed',
+    (tid) => costEvent(tid, { operationCode: 'crm.leads.create', newValue: -1 }),
+  ],
+  [
+    '1e309 cost',
+    'malformed',
+    (tid) =>
+      `{"eventType":"credit-config-changed","tenantId":"${tid}","data":{"operationCode":"crm.leads.create","newValue":1e309}}`,
+  ],
+  [
+    'NaN cost',
+    'malformed',
+    (tid) =>
+      `{"eventType":"credit-config-changed","tenantId":"${tid}","data":{"operationCode":"crm.leads.create","newValue":NaN}}`,
+  ],
+  [
+    'Infinity cost',
+    'malformed',
+    (tid) =>
+      `{"eventType":"credit-config-changed","tenantId":"${tid}","data":{"operationCode":"crm.leads.create","newValue":Infinity}}`,
+  ],
+  [
+    'version not an integer',
+    'malformed',
+    (tid) => ({
+      ...costEvent(tid, { operationCode: 'crm.leads.create', newValue: 1 }),
+      version: '7',
+    }),
+  ],
+  [
+    'id with a control character',
+    'malformed',
+    (tid) => costEvent(tid, { operationCode: 'crm\u0000x', newValue: 1 }),
+  ],
   ['id with :', 'malformed', (tid) => costEvent(tid, { operationCode: 'a:b', newValue: 1 })],
   ['id with *', 'malformed', (tid) => costEvent(tid, { operationCode: 'a*', newValue: 1 })],
   ['id with /', 'malformed', (tid) => costEvent(tid, { operationCode: 'a/b', newValue: 1 })],
   ['id ..', 'malformed', (tid) => costEvent(tid, { operationCode: '..', newValue: 1 })],
-  ['permissions not strings', 'malformed', (tid) => ({ eventType: 'role-changed', tenantId: tid, data: { roleId: 'r', permissions: [1] } }), 'roles'],
-  ['wrong tenant', 'wrongTenant', () => costEvent('someone-else', { operationCode: 'crm.leads.create', newValue: 1 })],
-  ['wrong topic', 'wrongTopic', (tid) => ({ eventType: 'role-deleted', tenantId: tid, data: { roleId: 'admin' } })],
-  ['unknown type', 'unknownType', (tid) => ({ eventType: 'credit-config-exploded', tenantId: tid, data: {} })],
-  ['cache-invalidate of a critical key', 'malformed', (tid) => ({ eventType: 'cache-invalidate', tenantId: tid, data: { keys: ['credit:crm.leads.create'] } }), 'cache'],
+  [
+    'permissions not strings',
+    'malformed',
+    (tid) => ({
+      eventType: 'role-changed',
+      tenantId: tid,
+      data: { roleId: 'r', permissions: [1] },
+    }),
+    'roles',
+  ],
+  [
+    'wrong tenant',
+    'wrongTenant',
+    () => costEvent('someone-else', { operationCode: 'crm.leads.create', newValue: 1 }),
+  ],
+  [
+    'wrong topic',
+    'wrongTopic',
+    (tid) => ({ eventType: 'role-deleted', tenantId: tid, data: { roleId: 'admin' } }),
+  ],
+  [
+    'unknown type',
+    'unknownType',
+    (tid) => ({ eventType: 'credit-config-exploded', tenantId: tid, data: {} }),
+  ],
+  [
+    'cache-invalidate of a critical key',
+    'malformed',
+    (tid) => ({
+      eventType: 'cache-invalidate',
+      tenantId: tid,
+      data: { keys: ['credit:crm.leads.create'] },
+    }),
+    'cache',
+  ],
 ]
 
 for (const [name, reason, make, topic = 'credit-configs'] of hostile) {

@@ -32,7 +32,8 @@ const MAX_ARG_LENGTH = 64 * 1024
 function toJsonOptions(value, path) {
   if (value === null || typeof value === 'string' || typeof value === 'boolean') return value
   if (typeof value === 'number') {
-    if (!Number.isFinite(value)) throw errors.rangeError(`option \`${path}\` must be a finite number`)
+    if (!Number.isFinite(value))
+      throw errors.rangeError(`option \`${path}\` must be a finite number`)
     return value
   }
   if (typeof value === 'object' && !Array.isArray(value)) {
@@ -49,7 +50,9 @@ function toJsonOptions(value, path) {
 function checkLogger(logger) {
   if (logger === undefined || logger === null) return console
   if (typeof logger !== 'object' && typeof logger !== 'function') {
-    throw errors.typeError('option `logger` must be an object with debug, info, warn and error methods')
+    throw errors.typeError(
+      'option `logger` must be an object with debug, info, warn and error methods',
+    )
   }
   for (const level of LOG_LEVELS) {
     if (typeof logger[level] !== 'function') {
@@ -60,15 +63,19 @@ function checkLogger(logger) {
 }
 
 function checkString(name, value) {
-  if (typeof value !== 'string') throw errors.typeError(`${name} must be a string, got ${typeof value}`)
-  if (value.length > MAX_ARG_LENGTH) throw errors.rangeError(`${name} is longer than ${MAX_ARG_LENGTH} characters`)
+  if (typeof value !== 'string')
+    throw errors.typeError(`${name} must be a string, got ${typeof value}`)
+  if (value.length > MAX_ARG_LENGTH)
+    throw errors.rangeError(`${name} is longer than ${MAX_ARG_LENGTH} characters`)
 }
 
 /** An id that is sent as one URL path segment. */
 function checkId(name, value) {
   checkString(name, value)
   if (value === '' || value === '.' || value === '..') {
-    throw errors.rangeError(`${name} must not be empty, '.' or '..' (it is sent as one URL path segment)`)
+    throw errors.rangeError(
+      `${name} must not be empty, '.' or '..' (it is sent as one URL path segment)`,
+    )
   }
 }
 
@@ -107,7 +114,8 @@ class SmartCRMConsumer extends EventEmitter {
       if (event === 'change') this._native.setListenChanges(true)
     })
     this.on('removeListener', (event) => {
-      if (event === 'change' && this.listenerCount('change') === 0) this._native.setListenChanges(false)
+      if (event === 'change' && this.listenerCount('change') === 0)
+        this._native.setListenChanges(false)
     })
   }
 
@@ -353,9 +361,12 @@ class SmartCRMConsumer extends EventEmitter {
   async deductCredits(userId, amount, { operationCode, idempotencyKey } = {}) {
     this._open()
     checkId('userId', userId)
-    if (typeof amount !== 'number') throw errors.typeError(`amount must be a number, got ${typeof amount}`)
-    if (!Number.isFinite(amount) || amount < 0) throw errors.rangeError('amount must be a finite, non-negative number')
-    if (operationCode !== undefined && operationCode !== null) checkString('operationCode', operationCode)
+    if (typeof amount !== 'number')
+      throw errors.typeError(`amount must be a number, got ${typeof amount}`)
+    if (!Number.isFinite(amount) || amount < 0)
+      throw errors.rangeError('amount must be a finite, non-negative number')
+    if (operationCode !== undefined && operationCode !== null)
+      checkString('operationCode', operationCode)
     let key = idempotencyKey
     if (key === undefined || key === null) key = randomUUID()
     checkString('idempotencyKey', key)

@@ -2,7 +2,12 @@
 import type { SmartCRMConsumer } from './index'
 
 type Req = { user?: { id?: string }; creditCost?: number; [key: string]: unknown }
-type Res = { status(code: number): Res; json(body: unknown): unknown; set(name: string, value: string): unknown; send(body: string): unknown }
+type Res = {
+  status(code: number): Res
+  json(body: unknown): unknown
+  set(name: string, value: string): unknown
+  send(body: string): unknown
+}
 type Next = (err?: unknown) => void
 
 export interface GuardOptions {
@@ -10,7 +15,15 @@ export interface GuardOptions {
   getUserId?: (req: any) => string | undefined | null
 }
 
-export declare function requirePermission(consumer: SmartCRMConsumer, permission: string, options?: GuardOptions): (req: any, res: any, next: Next) => void
-export declare function requireCredits(consumer: SmartCRMConsumer, operationCode: string, options?: GuardOptions): (req: any, res: any, next: Next) => Promise<void>
+export declare function requirePermission(
+  consumer: SmartCRMConsumer,
+  permission: string,
+  options?: GuardOptions,
+): (req: any, res: any, next: Next) => void
+export declare function requireCredits(
+  consumer: SmartCRMConsumer,
+  operationCode: string,
+  options?: GuardOptions,
+): (req: any, res: any, next: Next) => Promise<void>
 export declare function metricsHandler(consumer: SmartCRMConsumer): (req: any, res: any) => void
 export type { Req, Res }

@@ -10,7 +10,8 @@ function checkArgs(consumer, name, value, opts) {
   if (!consumer || typeof consumer.checkPermission !== 'function') {
     throw new TypeError('consumer must be a SmartCRMConsumer')
   }
-  if (typeof value !== 'string' || value === '') throw new TypeError(`${name} must be a non-empty string`)
+  if (typeof value !== 'string' || value === '')
+    throw new TypeError(`${name} must be a non-empty string`)
   const getUserId = (opts && opts.getUserId) || defaultGetUserId
   if (typeof getUserId !== 'function') throw new TypeError('getUserId must be a function')
   return getUserId

@@ -137,7 +137,8 @@ export interface DeductResult {
   idempotencyKey: string
 }
 
-export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue }
+export type JsonValue =
+  null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue }
 
 export declare class SmartCRMConsumer extends EventEmitter {
   constructor(options: SmartCRMConsumerOptions)
@@ -187,11 +188,17 @@ export interface PublisherOptions {
   signingSecret?: string
 }
 
-export type Topic = 'credit-configs' | 'roles' | 'users' | 'hierarchy' | 'configs' | 'cache' | 'control'
+export type Topic =
+  'credit-configs' | 'roles' | 'users' | 'hierarchy' | 'configs' | 'cache' | 'control'
 
 export interface Publisher {
   /** Resolves to the number of receivers. */
-  publish(topic: Topic, eventType: string, data?: Record<string, JsonValue>, options?: { version?: number }): Promise<number>
+  publish(
+    topic: Topic,
+    eventType: string,
+    data?: Record<string, JsonValue>,
+    options?: { version?: number },
+  ): Promise<number>
   close(): Promise<void>
 }
 

@@ -12,7 +12,8 @@ const errors = require('./errors.js')
  * Resolves to `{ publish(topic, eventType, data = {}, { version }), close() }`.
  */
 async function createPublisher(options = {}) {
-  if (options === null || typeof options !== 'object') throw errors.typeError('options must be an object')
+  if (options === null || typeof options !== 'object')
+    throw errors.typeError('options must be an object')
   const {
     redisUrl = process.env.REDIS_URL || 'redis://127.0.0.1:6379',
     tenantId,
@@ -25,9 +26,12 @@ async function createPublisher(options = {}) {
   if (signingSecret !== undefined && signingSecret !== null && typeof signingSecret !== 'string') {
     throw errors.typeError('option `signingSecret` must be a string')
   }
-  const native = await connectPublisher(redisUrl, tenantId, channelPrefix, signingSecret ?? null).catch(
-    errors.rethrow,
-  )
+  const native = await connectPublisher(
+    redisUrl,
+    tenantId,
+    channelPrefix,
+    signingSecret ?? null,
+  ).catch(errors.rethrow)
   return {
     /** Publishes one event; resolves to the number of receivers. */
     async publish(topic, eventType, data = {}, { version } = {}) {

@@ -1,0 +1,87 @@
+// Compiled by package.spec.js: every public member is typed as documented.
+import { SmartCRMConsumer, createPublisher, signMessage, canonicalize } from 'smart-crm-consumer'
+import type { Metrics, Health, ChangeEvent, ConsumerError } from 'smart-crm-consumer'
+import { requirePermission, requireCredits, metricsHandler } from 'smart-crm-consumer/express'
+
+async function main(): Promise<void> {
+  const consumer = new SmartCRMConsumer({
+    tenantId: 't',
+    wrapperUrl: 'http://w',
+    redisUrl: 'redis://127.0.0.1:6379',
+    wrapperToken: 'x',
+    channelPrefix: 'crm',
+    signingSecret: 's',
+    ttl: { userProfiles: 1, hierarchy: 1, auditLogs: 1, historicalData: 1, notFound: 1 },
+    staleIfErrorMs: 1,
+    heartbeatMs: 1000,
+    maxReferenceBytes: 1,
+    refreshIntervalMs: 0,
+    requestTimeoutMs: 1,
+    initTimeoutMs: 1,
+    logger: console,
+  })
+  await consumer.initialize()
+  const cost: number | null = consumer.getCreditCost('op')
+  const perms: string[] | null = consumer.getRolePermissions('r')
+  const roles: string[] | null = consumer.getUserRoles('u')
+  const status: string | null = consumer.getUserStatus('u')
+  const cfg = consumer.getActiveConfig('c')
+  const allowed: boolean = consumer.checkPermission('u', 'p')
+  const profile = await consumer.getUserProfile('u')
+  await consumer.getHierarchy('h')
+  await consumer.getAuditLog('a')
+  await consumer.getHistoricalData('k')
+  const expiry: number | null = consumer.getCacheExpiry('user:u')
+  consumer.invalidate('user:u')
+  const available: number = await consumer.getUserCredits('u')
+  const enough: boolean = await consumer.checkCredits('op', 'u')
+  const { remaining, idempotencyKey } = await consumer.deductCredits('u', 1, {
+    operationCode: 'op',
+    idempotencyKey: 'k',
+  })
+  const connected: boolean = consumer.isConnected
+  const health: Health = consumer.health()
+  const metrics: Metrics = consumer.getMetrics()
+  const rejectedMalformed: number = metrics.eventsRejected.malformed
+  const text: string = consumer.metricsText()
+  consumer.on('change', (e: ChangeEvent) => e.keys.length)
+  consumer.on('connection', (e) => e.connected)
+  consumer.on('resync', (e) => e.reason)
+  consumer.on('error', (err: ConsumerError) => err.code)
+  await consumer.shutdown()
+  const pub = await createPublisher({ tenantId: 't', redisUrl: 'redis://x', signingSecret: 's' })
+  const receivers: number = await pub.publish(
+    'credit-configs',
+    'credit-config-changed',
+    { operationCode: 'op', newValue: 1 },
+    { version: 1 },
+  )
+  await pub.close()
+  const sig: string = signMessage({ a: 1 }, 's')
+  const canon: string = canonicalize({ a: 1 })
+  requirePermission(consumer, 'p', { getUserId: (req) => req.user?.id })
+  requireCredits(consumer, 'op')
+  metricsHandler(consumer)
+  void [
+    cost,
+    perms,
+    roles,
+    status,
+    cfg,
+    allowed,
+    profile,
+    expiry,
+    available,
+    enough,
+    remaining,
+    idempotencyKey,
+    connected,
+    health,
+    rejectedMalformed,
+    text,
+    receivers,
+    sig,
+    canon,
+  ]
+}
+void main

@@ -1,0 +1,176 @@
+'use strict'
+// `npm run demo`: the package's main job, shown to a person.
+//
+// Starts (or uses) Redis and a Wrapper simulator, then walks through: the
+// preload, a credit check, a live cost change and how long it took to arrive,
+// permission checks, a profile miss then a hit, and the metrics. Exits cleanly.
+
+const { performance } = require('node:perf_hooks')
+
+const { SmartCRMConsumer, createPublisher } = require('../lib/index.js')
+const { startWrapperSim, defaultSeed } = require('../tools/wrapper-sim.js')
+const { startRedis } = require('../__test__/helpers/redis-server.js')
+
+const TENANT = 'demo-tenant'
+const bold = (s) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s)
+const step = (n, title) => console.log(`\n${bold(`${n}. ${title}`)}`)
+const row = (label, value) => console.log(`   ${label.padEnd(50)} ${value}`)
+const quiet = { debug() {}, info() {}, warn: console.warn, error: console.error }
+
+async function main() {
+  console.log(bold('smart-crm-consumer demo'))
+  let redis = null
+  let redisUrl = process.env.REDIS_URL
+  if (redisUrl) {
+    console.log(`   Redis: REDIS_URL (${redisUrl.replace(/\/\/[^@]*@/, '//***@')})`)
+  } else {
+    redis = await startRedis()
+    redisUrl = redis.url
+    console.log(`   Redis: started redis-server on port ${redis.port} (pid ${redis.pid})`)
+  }
+  const sim = await startWrapperSim({ tenantId: TENANT, data: defaultSeed() })
+  console.log(`   Wrapper simulator: ${sim.url}`)
+
+  const consumer = new SmartCRMConsumer({
+    tenantId: TENANT,
+    wrapperUrl: sim.url,
+    redisUrl,
+    logger: quiet,
+  })
+  const publisher = await createPublisher({ redisUrl, tenantId: TENANT })
+  try {
+    step(1, 'Preload: initialize() subscribes, then loads the critical snapshot')
+    let t0 = performance.now()
+    await consumer.initialize()
+    const m0 = consumer.getMetrics()
+    row('initialize() took', `${(performance.now() - t0).toFixed(1)} ms`)
+    row('critical entries in memory', m0.criticalCacheSize)
+    row("getCreditCost('crm.leads.create')", consumer.getCreditCost('crm.leads.create'))
+    row(
+      "getCreditCost('crm.contacts.export') (free)",
+      consumer.getCreditCost('crm.contacts.export'),
+    )
+    row(
+      "getCreditCost('crm.legacy.import') (inactive)",
+      consumer.getCreditCost('crm.legacy.import'),
+    )
+    row("getActiveConfig('limits')", JSON.stringify(consumer.getActiveConfig('limits')))
+    const n = 1_000_000
+    t0 = performance.now()
+    let sum = 0
+    for (let i = 0; i < n; i++) sum += consumer.getCreditCost('crm.leads.create')
+    row(
+      `${n.toLocaleString('en')} synchronous cost reads`,
+      `${(((performance.now() - t0) * 1e6) / n).toFixed(0)} ns each (sum ${sum})`,
+    )
+
+    step(2, 'Credit check: cost from memory, balance from the Wrapper')
+    const balance = await consumer.getUserCredits('u-alice')
+    row("u-alice's balance", balance)
+    row(
+      "checkCredits('crm.leads.create', 'u-alice')",
+      await consumer.checkCredits('crm.leads.create', 'u-alice'),
+    )
+    row(
+      "checkCredits('crm.reports.generate', 'u-carol')",
+      await consumer.checkCredits('crm.reports.generate', 'u-carol'),
+    )
+    const d = await consumer.deductCredits('u-alice', 2.5, { operationCode: 'crm.leads.create' })
+    row(
+      'deductCredits(u-alice, 2.5) → remaining',
+      `${d.remaining} (key ${d.idempotencyKey.slice(0, 8)}…)`,
+    )
+
+    step(3, 'Live change: the Wrapper changes a cost and publishes an event')
+    const changes = []
+    consumer.on('change', (e) => changes.push(e))
+    sim.data.credits.set('crm.leads.create', {
+      operationCode: 'crm.leads.create',
+      creditCost: 3,
+      version: 2,
+    })
+    t0 = performance.now()
+    await publisher.publish(
+      'credit-configs',
+      'credit-config-changed',
+      {
+        operationCode: 'crm.leads.create',
+        newValue: 3,
+        oldValue: 2.5,
+        changedFields: ['credit_cost'],
+      },
+      { version: 2 },
+    )
+    while (consumer.getCreditCost('crm.leads.create') !== 3)
+      await new Promise((r) => setImmediate(r))
+    row('publish → visible in getCreditCost', `${(performance.now() - t0).toFixed(2)} ms`)
+    row("getCreditCost('crm.leads.create') now", consumer.getCreditCost('crm.leads.create'))
+    await new Promise((r) => setImmediate(r))
+    row("'change' event", JSON.stringify(changes[0]))
+
+    step(4, 'Permission checks: deny by default, exact, prefix.* and *')
+    for (const [user, perm] of [
+      ['u-alice', 'crm.leads.create'],
+      ['u-alice', 'crm.leads.notes.edit'],
+      ['u-alice', 'crm.leads'],
+      ['u-alice', 'crm.contacts.delete'],
+      ['u-bob', 'crm.contacts.read'],
+      ['u-carol', 'crm.contacts.read'],
+      ['nobody', 'crm.contacts.read'],
+    ]) {
+      const why =
+        user === 'u-bob' ? ' (suspended, even with *)' : user === 'nobody' ? ' (unknown user)' : ''
+      row(`checkPermission('${user}', '${perm}')`, `${consumer.checkPermission(user, perm)}${why}`)
+    }
+
+    step(5, 'Reference data: a profile miss, then a hit')
+    t0 = performance.now()
+    const p1 = await consumer.getUserProfile('u-alice')
+    row(
+      'miss: fetched from the Wrapper',
+      `${(performance.now() - t0).toFixed(2)} ms → ${p1.name}, ${p1.title}`,
+    )
+    t0 = performance.now()
+    const p2 = await consumer.getUserProfile('u-alice')
+    row('hit: from the cache', `${(performance.now() - t0).toFixed(3)} ms → ${p2.name}`)
+    row('Wrapper profile requests so far', sim.count('/api/users/u-alice/profile'))
+    row(
+      "cache expiry of 'user:u-alice'",
+      new Date(consumer.getCacheExpiry('user:u-alice')).toISOString(),
+    )
+    await Promise.all(Array.from({ length: 100 }, () => consumer.getUserProfile('u-carol')))
+    row('100 concurrent misses for u-carol → requests', sim.count('/api/users/u-carol/profile'))
+
+    step(6, 'Metrics')
+    const m = consumer.getMetrics()
+    for (const k of [
+      'criticalHits',
+      'criticalMisses',
+      'criticalHitRate',
+      'referenceHits',
+      'referenceMisses',
+      'referenceHitRate',
+      'overallHitRate',
+      'cacheSize',
+      'wrapperRequests',
+      'coalescedRequests',
+      'eventsReceived',
+      'eventsApplied',
+      'connected',
+    ]) {
+      row(k, typeof m[k] === 'number' && !Number.isInteger(m[k]) ? m[k].toFixed(4) : m[k])
+    }
+    row('health()', JSON.stringify(consumer.health()))
+  } finally {
+    await publisher.close()
+    await consumer.shutdown()
+    await sim.stop()
+    if (redis) await redis.stop()
+  }
+  console.log(`\n${bold('Done.')} Everything was shut down; the process exits by itself.`)
+}
+
+main().catch((err) => {
+  console.error(err)
+  process.exitCode = 1
+})
