@@ -412,3 +412,100 @@ test('events received and lastEventAt are tracked', async (t) => {
   await waitFor(() => f.consumer.health().lastEventAt !== null)
   t.true(Math.abs(f.consumer.health().lastEventAt - Date.now()) < 5000)
 })
+
+test('refreshIntervalMs reloads critical data periodically', async (t) => {
+  const f = await setup(t, { consumer: { refreshIntervalMs: 1000 } })
+  const { consumer, sim } = f
+  sim.data.credits.set('crm.leads.create', { operationCode: 'crm.leads.create', creditCost: 77 })
+  sim.data.users.delete('u-alice')
+  const e = await new Promise((resolve) => consumer.once('resync', resolve))
+  t.deepEqual(e, { reason: 'refresh' })
+  t.is(consumer.getCreditCost('crm.leads.create'), 77)
+  t.is(consumer.getUserStatus('u-alice'), null, 'rows gone at the Wrapper disappear')
+  t.true(consumer.isConnected)
+})
+
+test('signed events: applied when valid; unsigned, tampered, wrong-secret and expired ones rejected', async (t) => {
+  const { createPublisher, signMessage } = require('../lib/index.js')
+  const f = await setup(t, { consumer: { signingSecret: 'sekret' } })
+  const { consumer, event, tenantId } = f
+  const pub = await createPublisher({ redisUrl: f.redis.url, tenantId, signingSecret: 'sekret' })
+  t.teardown(() => pub.close())
+  await pub.publish('credit-configs', 'credit-config-changed', {
+    operationCode: 'crm.leads.create',
+    newValue: 4,
+  })
+  await waitFor(() => consumer.getCreditCost('crm.leads.create') === 4, {
+    message: 'the signed event',
+  })
+  const signed = (e, secret = 'sekret') => ({ ...e, signature: signMessage(e, secret) })
+  const rejections = [
+    [
+      'badSignature',
+      event('credit-config-changed', { operationCode: 'crm.leads.create', newValue: 5 }),
+    ],
+    [
+      'badSignature',
+      {
+        ...signed(
+          event('credit-config-changed', { operationCode: 'crm.leads.create', newValue: 5 }),
+        ),
+        data: { operationCode: 'crm.leads.create', newValue: 6 },
+      },
+    ],
+    [
+      'badSignature',
+      signed(
+        event('credit-config-changed', { operationCode: 'crm.leads.create', newValue: 5 }),
+        'wrong',
+      ),
+    ],
+    [
+      'expired',
+      signed(
+        event(
+          'credit-config-changed',
+          { operationCode: 'crm.leads.create', newValue: 5 },
+          { timestamp: new Date(Date.now() - 6 * 60_000).toISOString() },
+        ),
+      ),
+    ],
+    [
+      'expired',
+      signed(
+        event(
+          'credit-config-changed',
+          { operationCode: 'crm.leads.create', newValue: 5 },
+          { timestamp: new Date(Date.now() + 6 * 60_000).toISOString() },
+        ),
+      ),
+    ],
+    [
+      'malformed',
+      signed(
+        event(
+          'credit-config-changed',
+          { operationCode: 'crm.leads.create', newValue: 5 },
+          { eventId: undefined },
+        ),
+      ),
+    ],
+  ]
+  for (const [reason, msg] of rejections) {
+    const before = consumer.getMetrics().eventsRejected[reason]
+    await f.publish('credit-configs', msg)
+    await waitFor(() => consumer.getMetrics().eventsRejected[reason] === before + 1, {
+      message: reason,
+    })
+  }
+  t.is(consumer.getCreditCost('crm.leads.create'), 4)
+  const ok = signed(
+    event('credit-config-changed', { operationCode: 'crm.leads.create', newValue: 8 }),
+  )
+  await f.publish('credit-configs', JSON.stringify(ok))
+  await waitFor(() => consumer.getCreditCost('crm.leads.create') === 8, {
+    message: 'a hand-signed event',
+  })
+  await f.publish('credit-configs', ok)
+  await waitFor(() => consumer.getMetrics().eventsRejected.replay === 1, { message: 'the replay' })
+})
