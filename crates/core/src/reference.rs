@@ -312,8 +312,11 @@ impl ReferenceCache {
     }
 
     /// Drops `key`, and marks a fetch in flight for it as invalidated.
+    ///
+    /// The flight is also forgotten, so a read that starts after this call
+    /// makes a new request instead of joining the outdated one.
     pub fn invalidate(&self, key: &str) {
-        if let Some(f) = self.inner.inflight.get(key) {
+        if let Some((_, f)) = self.inner.inflight.remove(key) {
             f.invalidated.store(true, SeqCst);
         }
         self.inner.cache.invalidate(key);
@@ -321,9 +324,10 @@ impl ReferenceCache {
 
     /// Drops everything, including the results of fetches in flight.
     pub fn clear(&self) {
-        for f in self.inner.inflight.iter() {
+        self.inner.inflight.retain(|_, f| {
             f.invalidated.store(true, SeqCst);
-        }
+            false
+        });
         self.inner.cache.invalidate_all();
     }
 

@@ -67,8 +67,9 @@ pub struct WrapperClient {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Paged<T> {
-    items: Vec<T>,
+struct Paged<'a> {
+    #[serde(borrow)]
+    items: Vec<&'a serde_json::value::RawValue>,
     #[serde(default)]
     next_cursor: serde_json::Value,
 }
@@ -209,22 +210,18 @@ impl WrapperClient {
                 None => path.to_owned(),
             };
             let body = self.get(&page_path).await?;
-            let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
-            let bad = |e: serde_json::Error| {
-                CoreError::InvalidResponse(format!("GET {path}: wrong shape ({e})"))
-            };
-            match first {
+            let bad = |what: String| CoreError::InvalidResponse(format!("GET {path}: {what}"));
+            match first_byte(&body) {
                 Some(b'[') => {
-                    let items: Vec<T> = serde_json::from_slice(&body).map_err(bad)?;
-                    if out.is_empty() {
-                        return Ok(items);
-                    }
-                    out.extend(items);
+                    let rows: Vec<&serde_json::value::RawValue> =
+                        serde_json::from_slice(&body).map_err(|e| bad(format!("not JSON ({e})")))?;
+                    push_rows(&mut out, &rows).map_err(bad)?;
                     return Ok(out);
                 }
                 Some(b'{') => {
-                    let page: Paged<T> = serde_json::from_slice(&body).map_err(bad)?;
-                    out.extend(page.items);
+                    let page: Paged<'_> = serde_json::from_slice(&body)
+                        .map_err(|e| bad(format!("wrong shape ({e})")))?;
+                    push_rows(&mut out, &page.items).map_err(bad)?;
                     let next = match page.next_cursor {
                         serde_json::Value::Null => return Ok(out),
                         serde_json::Value::String(s) => s,
@@ -301,7 +298,7 @@ impl WrapperClient {
         check_path_id("userId", user_id)?;
         let path = format!("/api/users/{}/credits", encode_segment(user_id));
         let body = self.get(&path).await?;
-        let a: Available = serde_json::from_slice(&body).map_err(|_| {
+        let a: Available = parse_object(&body).map_err(|_| {
             CoreError::InvalidResponse(format!("GET {path}: expected {{ available: number }}"))
         })?;
         Ok(a.available)
@@ -329,7 +326,7 @@ impl WrapperClient {
             .send(Method::POST, &path, Some(&body), Some(idempotency_key))
             .await?
         {
-            Outcome::Ok(b) => serde_json::from_slice::<Remaining>(&b)
+            Outcome::Ok(b) => parse_object::<Remaining>(&b)
                 .map(|r| r.remaining)
                 .map_err(|_| {
                     CoreError::InvalidResponse(format!(
@@ -346,6 +343,32 @@ impl WrapperClient {
             Outcome::Answer(status, _) => Err(answer_error(status, &path)),
         }
     }
+}
+
+fn first_byte(body: &[u8]) -> Option<u8> {
+    body.iter().find(|b| !b.is_ascii_whitespace()).copied()
+}
+
+/// Parses `body` as `T`, but only from a JSON object: serde's derived
+/// structs would also accept an array of the fields in order.
+fn parse_object<T: DeserializeOwned>(body: &[u8]) -> std::result::Result<T, String> {
+    if first_byte(body) != Some(b'{') {
+        return Err("not a JSON object".into());
+    }
+    serde_json::from_slice(body).map_err(|e| e.to_string())
+}
+
+/// Parses each row (which must be a JSON object) and appends it to `out`.
+fn push_rows<T: DeserializeOwned>(
+    out: &mut Vec<T>,
+    rows: &[&serde_json::value::RawValue],
+) -> std::result::Result<(), String> {
+    out.reserve(rows.len());
+    for (i, raw) in rows.iter().enumerate() {
+        let row = parse_object(raw.get().as_bytes()).map_err(|e| format!("row {i}: {e}"))?;
+        out.push(row);
+    }
+    Ok(())
 }
 
 fn answer_error(status: StatusCode, path: &str) -> CoreError {
