@@ -213,8 +213,8 @@ impl WrapperClient {
             let bad = |what: String| CoreError::InvalidResponse(format!("GET {path}: {what}"));
             match first_byte(&body) {
                 Some(b'[') => {
-                    let rows: Vec<&serde_json::value::RawValue> =
-                        serde_json::from_slice(&body).map_err(|e| bad(format!("not JSON ({e})")))?;
+                    let rows: Vec<&serde_json::value::RawValue> = serde_json::from_slice(&body)
+                        .map_err(|e| bad(format!("not JSON ({e})")))?;
                     push_rows(&mut out, &rows).map_err(bad)?;
                     return Ok(out);
                 }
