@@ -65,3 +65,15 @@ test('signMessage and canonicalize follow RFC 8785', (t) => {
   )
   t.not(signMessage(msg, 'other'), sig)
 })
+
+test('the shipped signature test vectors match', (t) => {
+  const { signMessage, canonicalize } = require('..')
+  const { vectors } = require('../test-vectors/signatures.json')
+  t.true(vectors.length >= 6)
+  for (const v of vectors) {
+    const msg = JSON.parse(v.message)
+    delete msg.signature
+    t.is(canonicalize(JSON.stringify(msg)), v.canonical, `${v.name}: canonical`)
+    t.is(signMessage(v.message, v.secret), v.signature, `${v.name}: signature`)
+  }
+})

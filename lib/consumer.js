@@ -386,7 +386,7 @@ class SmartCRMConsumer extends EventEmitter {
     return this._connected && !this._closed
   }
 
-  /** `{ ready, connected, degraded, lastEventAt, lastSyncAt, reason }`. */
+  /** `{ ready, connected, degraded, lastEventAt, lastSyncAt, reason, circuit }`. */
   health() {
     const h = JSON.parse(errors.callNative(() => this._native.healthJson()))
     return {
@@ -396,6 +396,7 @@ class SmartCRMConsumer extends EventEmitter {
       lastEventAt: h.lastEventAt ?? null,
       lastSyncAt: h.lastSyncAt ?? null,
       reason: h.reason ?? null,
+      circuit: h.circuit,
     }
   }
 

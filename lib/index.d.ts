@@ -49,6 +49,8 @@ export interface SmartCRMConsumerOptions {
   requestTimeoutMs?: number
   /** Default 10000. */
   initTimeoutMs?: number
+  /** Wrapper circuit breaker: opens after `failures` (default 5) consecutive unavailable calls, probes again after `coolDownMs` (default 5000). */
+  circuitBreaker?: { failures?: number; coolDownMs?: number }
   /** Default console. */
   logger?: Logger
 }
@@ -117,6 +119,8 @@ export interface Health {
   lastSyncAt: number | null
   /** 'redis-disconnected' | 'wrapper-unavailable' | null */
   reason: string | null
+  /** The Wrapper circuit breaker. */
+  circuit: 'closed' | 'open' | 'half-open'
 }
 
 export interface ChangeEvent {

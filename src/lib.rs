@@ -321,6 +321,19 @@ impl NativePublisher {
     }
 }
 
+/// Test hook: panics inside a guarded entry point, so tests can show that a
+/// Rust panic reaches JS as an `Error` (code `INTERNAL`), never as an abort.
+#[napi(js_name = "__panicForTests")]
+pub fn panic_for_tests(message: String) -> Result<()> {
+    guard(|| panic!("{message}"))
+}
+
+/// Async variant of [`panic_for_tests`]: the promise rejects.
+#[napi(js_name = "__panicForTestsAsync")]
+pub async fn panic_for_tests_async(message: String) -> Result<()> {
+    guard_async(async move { panic!("{message}") }).await
+}
+
 /// Signs a message the way publishers must (test vectors, other publishers).
 #[napi]
 pub fn sign_message(message_json: String, secret: String) -> Result<String> {

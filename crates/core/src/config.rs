@@ -83,6 +83,10 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long `initialize()` waits before rejecting.
     pub init_timeout: Duration,
+    /// Consecutive unavailable Wrapper calls that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long the open circuit fails fast before one probe is let through.
+    pub breaker_cool_down: Duration,
 }
 
 /// Names of the environment variables consulted for defaults.
@@ -95,7 +99,7 @@ pub const ENV_VARS: [&str; 6] = [
     "WRAPPER_URL",
 ];
 
-const TOP_LEVEL: [&str; 15] = [
+const TOP_LEVEL: [&str; 16] = [
     "tenantId",
     "wrapperUrl",
     "redisUrl",
@@ -109,6 +113,7 @@ const TOP_LEVEL: [&str; 15] = [
     "refreshIntervalMs",
     "requestTimeoutMs",
     "initTimeoutMs",
+    "circuitBreaker",
     // Handled on the JS side, accepted here so one list names every option.
     "logger",
     "env",
@@ -254,6 +259,7 @@ impl Config {
         }
         let request_timeout = ms("requestTimeoutMs", 2_000, 1, 600_000)?;
         let init_timeout = ms("initTimeoutMs", 10_000, 1, DAY_MS)?;
+        let (breaker_failures, breaker_cool_down) = parse_breaker(obj.get("circuitBreaker"))?;
 
         Ok(Config {
             tenant_id,
@@ -270,6 +276,8 @@ impl Config {
             refresh_interval: (refresh > 0).then(|| Duration::from_millis(refresh)),
             request_timeout,
             init_timeout,
+            breaker_failures,
+            breaker_cool_down,
         })
     }
 
@@ -342,6 +350,28 @@ fn parse_ttls(v: Option<&Value>) -> Result<Ttls> {
         }
     }
     Ok(t)
+}
+
+fn parse_breaker(v: Option<&Value>) -> Result<(u32, Duration)> {
+    let mut failures = crate::breaker::FAILURES_TO_OPEN;
+    let mut cool_down = crate::breaker::COOL_DOWN;
+    let obj = match v {
+        None | Some(Value::Null) => return Ok((failures, cool_down)),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(CoreError::option_type("circuitBreaker", "an object")),
+    };
+    for (key, val) in obj {
+        let name = format!("circuitBreaker.{key}");
+        match key.as_str() {
+            "failures" if !val.is_null() => failures = int_of(&name, val, 1, 1_000_000)? as u32,
+            "coolDownMs" if !val.is_null() => {
+                cool_down = Duration::from_millis(int_of(&name, val, 1, DAY_MS)?)
+            }
+            "failures" | "coolDownMs" => {}
+            _ => return Err(CoreError::option_type(&name, "one of failures, coolDownMs")),
+        }
+    }
+    Ok((failures, cool_down))
 }
 
 fn redis_url_from_parts(env_get: &dyn Fn(&str) -> Option<String>) -> Result<String> {

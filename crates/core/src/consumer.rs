@@ -231,7 +231,7 @@ impl Consumer {
 
     /// Health as the core sees it.
     pub fn health(&self) -> Health {
-        self.shared.metrics.health()
+        self.shared.metrics.health(self.shared.wrapper.circuit())
     }
 
     /// Subscribed and resynced.

@@ -13,6 +13,7 @@
 //! | [`subscriber`] | Redis subscription, heartbeat, reconnects, reloads |
 //! | [`replay`] | the `eventId` replay window |
 //! | [`backoff`] | jittered backoff schedules |
+//! | [`breaker`] | the Wrapper circuit breaker |
 //! | [`metrics`] | counters and health |
 //! | [`consumer`] | the consumer that ties them together |
 //! | [`publisher`] | the publishing side, for a Wrapper written in Node |
@@ -22,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
+pub mod breaker;
 pub mod config;
 pub mod consumer;
 pub mod critical;

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
 
+use crate::breaker::Circuit;
 use crate::protocol::Rejection;
 
 /// See the module docs.
@@ -102,6 +103,8 @@ pub struct Health {
     pub last_sync_at: Option<i64>,
     /// `redis-disconnected`, `wrapper-unavailable`, or `None`.
     pub reason: Option<&'static str>,
+    /// The Wrapper circuit breaker: `closed`, `open` or `half-open`.
+    pub circuit: &'static str,
 }
 
 impl Metrics {
@@ -145,8 +148,8 @@ impl Metrics {
         }
     }
 
-    /// The health view.
-    pub fn health(&self) -> Health {
+    /// The health view, with the breaker's state.
+    pub fn health(&self, circuit: Circuit) -> Health {
         let at = |a: &AtomicI64| Some(a.load(Relaxed)).filter(|t| *t > 0);
         let reason = if self.redis_down.load(Relaxed) {
             Some("redis-disconnected")
@@ -162,6 +165,7 @@ impl Metrics {
             last_event_at: at(&self.last_event_at),
             last_sync_at: at(&self.last_sync_at),
             reason,
+            circuit: circuit.name(),
         }
     }
 }

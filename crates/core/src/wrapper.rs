@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::backoff::Backoff;
+use crate::breaker::{Breaker, Circuit};
 use crate::config::Config;
 use crate::critical::{ConfigRow, CreditRow, RoleRow, Snapshot, UserRow};
 use crate::error::{CoreError, Result};
@@ -63,6 +64,8 @@ pub struct WrapperClient {
     metrics: Arc<Metrics>,
     /// Base delay of the retry schedule.
     retry_base: Duration,
+    /// Fails calls fast while the Wrapper is down.
+    breaker: Arc<Breaker>,
 }
 
 #[derive(Deserialize)]
@@ -133,6 +136,10 @@ impl WrapperClient {
             base: config.wrapper_url.clone(),
             metrics,
             retry_base: Duration::from_millis(100),
+            breaker: Arc::new(Breaker::new(
+                config.breaker_failures,
+                config.breaker_cool_down,
+            )),
         })
     }
 
@@ -145,6 +152,12 @@ impl WrapperClient {
         idempotency_key: Option<&str>,
     ) -> Result<Outcome> {
         let label = format!("{method} {}", path.split('?').next().unwrap_or(path));
+        if !self.breaker.admit() {
+            self.metrics.wrapper_failing.store(true, Relaxed);
+            return Err(CoreError::WrapperUnavailable(format!(
+                "{label}: circuit open"
+            )));
+        }
         let url = format!("{}{}", self.base, path);
         let mut backoff = Backoff::new(self.retry_base, self.retry_base * 8);
         let mut attempt = 0;
@@ -165,6 +178,7 @@ impl WrapperClient {
                     let status = resp.status();
                     match resp.bytes().await {
                         Ok(bytes) if status.is_success() => {
+                            self.breaker.success();
                             self.metrics.wrapper_failing.store(false, Relaxed);
                             return Ok(Outcome::Ok(bytes));
                         }
@@ -173,6 +187,7 @@ impl WrapperClient {
                                 && status != StatusCode::TOO_MANY_REQUESTS =>
                         {
                             // An answer, not an outage: the Wrapper is up.
+                            self.breaker.success();
                             self.metrics.wrapper_failing.store(false, Relaxed);
                             Metrics::inc(&self.metrics.wrapper_errors);
                             return Ok(Outcome::Answer(status, bytes));
@@ -185,6 +200,7 @@ impl WrapperClient {
             };
             Metrics::inc(&self.metrics.wrapper_errors);
             if attempt >= ATTEMPTS {
+                self.breaker.failure();
                 self.metrics.wrapper_failing.store(true, Relaxed);
                 return Err(CoreError::WrapperUnavailable(failure));
             }
@@ -249,6 +265,11 @@ impl WrapperClient {
         Err(CoreError::InvalidResponse(format!(
             "GET {path}: too many pages"
         )))
+    }
+
+    /// The circuit breaker's state.
+    pub fn circuit(&self) -> Circuit {
+        self.breaker.circuit()
     }
 
     /// Loads the whole critical snapshot: the four list endpoints, concurrently.
