@@ -127,9 +127,9 @@ test('a killed Redis: degraded while down, full resync on reconnect', async (t) 
   t.deepEqual(connections, [{ connected: false }, { connected: true }])
 })
 
-test('after 3 restarts in a row: one subscription per channel, an event applied once', async (t) => {
+test('after 5 restarts in a row: one subscription per channel, an event applied once', async (t) => {
   const { redis, consumer, channel, event } = await setup(t)
-  const N = 3
+  const N = 5
   for (let i = 0; i < N; i++) {
     const down = disconnected(consumer)
     await redis.kill()
