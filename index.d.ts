@@ -55,6 +55,15 @@ export declare class NativePublisher {
   close(): void
 }
 
+/**
+ * Test hook: panics inside a guarded entry point, so tests can show that a
+ * Rust panic reaches JS as an `Error` (code `INTERNAL`), never as an abort.
+ */
+export declare function __panicForTests(message: string): void
+
+/** Async variant of [`panic_for_tests`]: the promise rejects. */
+export declare function __panicForTestsAsync(message: string): Promise<void>
+
 /** The RFC 8785 canonical form of a JSON text. */
 export declare function canonicalize(json: string): string
 
