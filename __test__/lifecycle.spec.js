@@ -284,6 +284,7 @@ test('health(): its shape, epoch-ms times, lastEventAt set by an event', async (
   const { consumer, settle } = await setup(t)
   const h0 = consumer.health()
   t.deepEqual(Object.keys(h0).sort(), [
+    'circuit',
     'connected',
     'degraded',
     'lastEventAt',
@@ -297,6 +298,7 @@ test('health(): its shape, epoch-ms times, lastEventAt set by an event', async (
       ready: true,
       connected: true,
       degraded: false,
+      circuit: 'closed',
       lastEventAt: null,
       lastSyncAt: 'number',
       reason: null,

@@ -134,7 +134,9 @@ test('after 5 restarts in a row: one subscription per channel, an event applied 
     const down = disconnected(consumer)
     await redis.kill()
     await down
-    const up = reconnected(consumer)
+    // The backoff doubles with each quick restart (1, 2, 4, 8, 16 s before
+    // jitter) and resets only after 60 s of health: allow for the fifth.
+    const up = reconnected(consumer, 40_000)
     await redis.restart()
     await up
   }

@@ -102,6 +102,7 @@ class SmartCRMConsumer extends EventEmitter {
     this._native = errors.callNative(() => new NativeConsumer(json, env))
     this.tenantId = json.tenantId
     this._replica = new Replica()
+    this._loadUser = (id) => this._native.userAccess(id)
     this._hits = 0
     this._misses = 0
     this._ready = false
@@ -224,7 +225,7 @@ class SmartCRMConsumer extends EventEmitter {
   getUserRoles(userId) {
     this._open()
     checkString('userId', userId)
-    const u = this._replica.users.get(userId)
+    const u = this._replica.user(userId, this._loadUser)
     if (u === undefined) {
       this._misses++
       return null
@@ -237,7 +238,7 @@ class SmartCRMConsumer extends EventEmitter {
   getUserStatus(userId) {
     this._open()
     checkString('userId', userId)
-    const u = this._replica.users.get(userId)
+    const u = this._replica.user(userId, this._loadUser)
     if (u === undefined) {
       this._misses++
       return null
@@ -268,7 +269,7 @@ class SmartCRMConsumer extends EventEmitter {
     if (this._closed) throw errors.shutdownError()
     if (typeof userId !== 'string') checkString('userId', userId)
     if (typeof permission !== 'string') checkString('permission', permission)
-    const u = this._replica.users.get(userId)
+    const u = this._replica.user(userId, this._loadUser)
     if (u === undefined) {
       this._misses++
       return false
@@ -407,7 +408,7 @@ class SmartCRMConsumer extends EventEmitter {
     const criticalMisses = this._misses
     const hits = criticalHits + n.referenceHits
     const misses = criticalMisses + n.referenceMisses
-    const criticalCacheSize = this._replica.size()
+    const criticalCacheSize = n.criticalCacheSize
     return {
       criticalHits,
       criticalMisses,

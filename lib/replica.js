@@ -12,7 +12,8 @@
 // Permission checks compile each user's roles once into a Set of exact
 // permissions, a short list of `prefix.` patterns and an `all` flag; the
 // compiled form is cached on the user and rebuilt when the user or any role
-// changes (a generation counter), so a check is one Map.get and one Set.has.
+// changes (a generation counter). Answers are memoised on the compiled form,
+// so a repeated check is two Map lookups however many patterns the roles hold.
 
 /** Compiles a role's permission list. */
 function compileRole(perms) {
@@ -27,16 +28,20 @@ function compileRole(perms) {
   return { perms: Object.freeze(perms), exact, prefixes, all }
 }
 
-const NO_ACCESS = Object.freeze({ all: false, exact: new Set(), prefixes: [] })
-
 class Replica {
   constructor() {
     /** operationCode -> cost, or null when inactive */
     this.credits = new Map()
     /** roleId -> compiled role */
     this.roles = new Map()
-    /** userId -> { status, roles, c (compiled access), g (roles generation of c) } */
+    /**
+     * userId -> { status, roles, c (compiled access), g (roles generation of c) }.
+     * Filled on first access from the core (the first load ships no users), and
+     * by every later batch that changes a user.
+     */
     this.users = new Map()
+    /** batches applied so far (compared with the core's count on a first access) */
+    this.batches = 0
     /** configId -> JSON text of the value */
     this.configs = new Map()
     /** bumped on every role change: invalidates compiled user access */
@@ -46,6 +51,7 @@ class Replica {
   /** Applies one batch (JSON text); returns its notices, in order. */
   apply(json) {
     const b = JSON.parse(json)
+    this.batches++
     for (const [op, cost] of b.credits) this.credits.set(op, cost)
     for (const op of b.creditsDel) this.credits.delete(op)
     for (const [id, perms] of b.roles) this.roles.set(id, compileRole(perms))
@@ -60,9 +66,20 @@ class Replica {
     return b.notices
   }
 
-  /** Number of live entries in all four tables. */
-  size() {
-    return this.credits.size + this.roles.size + this.users.size + this.configs.size
+  /**
+   * The user's entry, reading it from the core on first access (`load(id)` is
+   * the native read). The answer is kept only when no batch is still on its
+   * way (`seq` equals the batches applied), so a batch older than the read can
+   * never overwrite it; unknown users are not kept.
+   */
+  user(id, load) {
+    const u = this.users.get(id)
+    if (u !== undefined) return u
+    const r = load(id)
+    if (!r.found) return undefined
+    const entry = { status: r.status, roles: Object.freeze(r.roles), c: undefined, g: -1 }
+    if (r.seq === this.batches) this.users.set(id, entry)
+    return entry
   }
 
   /** The user's compiled access (cached until the user or a role changes). */
@@ -78,22 +95,38 @@ class Replica {
       for (const p of r.exact) exact.add(p)
       for (const p of r.prefixes) if (!prefixes.includes(p)) prefixes.push(p)
     }
-    const c = all || exact.size > 0 || prefixes.length > 0 ? { all, exact, prefixes } : NO_ACCESS
+    const c = { all, exact, prefixes, memo: new Map() }
     user.c = c
     user.g = this.rolesGen
     return c
   }
 }
 
-/** True when compiled access `c` grants `permission`. */
+/** Most answers remembered per compiled access before the memo starts over. */
+const MEMO_LIMIT = 4096
+
+/**
+ * True when compiled access `c` grants `permission`. Answers are memoised on
+ * `c` (which is replaced whenever the user or any role changes), so a repeated
+ * check is one Map.get whatever the number of patterns.
+ */
 function grants(c, permission) {
-  if (c.all || c.exact.has(permission)) return true
-  const pre = c.prefixes
-  for (let i = 0; i < pre.length; i++) {
-    const p = pre[i]
-    if (permission.length > p.length && permission.startsWith(p)) return true
+  const known = c.memo.get(permission)
+  if (known !== undefined) return known
+  let ok = c.all || c.exact.has(permission)
+  if (!ok) {
+    const pre = c.prefixes
+    for (let i = 0; i < pre.length; i++) {
+      const p = pre[i]
+      if (permission.length > p.length && permission.startsWith(p)) {
+        ok = true
+        break
+      }
+    }
   }
-  return false
+  if (c.memo.size >= MEMO_LIMIT) c.memo.clear()
+  c.memo.set(permission, ok)
+  return ok
 }
 
 module.exports = { Replica, grants, compileRole }

@@ -93,6 +93,19 @@ impl Sink for TsfnSink {
     }
 }
 
+/// A user's access as the core holds it, for the JS replica's first access.
+#[napi(object)]
+pub struct UserAccess {
+    /// False when the user is unknown (then `status` is empty).
+    pub found: bool,
+    /// The user's status.
+    pub status: String,
+    /// The user's role ids.
+    pub roles: Vec<String>,
+    /// Replica batches sent when this was read: cache it only if that many were applied.
+    pub seq: f64,
+}
+
 /// The native half of `SmartCRMConsumer`; see `lib/consumer.js`.
 #[napi]
 pub struct NativeConsumer {
@@ -165,6 +178,28 @@ impl NativeConsumer {
                 .map_err(to_js_error)
         })
         .await
+    }
+
+    /// A user's access from the core's store (see [`UserAccess`]).
+    #[napi]
+    pub fn user_access(&self, user_id: String) -> Result<UserAccess> {
+        guard(|| {
+            let (access, seq) = self.inner.user_access(&user_id);
+            Ok(match access {
+                Some(a) => UserAccess {
+                    found: true,
+                    status: a.status,
+                    roles: a.roles,
+                    seq: seq as f64,
+                },
+                None => UserAccess {
+                    found: false,
+                    status: String::new(),
+                    roles: Vec::new(),
+                    seq: seq as f64,
+                },
+            })
+        })
     }
 
     /// Drops one reference key.

@@ -239,6 +239,15 @@ impl Consumer {
         self.shared.metrics.connected.load(Relaxed)
     }
 
+    /// A user's access as the store holds it now, with the number of replica
+    /// batches sent when it was read (see [`crate::outbox::Outbox::batches_sent`]):
+    /// the JS replica may keep the answer only if it has applied that many.
+    pub fn user_access(&self, user_id: &str) -> (Option<crate::critical::Access>, u64) {
+        let store = self.shared.store();
+        let access = store.user_access(user_id).cloned();
+        (access, self.shared.outbox.batches_sent())
+    }
+
     /// Reads the Rust-side critical store (for tests and tools).
     pub fn with_store<R>(&self, f: impl FnOnce(&CriticalStore) -> R) -> R {
         f(&self.shared.store())

@@ -7,7 +7,7 @@
 //! synchronised: the consumer keeps it behind one mutex, touched only by the
 //! subscription task and by snapshot reloads.
 
-use std::collections::HashMap;
+use std::collections::HashMap as StdHashMap;
 
 use serde::Deserialize;
 
@@ -30,6 +30,14 @@ pub struct Access {
     pub status: String,
     /// Role ids.
     pub roles: Vec<String>,
+}
+
+/// The tables' map: foldhash (randomly seeded, several times faster than
+/// SipHash on short keys) matters when a full load inserts a million users.
+type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
+
+fn map_with_capacity<V>(n: usize) -> HashMap<String, V> {
+    HashMap::with_capacity_and_hasher(n, Default::default())
 }
 
 /// An entry with its version; `value == None` is a delete tombstone.
@@ -269,9 +277,12 @@ impl CriticalStore {
     }
 
     /// Replaces everything (tombstones included) with `snap`, writing into
-    /// `delta` exactly the differences the replica needs to match.
-    pub fn replace(&mut self, snap: Snapshot, delta: &mut Delta) {
-        let mut credits = HashMap::with_capacity(snap.credits.len());
+    /// `delta` exactly the differences the replica needs to match. With
+    /// `ship_users` false the user table is left out of `delta`: the JS replica
+    /// then reads users from the store on first access (the first load of a
+    /// tenant with a million users ships none of them).
+    pub fn replace(&mut self, snap: Snapshot, delta: &mut Delta, ship_users: bool) {
+        let mut credits = map_with_capacity(snap.credits.len());
         for r in snap.credits {
             let c = Credit {
                 cost: r.credit_cost + 0.0,
@@ -285,7 +296,7 @@ impl CriticalStore {
                 },
             );
         }
-        let mut roles = HashMap::with_capacity(snap.roles.len());
+        let mut roles = map_with_capacity(snap.roles.len());
         for r in snap.roles {
             roles.insert(
                 r.role_id,
@@ -295,7 +306,7 @@ impl CriticalStore {
                 },
             );
         }
-        let mut users = HashMap::with_capacity(snap.users.len());
+        let mut users = map_with_capacity(snap.users.len());
         for r in snap.users {
             let a = Access {
                 status: r.status,
@@ -309,7 +320,7 @@ impl CriticalStore {
                 },
             );
         }
-        let mut configs = HashMap::with_capacity(snap.configs.len());
+        let mut configs = map_with_capacity(snap.configs.len());
         for r in snap.configs {
             let json = serde_json::to_string(&r.config).unwrap_or_else(|_| "null".into());
             configs.insert(
@@ -324,7 +335,9 @@ impl CriticalStore {
         diff(&self.roles, &roles, |k, v| {
             delta.set_role(k, v.map(|p| p.as_slice()))
         });
-        diff(&self.users, &users, |k, v| delta.set_user(k, v));
+        if ship_users {
+            diff(&self.users, &users, |k, v| delta.set_user(k, v));
+        }
         diff(&self.configs, &configs, |k, v| {
             delta.set_config(k, v.map(String::as_str))
         });
@@ -486,6 +499,7 @@ mod tests {
                 ..Default::default()
             },
             &mut d,
+            true,
         );
         s.apply(&set_cost("a", 2.0, Some(2)), &mut d).unwrap();
         assert_eq!(s.credit_cost("a"), Some(2.0));
@@ -531,6 +545,31 @@ mod tests {
     }
 
     #[test]
+    fn a_first_load_can_leave_users_out_of_the_delta() {
+        let mut s = CriticalStore::default();
+        let mut d = Delta::default();
+        let user = UserRow {
+            user_id: "u".into(),
+            status: "active".into(),
+            roles: vec![],
+            version: None,
+        };
+        s.replace(
+            Snapshot {
+                users: vec![user.clone()],
+                ..Default::default()
+            },
+            &mut d,
+            false,
+        );
+        assert_eq!(d.len(), 0);
+        assert!(s.user_access("u").is_some());
+        let mut d = Delta::default();
+        s.replace(Snapshot::default(), &mut d, true);
+        assert_eq!(d.len(), 1, "a later reload ships the user's removal");
+    }
+
+    #[test]
     fn replace_emits_only_differences() {
         let mut s = CriticalStore::default();
         let row = |op: &str, c: f64| CreditRow {
@@ -546,6 +585,7 @@ mod tests {
                 ..Default::default()
             },
             &mut d,
+            true,
         );
         assert_eq!(d.len(), 2);
         let mut d = Delta::default();
@@ -555,6 +595,7 @@ mod tests {
                 ..Default::default()
             },
             &mut d,
+            true,
         );
         assert_eq!(d.len(), 2, "b removed, c added, a unchanged");
         assert_eq!(s.sizes(), [2, 0, 0, 0]);

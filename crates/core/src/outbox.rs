@@ -1,15 +1,19 @@
 //! The outbox: ships replica batches to the JS side, coalescing while it is busy.
 //!
 //! Producers (the subscription task, reloads) merge their changes into one
-//! pending [`Delta`] and call [`Outbox::flush`]. A single flusher task turns
-//! the pending delta into JSON *off the JS thread* and hands it to the
-//! [`Sink`]. At most one batch is in flight: until the JS side has taken it
-//! (the [`Batch`] is dropped), further changes keep merging into the pending
-//! delta, so a storm of events costs the JS thread one batch per turn of its
-//! event loop instead of one call per event, and memory stays bounded by the
-//! number of distinct keys. Batches are delivered in order.
+//! pending [`Delta`] and call [`Outbox::flush`]. When no batch is in flight,
+//! `flush` serialises the pending delta right there, on the producer's thread
+//! (never the JS thread), and hands it to the [`Sink`]: one event costs one
+//! wake-up of the JS thread and no other hop. At most one batch is in flight:
+//! until the JS side has taken it (the [`Batch`] is dropped), further changes
+//! keep merging into the pending delta, and the flusher task sends them when
+//! the slot frees. A storm of events thus costs the JS thread one batch per
+//! turn of its event loop instead of one call per event, and memory stays
+//! bounded by the number of distinct keys. Batches are delivered in order and
+//! counted ([`Outbox::batches_sent`]), so the JS side can tell whether it has
+//! applied every batch sent so far.
 
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -52,6 +56,8 @@ struct Shared {
     sink: Mutex<Option<Arc<dyn Sink>>>,
     /// Whether `'change'` notices are wanted (a JS listener is attached).
     listen_changes: AtomicBool,
+    /// Batches taken from `pending` so far (incremented before the take).
+    batches_sent: AtomicU64,
 }
 
 /// See the module docs. Cheap to clone; all methods are thread-safe.
@@ -69,6 +75,7 @@ impl Default for Outbox {
                 in_flight: AtomicBool::new(false),
                 sink: Mutex::new(None),
                 listen_changes: AtomicBool::new(false),
+                batches_sent: AtomicU64::new(0),
             }),
         }
     }
@@ -91,9 +98,58 @@ impl Outbox {
         self.flush();
     }
 
-    /// Sends what is pending as soon as the JS side is free.
+    /// Sends what is pending now if no batch is in flight (serialising on the
+    /// calling thread), else as soon as the JS side takes the current one.
     pub fn flush(&self) {
-        self.shared.wake.notify_one();
+        self.try_deliver();
+    }
+
+    /// Batches sent so far. A reader that holds the store lock and sees this
+    /// equal to the number of batches the JS side has applied knows that no
+    /// batch older than its read is still on its way.
+    pub fn batches_sent(&self) -> u64 {
+        self.shared.batches_sent.load(SeqCst)
+    }
+
+    /// Delivers the pending delta unless a batch is in flight or there is no sink.
+    fn try_deliver(&self) {
+        let sh = &self.shared;
+        if sh
+            .in_flight
+            .compare_exchange(false, true, SeqCst, SeqCst)
+            .is_err()
+        {
+            return; // the in-flight batch's drop wakes the flusher
+        }
+        let sink = sh.sink.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let delta = match &sink {
+            Some(_) => self.with(|d| {
+                if d.is_empty() {
+                    None
+                } else {
+                    sh.batches_sent.fetch_add(1, SeqCst);
+                    Some(std::mem::take(d))
+                }
+            }),
+            None => None,
+        };
+        match (sink, delta) {
+            (Some(sink), Some(delta)) => {
+                let batch = Batch {
+                    json: delta.to_json(),
+                    _guard: InFlight(sh.clone()),
+                };
+                sink.deliver(batch);
+            }
+            _ => {
+                sh.in_flight.store(false, SeqCst);
+                // A producer that flushed while we held the slot found it busy.
+                let pending = sink_is_set(sh) && !self.with(|d| d.is_empty());
+                if pending {
+                    sh.wake.notify_one();
+                }
+            }
+        }
     }
 
     /// Installs or removes the sink. Removing it releases the JS callback.
@@ -112,33 +168,19 @@ impl Outbox {
         self.shared.listen_changes.load(SeqCst)
     }
 
-    /// The flusher loop; returns on `shutdown`.
+    /// The flusher loop: sends what accumulated while a batch was in flight.
+    /// Returns on `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = self.shared.wake.notified() => {}
             }
-            if self.shared.in_flight.load(SeqCst) {
-                continue; // the in-flight batch's drop wakes us again
-            }
-            let sink = self
-                .shared
-                .sink
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            let Some(sink) = sink else { continue };
-            let delta = self.with(std::mem::take);
-            if delta.is_empty() {
-                continue;
-            }
-            self.shared.in_flight.store(true, SeqCst);
-            let batch = Batch {
-                json: delta.to_json(),
-                _guard: InFlight(self.shared.clone()),
-            };
-            sink.deliver(batch);
+            self.try_deliver();
         }
     }
+}
+
+fn sink_is_set(sh: &Shared) -> bool {
+    sh.sink.lock().unwrap_or_else(|p| p.into_inner()).is_some()
 }

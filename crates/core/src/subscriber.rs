@@ -408,10 +408,12 @@ impl Session<'_> {
     fn finish_reload(&mut self, snap: Snapshot, reason: &'static str) {
         let shared = self.shared;
         let recorded = self.recorded.take().unwrap_or_default();
+        let first = !shared.metrics.ready.load(Relaxed);
         {
             let mut store = shared.store();
             let mut delta = Delta::default();
-            store.replace(snap, &mut delta);
+            // The first load ships no users: the replica reads them on first access.
+            store.replace(snap, &mut delta, !first);
             for ev in &recorded {
                 let _ = store.apply(ev, &mut delta); // stale here just means the snapshot was newer
             }
@@ -422,12 +424,21 @@ impl Session<'_> {
         }
         let m = &shared.metrics;
         m.last_sync_at.store(now_ms(), Relaxed);
-        let first = !m.ready.swap(true, Relaxed);
+        m.ready.store(true, Relaxed);
         if !first {
             Metrics::inc(&m.resyncs);
         }
         let was_connected = m.connected.swap(true, Relaxed);
+        let level = if reason == "refresh" || reason == "initial" {
+            "debug"
+        } else {
+            "info"
+        };
         shared.outbox.with(|d| {
+            d.notice(Notice::Log {
+                level,
+                msg: format!("critical data loaded ({reason})"),
+            });
             d.notice(Notice::Resync {
                 reason: reason.to_owned(),
             });
@@ -446,11 +457,5 @@ impl Session<'_> {
             }
             pending
         });
-        let level = if reason == "refresh" || reason == "initial" {
-            "debug"
-        } else {
-            "info"
-        };
-        shared.log(level, format!("critical data loaded ({reason})"));
     }
 }

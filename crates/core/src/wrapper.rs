@@ -216,16 +216,20 @@ impl WrapperClient {
         }
     }
 
-    /// Loads a whole list endpoint, following `nextCursor` pages.
+    /// Loads a whole list endpoint, following `nextCursor` pages. The next
+    /// page is requested as soon as the current one's cursor is known, so its
+    /// download overlaps the parsing of the current page's rows.
     pub async fn list<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>> {
         let mut out: Vec<T> = Vec::new();
-        let mut cursor: Option<String> = None;
+        let mut seen_cursor: Option<String> = None;
+        let mut next_body = Some(self.fetch_page(path, None));
         for _ in 0..MAX_PAGES {
-            let page_path = match &cursor {
-                Some(c) => format!("{path}?cursor={}", encode_segment(c)),
-                None => path.to_owned(),
+            let Some(pending) = next_body.take() else {
+                return Ok(out);
             };
-            let body = self.get(&page_path).await?;
+            let body = pending.await.map_err(|_| {
+                CoreError::WrapperUnavailable(format!("GET {path}: page task failed"))
+            })??;
             let bad = |what: String| CoreError::InvalidResponse(format!("GET {path}: {what}"));
             match first_byte(&body) {
                 Some(b'[') => {
@@ -237,34 +241,41 @@ impl WrapperClient {
                 Some(b'{') => {
                     let page: Paged<'_> = serde_json::from_slice(&body)
                         .map_err(|e| bad(format!("wrong shape ({e})")))?;
-                    push_rows(&mut out, &page.items).map_err(bad)?;
-                    let next = match page.next_cursor {
-                        serde_json::Value::Null => return Ok(out),
-                        serde_json::Value::String(s) => s,
-                        serde_json::Value::Number(n) => n.to_string(),
-                        _ => {
-                            return Err(CoreError::InvalidResponse(format!(
-                                "GET {path}: nextCursor is not a string"
-                            )))
-                        }
+                    let next = match &page.next_cursor {
+                        serde_json::Value::Null => None,
+                        serde_json::Value::String(s) => Some(s.clone()),
+                        serde_json::Value::Number(n) => Some(n.to_string()),
+                        _ => return Err(bad("nextCursor is not a string".into())),
                     };
-                    if cursor.as_deref() == Some(next.as_str()) {
-                        return Err(CoreError::InvalidResponse(format!(
-                            "GET {path}: nextCursor repeats"
-                        )));
+                    if let Some(c) = &next {
+                        if seen_cursor.as_deref() == Some(c.as_str()) {
+                            return Err(bad("nextCursor repeats".into()));
+                        }
+                        next_body = Some(self.fetch_page(path, Some(c.clone())));
+                        seen_cursor = Some(c.clone());
                     }
-                    cursor = Some(next);
+                    push_rows(&mut out, &page.items).map_err(bad)?;
                 }
-                _ => {
-                    return Err(CoreError::InvalidResponse(format!(
-                        "GET {path}: not a JSON array or page"
-                    )))
-                }
+                _ => return Err(bad("not a JSON array or page".into())),
             }
         }
         Err(CoreError::InvalidResponse(format!(
             "GET {path}: too many pages"
         )))
+    }
+
+    /// Starts downloading one page in its own task.
+    fn fetch_page(
+        &self,
+        path: &str,
+        cursor: Option<String>,
+    ) -> tokio::task::JoinHandle<Result<bytes::Bytes>> {
+        let me = self.clone();
+        let page_path = match cursor {
+            Some(c) => format!("{path}?cursor={}", encode_segment(&c)),
+            None => path.to_owned(),
+        };
+        tokio::spawn(async move { me.get(&page_path).await })
     }
 
     /// The circuit breaker's state.
