@@ -27,6 +27,8 @@ export declare class NativeConsumer {
   refLookup(key: string): string | null
   /** Reference read with a shared fetch on a miss; resolves to JSON text. */
   refGet(kind: string, id: string): Promise<string>
+  /** A user's access from the core's store (see [`UserAccess`]). */
+  userAccess(userId: string): UserAccess
   /** Drops one reference key. */
   invalidate(key: string): void
   /** Expiry (epoch ms) of a held reference entry, or `null`. */
@@ -72,3 +74,15 @@ export declare function connectPublisher(redisUrl: string, tenantId: string, cha
 
 /** Signs a message the way publishers must (test vectors, other publishers). */
 export declare function signMessage(messageJson: string, secret: string): string
+
+/** A user's access as the core holds it, for the JS replica's first access. */
+export interface UserAccess {
+  /** False when the user is unknown (then `status` is empty). */
+  found: boolean
+  /** The user's status. */
+  status: string
+  /** The user's role ids. */
+  roles: Array<string>
+  /** Replica batches sent when this was read: cache it only if that many were applied. */
+  seq: number
+}
