@@ -1,13 +1,15 @@
 'use strict'
 // `npm run demo`: the package's main job, shown to a person.
 //
-// Starts (or uses) Redis and a Wrapper simulator, then walks through: the
-// preload, a credit check, a live cost change and how long it took to arrive,
+// Starts (or uses) Redis and a Wrapper simulator (which publishes signed change
+// events), then walks through: the preload, a credit check, a live cost change
+// made at the Wrapper and how long it took to arrive,
 // permission checks, a profile miss then a hit, and the metrics. Exits cleanly.
 
+const { randomBytes } = require('node:crypto')
 const { performance } = require('node:perf_hooks')
 
-const { SmartCRMConsumer, createPublisher } = require('../lib/index.js')
+const { SmartCRMConsumer } = require('../lib/index.js')
 const { startWrapperSim, defaultSeed } = require('../tools/wrapper-sim.js')
 const { startRedis } = require('../__test__/helpers/redis-server.js')
 
@@ -28,16 +30,24 @@ async function main() {
     redisUrl = redis.url
     console.log(`   Redis: started redis-server on port ${redis.port} (pid ${redis.pid})`)
   }
-  const sim = await startWrapperSim({ tenantId: TENANT, data: defaultSeed() })
-  console.log(`   Wrapper simulator: ${sim.url}`)
+  // The simulator plays the Wrapper: it serves the API and publishes a signed
+  // change event for every change made through it.
+  const signingSecret = randomBytes(32).toString('hex')
+  const sim = await startWrapperSim({
+    tenantId: TENANT,
+    data: defaultSeed(),
+    redisUrl,
+    signingSecret,
+  })
+  console.log(`   Wrapper simulator: ${sim.url} (signs its events)`)
 
   const consumer = new SmartCRMConsumer({
     tenantId: TENANT,
     wrapperUrl: sim.url,
     redisUrl,
+    signingSecret,
     logger: quiet,
   })
-  const publisher = await createPublisher({ redisUrl, tenantId: TENANT })
   try {
     step(1, 'Preload: initialize() subscribes, then loads the critical snapshot')
     let t0 = performance.now()
@@ -84,26 +94,13 @@ async function main() {
     step(3, 'Live change: the Wrapper changes a cost and publishes an event')
     const changes = []
     consumer.on('change', (e) => changes.push(e))
-    sim.data.credits.set('crm.leads.create', {
-      operationCode: 'crm.leads.create',
-      creditCost: 3,
-      version: 2,
-    })
     t0 = performance.now()
-    await publisher.publish(
-      'credit-configs',
-      'credit-config-changed',
-      {
-        operationCode: 'crm.leads.create',
-        newValue: 3,
-        oldValue: 2.5,
-        changedFields: ['credit_cost'],
-      },
-      { version: 2 },
-    )
+    // Changes the cost at the Wrapper, which publishes credit-config-changed
+    // (version 2, signed); resolves once Redis has taken the event.
+    await sim.setCreditConfig('crm.leads.create', { creditCost: 3 })
     while (consumer.getCreditCost('crm.leads.create') !== 3)
       await new Promise((r) => setImmediate(r))
-    row('publish → visible in getCreditCost', `${(performance.now() - t0).toFixed(2)} ms`)
+    row('Wrapper change → visible in getCreditCost', `${(performance.now() - t0).toFixed(2)} ms`)
     row("getCreditCost('crm.leads.create') now", consumer.getCreditCost('crm.leads.create'))
     await new Promise((r) => setImmediate(r))
     row("'change' event", JSON.stringify(changes[0]))
@@ -162,7 +159,6 @@ async function main() {
     }
     row('health()', JSON.stringify(consumer.health()))
   } finally {
-    await publisher.close()
     await consumer.shutdown()
     await sim.stop()
     if (redis) await redis.stop()

@@ -1,15 +1,26 @@
 'use strict'
-// Wrapper simulator: an in-process HTTP server that speaks the Wrapper API of
-// SPEC §4, for the tests, the demo and the example app.
+// Wrapper simulator: an HTTP server that speaks the Wrapper API of SPEC §4, for
+// the tests, the demo and the example app; in-process (`startWrapperSim`) or as
+// a runnable tool (the CLI below).
 //
 // It serves a mutable in-memory store (`sim.data`), logs every request, and
 // can misbehave on demand (errors, delays, resets, hangs, truncated or invalid
 // bodies, gated requests) so the consumer's failure handling can be tested
-// deterministically. Node built-ins only.
+// deterministically.
 //
-//   node tools/wrapper-sim.js --port 8080 --tenant T [--token X] [--page-size N] [--redis URL]
+// Given a `redisUrl` it is also the publishing side: its change methods
+// (`setCreditConfig`, `setRole`, `setUserAccess`, ...) update the store and
+// publish the matching change event of SPEC §3 with the package's
+// `createPublisher` (signed when a `signingSecret` is set). With `admin: true`
+// the same changes are offered over HTTP under `/admin/` (see ADMIN_ROUTES).
+// Without a `redisUrl` it needs Node built-ins only.
+//
+//   node tools/wrapper-sim.js --tenant T [--port 8080] [--redis URL] [--data seed.json] ...
+//   (--help lists every option)
 
+const fs = require('node:fs')
 const http = require('node:http')
+const { performance } = require('node:perf_hooks')
 
 const JSON_TYPE = 'application/json; charset=utf-8'
 const MAX_BODY_BYTES = 1024 * 1024
@@ -229,11 +240,11 @@ function deductRoute(sim, { params, body }) {
   try {
     parsed = JSON.parse(body)
   } catch {
-    sim.deductions.push({ userId, body, replay: false, status: 400 })
+    sim._log(sim.deductions, { userId, body, replay: false, status: 400 })
     return fail(400, 'body must be JSON')
   }
   const record = { userId, body: parsed, replay: false }
-  sim.deductions.push(record)
+  sim._log(sim.deductions, record)
   const { amount, idempotencyKey } = parsed ?? {}
   if (typeof amount !== 'number' || !Number.isFinite(amount) || amount < 0) {
     record.status = 400
@@ -327,10 +338,104 @@ function readBody(req) {
 }
 
 // ---------------------------------------------------------------------------
+// Admin: change the data over HTTP; each change publishes its event
+
+const httpError = (status, message) => Object.assign(new Error(message), { status })
+
+const isPlainObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v)
+
+function checkId(name, id) {
+  if (typeof id !== 'string' || id === '')
+    throw httpError(400, `${name} must be a non-empty string`)
+}
+
+function checkFields(fields) {
+  if (!isPlainObject(fields)) throw httpError(400, 'fields must be an object')
+}
+
+/**
+ * `/admin/` routes (with `admin: true`): `(sim, params, body)` → result. Every
+ * change answers `{ ok: true, record, version, receivers }`; `receivers` is
+ * the number of subscribers the event reached (null when not publishing).
+ */
+const ADMIN_ROUTES = [
+  ['GET', '/admin/state', (sim) => sim.snapshot()],
+  ['PUT', '/admin/credits/:id', (sim, p, b) => sim.setCreditConfig(p.id, b)],
+  ['DELETE', '/admin/credits/:id', (sim, p) => sim.deleteCreditConfig(p.id)],
+  ['PUT', '/admin/roles/:id', (sim, p, b) => sim.setRole(p.id, b)],
+  ['DELETE', '/admin/roles/:id', (sim, p) => sim.deleteRole(p.id)],
+  ['PUT', '/admin/users/:id/access', (sim, p, b) => sim.setUserAccess(p.id, b)],
+  ['PATCH', '/admin/users/:id/profile', (sim, p, b) => sim.updateProfile(p.id, b)],
+  ['DELETE', '/admin/users/:id', (sim, p) => sim.deleteUser(p.id)],
+  ['PUT', '/admin/balances/:id', (sim, p, b) => sim.setBalance(p.id, b.available)],
+  ['PUT', '/admin/configs/:id', (sim, p, b) => sim.setConfig(p.id, b.config)],
+  ['DELETE', '/admin/configs/:id', (sim, p) => sim.deleteConfig(p.id)],
+  ['PATCH', '/admin/hierarchy/:id', (sim, p, b) => sim.updateHierarchy(p.id, b)],
+  ['POST', '/admin/invalidate', (sim, p, b) => sim.invalidateKeys(b.keys)],
+  ['POST', '/admin/resync', (sim) => sim.requestResync()],
+  ['GET', '/admin/log', (sim) => sim.recentLog(20)],
+  [
+    'POST',
+    '/admin/faults',
+    (sim, p, b) => {
+      // `{ match: '/api/users/u-1/credits', status?, delayMs?, reset?, hang?, times? }`
+      if (typeof b.match !== 'string' || !b.match.startsWith('/api/')) {
+        throw httpError(400, 'match must be a path prefix starting with /api/')
+      }
+      const spec = {}
+      for (const k of ['status', 'delayMs', 'times']) {
+        if (b[k] === undefined) continue
+        if (!Number.isInteger(b[k]) || b[k] < 0) throw httpError(400, `${k} must be an integer`)
+        spec[k] = b[k]
+      }
+      for (const k of ['reset', 'hang']) if (b[k] === true) spec[k] = true
+      sim.fault(b.match, spec)
+      return { record: { match: b.match, ...spec }, version: null, receivers: null }
+    },
+  ],
+  [
+    'DELETE',
+    '/admin/faults',
+    (sim) => {
+      sim.clearFaults()
+      return { record: null, version: null, receivers: null }
+    },
+  ],
+  [
+    'POST',
+    '/admin/events',
+    async (sim, p, b) => {
+      if (typeof b.topic !== 'string' || typeof b.eventType !== 'string') {
+        throw httpError(400, 'topic and eventType must be strings')
+      }
+      if (b.data !== undefined && !isPlainObject(b.data))
+        throw httpError(400, 'data must be an object')
+      const receivers = await sim.publish(b.topic, b.eventType, b.data ?? {}, {
+        version: b.version,
+      })
+      return { record: null, version: b.version ?? null, receivers }
+    },
+  ],
+].map(([method, pattern, handler]) => ({ method, segments: pattern.split('/'), handler }))
+
+// ---------------------------------------------------------------------------
 // The simulator
 
 class WrapperSim {
-  constructor({ tenantId, token, port = 0, host = '127.0.0.1', pageSize, data } = {}) {
+  constructor({
+    tenantId,
+    token,
+    port = 0,
+    host = '127.0.0.1',
+    pageSize,
+    data,
+    redisUrl,
+    channelPrefix = 'crm',
+    signingSecret,
+    admin = false,
+    adminToken,
+    maxLog,
+  } = {}) {
     if (typeof tenantId !== 'string' || tenantId === '') {
       throw new TypeError('startWrapperSim: tenantId must be a non-empty string')
     }
@@ -340,6 +445,14 @@ class WrapperSim {
       !(Number.isInteger(pageSize) && pageSize > 0)
     ) {
       throw new RangeError('startWrapperSim: pageSize must be a positive integer')
+    }
+    if (maxLog !== undefined && maxLog !== null && !(Number.isInteger(maxLog) && maxLog > 0)) {
+      throw new RangeError('startWrapperSim: maxLog must be a positive integer')
+    }
+    for (const [name, v] of Object.entries({ redisUrl, signingSecret, adminToken })) {
+      if (v !== undefined && v !== null && typeof v !== 'string') {
+        throw new TypeError(`startWrapperSim: ${name} must be a string`)
+      }
     }
     this.tenantId = tenantId
     /** When set, every request needs `Authorization: Bearer <token>`; may be changed at any time. */
@@ -356,6 +469,20 @@ class WrapperSim {
     this.deductions = []
     /** idempotencyKey → first answer `{ status, json }`. */
     this.idempotency = new Map()
+    /** `{ topic, eventType, data, version, receivers, at }` of every change event published. */
+    this.events = []
+    /** When set, `requests`, `deductions` and `events` keep about this many recent entries. */
+    this.maxLog = maxLog ?? null
+    /** Whether `/admin/` routes are served (they are never logged in `requests`). */
+    this.admin = Boolean(admin)
+    this._adminToken = adminToken ?? null
+    this._redisUrl = redisUrl ?? null
+    this._channelPrefix = channelPrefix
+    this._signingSecret = signingSecret ?? null
+    this._publisher = null
+    /** `collection:id` → the highest version handed out (survives deletes: tombstones). */
+    this._versions = new Map()
+    this._canary = null
     this._faults = []
     this._gates = new Set()
     this._waiters = new Set()
@@ -387,6 +514,27 @@ class WrapperSim {
     this.url = `http://${host.includes(':') ? `[${host}]` : host}:${this.port}`
   }
 
+  /** Connects the publisher when a `redisUrl` was given (the package's createPublisher). */
+  async _connectPublisher() {
+    if (!this._redisUrl) return
+    // Loaded only here, so a sim without Redis needs nothing but Node built-ins.
+    const { createPublisher } = require('../lib/index.js')
+    this._publisher = await createPublisher({
+      redisUrl: this._redisUrl,
+      tenantId: this.tenantId,
+      channelPrefix: this._channelPrefix,
+      signingSecret: this._signingSecret ?? undefined,
+    })
+  }
+
+  /** Appends to a log, trimming it (in chunks) when `maxLog` is set. */
+  _log(list, item) {
+    list.push(item)
+    if (this.maxLog !== null && list.length > this.maxLog + Math.ceil(this.maxLog / 2)) {
+      list.splice(0, list.length - this.maxLog)
+    }
+  }
+
   // --- request pipeline: log → gates → faults → auth/tenant → route
 
   async _handle(req, res) {
@@ -397,8 +545,12 @@ class WrapperSim {
       if (err.status) send(res, { status: err.status, json: { error: err.message } })
       return
     }
+    if (this.admin && (req.url === '/admin' || req.url.startsWith('/admin/'))) {
+      send(res, await this._admin(req.method, req.url, req.headers, body))
+      return
+    }
     const record = { method: req.method, path: req.url, headers: req.headers, body }
-    this.requests.push(record)
+    this._log(this.requests, record)
     for (const waiter of this._waiters) {
       if (waiter.match(record)) waiter.resolve(record)
     }
@@ -590,11 +742,295 @@ class WrapperSim {
     this.requests.length = 0
   }
 
+  // --- changes: update the store, then publish the matching event (SPEC §3)
+
+  /** One past the highest version this entity has had (a delete keeps its version). */
+  _nextVersion(collection, id) {
+    const key = `${collection}:${id}`
+    const stored = this.data[collection].get(id)?.version
+    const seen = Math.max(Number.isSafeInteger(stored) ? stored : 0, this._versions.get(key) ?? 0)
+    this._versions.set(key, seen + 1)
+    return seen + 1
+  }
+
+  /**
+   * Publishes one change event (signed when a signing secret is set) and logs
+   * it in `events`. Resolves to the number of receivers, or null when the sim
+   * has no `redisUrl` (then nothing is published).
+   */
+  async publish(topic, eventType, data = {}, { version } = {}) {
+    if (!this._publisher) return null
+    const receivers = await this._publisher.publish(topic, eventType, data, { version })
+    this._log(this.events, { topic, eventType, data, version, receivers, at: Date.now() })
+    return receivers
+  }
+
+  async _changed(record, version, topic, eventType, data) {
+    const receivers = await this.publish(topic, eventType, data, { version })
+    return { record, version: version ?? null, receivers }
+  }
+
+  /**
+   * Sets an operation's cost and/or active flag (`{ creditCost?, isActive? }`,
+   * merged with the stored record) and publishes `credit-config-changed`.
+   */
+  async setCreditConfig(operationCode, { creditCost, isActive } = {}) {
+    checkId('operationCode', operationCode)
+    const old = this.data.credits.get(operationCode)
+    const cost = creditCost ?? old?.creditCost
+    if (typeof cost !== 'number' || !Number.isFinite(cost) || cost < 0) {
+      throw httpError(400, 'creditCost must be a finite, non-negative number')
+    }
+    if (isActive !== undefined && typeof isActive !== 'boolean') {
+      throw httpError(400, 'isActive must be a boolean')
+    }
+    const active = isActive ?? old?.isActive ?? true
+    const version = this._nextVersion('credits', operationCode)
+    const record = { ...old, operationCode, creditCost: cost, isActive: active, version }
+    this.data.credits.set(operationCode, record)
+    const changedFields = []
+    if (!old || old.creditCost !== cost) changedFields.push('credit_cost')
+    if (!old || (old.isActive ?? true) !== active) changedFields.push('is_active')
+    const data = { operationCode, newValue: cost, isActive: active, changedFields }
+    if (old && typeof old.creditCost === 'number') data.oldValue = old.creditCost
+    return this._changed(record, version, 'credit-configs', 'credit-config-changed', data)
+  }
+
+  /** Removes an operation and publishes `credit-config-deleted`. */
+  async deleteCreditConfig(operationCode) {
+    checkId('operationCode', operationCode)
+    this._existing('credits', operationCode)
+    const version = this._nextVersion('credits', operationCode)
+    this.data.credits.delete(operationCode)
+    const data = { operationCode }
+    return this._changed(null, version, 'credit-configs', 'credit-config-deleted', data)
+  }
+
+  /** Sets a role (`{ permissions?, roleName? }`, merged) and publishes `role-changed`. */
+  async setRole(roleId, { permissions, roleName } = {}) {
+    checkId('roleId', roleId)
+    const old = this.data.roles.get(roleId)
+    const perms = permissions ?? old?.permissions
+    if (!Array.isArray(perms) || !perms.every((p) => typeof p === 'string')) {
+      throw httpError(400, 'permissions must be an array of strings')
+    }
+    if (roleName !== undefined && typeof roleName !== 'string') {
+      throw httpError(400, 'roleName must be a string')
+    }
+    const name = roleName ?? old?.roleName
+    const version = this._nextVersion('roles', roleId)
+    const record = { ...old, roleId, permissions: [...perms], version }
+    if (name !== undefined) record.roleName = name
+    this.data.roles.set(roleId, record)
+    const data = { roleId, permissions: [...perms] }
+    if (name !== undefined) data.roleName = name
+    return this._changed(record, version, 'roles', 'role-changed', data)
+  }
+
+  /** Removes a role and publishes `role-deleted`. */
+  async deleteRole(roleId) {
+    checkId('roleId', roleId)
+    this._existing('roles', roleId)
+    const version = this._nextVersion('roles', roleId)
+    this.data.roles.delete(roleId)
+    return this._changed(null, version, 'roles', 'role-deleted', { roleId })
+  }
+
+  /** Sets a user's access (`{ status?, roles? }`, merged) and publishes `user-status-changed`. */
+  async setUserAccess(userId, { status, roles } = {}) {
+    checkId('userId', userId)
+    const old = this.data.users.get(userId)
+    const st = status ?? old?.status
+    const rs = roles ?? old?.roles ?? []
+    if (typeof st !== 'string' || st === '') throw httpError(400, 'status must be a string')
+    if (!Array.isArray(rs) || !rs.every((r) => typeof r === 'string')) {
+      throw httpError(400, 'roles must be an array of strings')
+    }
+    const version = this._nextVersion('users', userId)
+    const record = { ...old, userId, status: st, roles: [...rs], version }
+    this.data.users.set(userId, record)
+    const data = { userId, status: st, roles: [...rs] }
+    return this._changed(record, version, 'users', 'user-status-changed', data)
+  }
+
+  /** Merges `fields` into a user's profile and publishes `user-changed`. */
+  async updateProfile(userId, fields = {}) {
+    checkId('userId', userId)
+    checkFields(fields)
+    const record = { ...this.data.profiles.get(userId), ...fields, userId }
+    this.data.profiles.set(userId, record)
+    const data = { userId, changedFields: Object.keys(fields) }
+    return this._changed(record, undefined, 'users', 'user-changed', data)
+  }
+
+  /** Removes a user (access, profile, balance) and publishes `user-deleted`. */
+  async deleteUser(userId) {
+    checkId('userId', userId)
+    if (!this.data.users.has(userId) && !this.data.profiles.has(userId)) {
+      throw httpError(404, `no user ${userId}`)
+    }
+    const version = this._nextVersion('users', userId)
+    this.data.users.delete(userId)
+    this.data.profiles.delete(userId)
+    this.data.balances.delete(userId)
+    return this._changed(null, version, 'users', 'user-deleted', { userId })
+  }
+
+  /** Sets a user's credit balance. The balance is never cached, so nothing is published. */
+  async setBalance(userId, available) {
+    checkId('userId', userId)
+    if (typeof available !== 'number' || !Number.isFinite(available) || available < 0) {
+      throw httpError(400, 'available must be a finite, non-negative number')
+    }
+    this.data.balances.set(userId, available)
+    return { record: { userId, available }, version: null, receivers: null }
+  }
+
+  /** Sets an active config (any JSON value) and publishes `config-changed`. */
+  async setConfig(configId, config) {
+    checkId('configId', configId)
+    if (config === undefined) throw httpError(400, 'config is required')
+    const version = this._nextVersion('configs', configId)
+    const record = { configId, config, version }
+    this.data.configs.set(configId, record)
+    return this._changed(record, version, 'configs', 'config-changed', { configId, config })
+  }
+
+  /** Removes an active config and publishes `config-deleted`. */
+  async deleteConfig(configId) {
+    checkId('configId', configId)
+    this._existing('configs', configId)
+    const version = this._nextVersion('configs', configId)
+    this.data.configs.delete(configId)
+    return this._changed(null, version, 'configs', 'config-deleted', { configId })
+  }
+
+  /** Merges `fields` into a hierarchy entity and publishes `hierarchy-changed`. */
+  async updateHierarchy(entityId, fields = {}) {
+    checkId('entityId', entityId)
+    checkFields(fields)
+    const record = { ...this.data.hierarchy.get(entityId), ...fields, entityId }
+    this.data.hierarchy.set(entityId, record)
+    return this._changed(record, undefined, 'hierarchy', 'hierarchy-changed', { entityId })
+  }
+
+  /** Publishes `cache-invalidate` for reference cache keys (`user:{id}`, ...). */
+  async invalidateKeys(keys) {
+    if (!Array.isArray(keys) || !keys.every((k) => typeof k === 'string' && k !== '')) {
+      throw httpError(400, 'keys must be an array of non-empty strings')
+    }
+    return this._changed(null, undefined, 'cache', 'cache-invalidate', { keys: [...keys] })
+  }
+
+  /** Publishes `resync-required`: consumers reload everything. */
+  async requestResync() {
+    return this._changed(null, undefined, 'control', 'resync-required', {})
+  }
+
+  /**
+   * Every `intervalMs`, sets the active config `configId` to `{ sentAt, seq }`
+   * (`sentAt` in epoch ms, sub-ms precision) and publishes it: a canary from
+   * which a consumer on the same clock measures Wrapper → app propagation.
+   */
+  startCanary(intervalMs = 1000, configId = 'propagation-canary') {
+    if (!(Number.isFinite(intervalMs) && intervalMs > 0)) {
+      throw new RangeError('startCanary: intervalMs must be a positive number')
+    }
+    this.stopCanary()
+    let seq = 0
+    let busy = false
+    const tick = () => {
+      if (busy || this._stopped) return
+      busy = true
+      const sentAt = performance.timeOrigin + performance.now()
+      this.setConfig(configId, { sentAt, seq: ++seq })
+        .catch(() => {}) // Redis away: the next tick tries again
+        .finally(() => (busy = false))
+    }
+    this._canary = setInterval(tick, intervalMs)
+    this._canary.unref()
+    tick()
+  }
+
+  stopCanary() {
+    if (this._canary) clearInterval(this._canary)
+    this._canary = null
+  }
+
+  _existing(collection, id) {
+    if (!this.data[collection].has(id)) throw httpError(404, `no ${collection} entry ${id}`)
+  }
+
+  /** The whole store as plain JSON (collections as objects keyed by id), and log sizes. */
+  snapshot() {
+    const data = {}
+    for (const [name, map] of Object.entries(this.data)) data[name] = Object.fromEntries(map)
+    return {
+      tenantId: this.tenantId,
+      publishing: this._publisher !== null,
+      signed: this._signingSecret !== null,
+      data,
+      counts: {
+        requests: this.requests.length,
+        deductions: this.deductions.length,
+        events: this.events.length,
+      },
+    }
+  }
+
+  /** The last `n` Wrapper requests (method and path), deductions and published events. */
+  recentLog(n) {
+    return {
+      requests: this.requests.slice(-n).map((r) => ({ method: r.method, path: r.path })),
+      deductions: this.deductions.slice(-n),
+      events: this.events.slice(-n),
+    }
+  }
+
+  /** Serves an `/admin/` request: `{ status, json }`. */
+  async _admin(method, url, headers, body) {
+    if (this._adminToken !== null && headers.authorization !== `Bearer ${this._adminToken}`) {
+      return fail(401, 'unauthorized')
+    }
+    const q = url.indexOf('?')
+    const segments = (q === -1 ? url : url.slice(0, q)).split('/')
+    let pathMatched = false
+    for (const route of ADMIN_ROUTES) {
+      const raw = matchRoute(route, segments)
+      if (!raw) continue
+      pathMatched = true
+      if (route.method !== method) continue
+      let json = {}
+      try {
+        const params = {}
+        for (const [k, v] of Object.entries(raw)) params[k] = decodeURIComponent(v)
+        if (body !== '') json = JSON.parse(body)
+        if (route.method !== 'GET' && route.method !== 'DELETE' && !isPlainObject(json)) {
+          return fail(400, 'the body must be a JSON object')
+        }
+        const result = await route.handler(this, params, json)
+        return ok(route.method === 'GET' ? result : { ok: true, ...result })
+      } catch (err) {
+        if (err.status) return fail(err.status, err.message)
+        if (err instanceof Error && err.name !== 'Error') return fail(400, err.message)
+        // Redis failed: the store has changed (for a change route), the event was not sent
+        return fail(503, 'the change event could not be published', { detail: err.message })
+      }
+    }
+    return pathMatched ? fail(405, 'method not allowed') : NOT_FOUND()
+  }
+
   /** Closes the server and every open socket (hung requests end). Idempotent. */
   stop() {
     if (!this._stopping) {
       this._stopped = true
-      this._stopping = new Promise((resolve) => this.server.close(() => resolve()))
+      this.stopCanary()
+      const publisher = this._publisher
+      this._publisher = null
+      this._stopping = Promise.all([
+        new Promise((resolve) => this.server.close(() => resolve())),
+        publisher ? publisher.close().catch(() => {}) : null,
+      ]).then(() => {})
       for (const gate of this._gates) for (const resolve of gate.held.splice(0)) resolve()
       this._gates.clear()
       for (const entry of this._sleeps) {
@@ -620,12 +1056,28 @@ class WrapperSim {
  * @param {number} [opts.pageSize] when set, list endpoints answer `{ items, nextCursor }` pages
  * @param {object} [opts.data] initial store (Maps, arrays or objects per collection);
  *   default `defaultSeed()`
- * @returns {Promise<WrapperSim>} `{ url, port, data, requests, deductions, token, pageSize,
- *   fault(), clearFaults(), gate(), waitForRequest(), count(), resetCounts(), stop() }`
+ * @param {string} [opts.redisUrl] when set, the change methods publish change events there
+ * @param {string} [opts.channelPrefix='crm']
+ * @param {string} [opts.signingSecret] signs the published events
+ * @param {boolean} [opts.admin=false] serve the `/admin/` routes (ADMIN_ROUTES)
+ * @param {string} [opts.adminToken] when set, `/admin/` needs `Authorization: Bearer <adminToken>`
+ * @param {number} [opts.maxLog] keep about this many recent `requests`, `deductions`, `events`
+ * @returns {Promise<WrapperSim>} `{ url, port, data, requests, deductions, events, token,
+ *   pageSize, fault(), clearFaults(), gate(), waitForRequest(), count(), resetCounts(),
+ *   setCreditConfig(), deleteCreditConfig(), setRole(), deleteRole(), setUserAccess(),
+ *   updateProfile(), deleteUser(), setBalance(), setConfig(), deleteConfig(),
+ *   updateHierarchy(), invalidateKeys(), requestResync(), publish(), startCanary(),
+ *   stopCanary(), snapshot(), stop() }`
  */
 async function startWrapperSim(opts) {
   const sim = new WrapperSim(opts)
   await sim._listen()
+  try {
+    await sim._connectPublisher()
+  } catch (err) {
+    await sim.stop()
+    throw err
+  }
   return sim
 }
 
@@ -642,11 +1094,50 @@ function redact(url) {
   }
 }
 
+const USAGE = `usage: node tools/wrapper-sim.js --tenant T [options]
+
+Serves the Wrapper API of SPEC §4 on http://HOST:PORT and prints that URL on
+the first line of stdout. With --redis it also publishes a change event for
+every change made under /admin/ (see ADMIN_ROUTES in this file).
+
+  --tenant T            tenant id; every request must carry it as X-Tenant-Id (required)
+  --port N              default 0 (a free port)
+  --host H              default 127.0.0.1
+  --token X             require Authorization: Bearer X on the Wrapper API
+  --page-size N         answer list endpoints in pages of N
+  --data FILE           initial store (JSON: { credits, roles, users, configs, profiles,
+                        hierarchy, auditLogs, historical, balances }); default: a sample
+  --redis URL           publish change events there
+  --channel-prefix P    default crm
+  --signing-secret S    sign events (visible in ps; prefer WRAPPER_SIM_SIGNING_SECRET)
+  --admin-token X       require Authorization: Bearer X on /admin/
+  --no-admin            do not serve /admin/
+  --canary-ms N         every N ms set the config 'propagation-canary' to { sentAt, seq }
+  --max-log N           keep the last ~N requests/deductions/events in memory (default 10000)
+`
+
 function parseArgs(argv) {
-  const names = { '--port': 'port', '--tenant': 'tenant', '--token': 'token', '--redis': 'redis' }
-  Object.assign(names, { '--page-size': 'pageSize', '--host': 'host' })
+  const names = {
+    '--port': 'port',
+    '--host': 'host',
+    '--tenant': 'tenant',
+    '--token': 'token',
+    '--page-size': 'pageSize',
+    '--data': 'data',
+    '--redis': 'redis',
+    '--channel-prefix': 'channelPrefix',
+    '--signing-secret': 'signingSecret',
+    '--admin-token': 'adminToken',
+    '--canary-ms': 'canaryMs',
+    '--max-log': 'maxLog',
+  }
+  const flags = { '--no-admin': 'noAdmin', '--help': 'help' }
   const args = {}
   for (let i = 0; i < argv.length; i++) {
+    if (flags[argv[i]]) {
+      args[flags[argv[i]]] = true
+      continue
+    }
     const name = names[argv[i]]
     if (!name || i + 1 >= argv.length) throw new Error(`unknown or incomplete argument: ${argv[i]}`)
     args[name] = argv[++i]
@@ -654,29 +1145,59 @@ function parseArgs(argv) {
   return args
 }
 
+function intArg(args, name) {
+  if (args[name] === undefined) return undefined
+  const n = Number(args[name])
+  if (!Number.isInteger(n) || n < 0) {
+    const flag = name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)
+    throw new Error(`--${flag} must be a non-negative integer`)
+  }
+  return n
+}
+
 async function main() {
   let args
+  let opts
   try {
     args = parseArgs(process.argv.slice(2))
+    if (args.help) {
+      process.stdout.write(USAGE)
+      return
+    }
     if (!args.tenant) throw new Error('--tenant is required')
+    opts = {
+      tenantId: args.tenant,
+      token: args.token,
+      port: intArg(args, 'port') ?? 0,
+      host: args.host,
+      pageSize: intArg(args, 'pageSize'),
+      data: args.data === undefined ? undefined : JSON.parse(fs.readFileSync(args.data, 'utf8')),
+      redisUrl: args.redis,
+      channelPrefix: args.channelPrefix,
+      signingSecret: args.signingSecret ?? (process.env.WRAPPER_SIM_SIGNING_SECRET || undefined),
+      admin: !args.noAdmin,
+      adminToken: args.adminToken,
+      maxLog: intArg(args, 'maxLog') ?? 10000,
+    }
+    if (args.canaryMs !== undefined && !(intArg(args, 'canaryMs') > 0)) {
+      throw new Error('--canary-ms must be a positive integer')
+    }
   } catch (err) {
-    process.stderr.write(
-      `wrapper-sim: ${err.message}\n` +
-        'usage: node tools/wrapper-sim.js --tenant T [--port 8080] [--host 127.0.0.1] ' +
-        '[--token X] [--page-size N] [--redis URL]\n',
-    )
+    process.stderr.write(`wrapper-sim: ${err.message}\n${USAGE}`)
     process.exit(2)
   }
-  const sim = await startWrapperSim({
-    tenantId: args.tenant,
-    token: args.token,
-    port: args.port === undefined ? 0 : Number(args.port),
-    host: args.host,
-    pageSize: args.pageSize === undefined ? undefined : Number(args.pageSize),
-  })
+  const sim = await startWrapperSim(opts)
   process.stdout.write(`${sim.url}\n`)
   const notes = [`tenant ${sim.tenantId}`, sim.token ? 'bearer token required' : 'no token']
-  if (args.redis) notes.push(`redis ${redact(args.redis)} (publishing not implemented yet)`)
+  if (args.redis) {
+    const signed = opts.signingSecret ? 'signed' : 'unsigned'
+    notes.push(`publishing ${signed} events to ${redact(args.redis)}`)
+  }
+  if (sim.admin) notes.push(`admin at ${sim.url}/admin/state`)
+  if (args.canaryMs !== undefined) {
+    sim.startCanary(Number(args.canaryMs))
+    notes.push(`canary every ${args.canaryMs} ms`)
+  }
   process.stderr.write(`wrapper-sim: ${notes.join(', ')}\n`)
   const shutdown = () => sim.stop().then(() => process.exit(0))
   process.once('SIGINT', shutdown)

@@ -1,0 +1,436 @@
+'use strict'
+// The example CRM service: Express routes on smart-crm-consumer.
+//
+// One consumer per tenant (a consumer is bound to one tenant's channels);
+// each request is served by the consumer of its user's tenant. Costs,
+// permissions and user status come from the consumer's memory (synchronous,
+// no I/O); profiles from its TTL cache; balances and deductions from the
+// Wrapper through it. The package's middleware guards the routes that spend
+// credits.
+//
+//   const app = createApp({ consumers: [acme, globex] })   // or { consumer }
+//   app.listen(3000)
+//
+// Status codes (those of the design's handlers, SPEC §5 for the middleware):
+// 400 bad input, 401 no user, 402 not enough credits, 403 not allowed (or a
+// tenant this app does not serve, or a user who is not active), 404 unknown
+// operation / user, 502 the Wrapper refused us, 503 the Wrapper is down.
+
+const crypto = require('node:crypto')
+const path = require('node:path')
+const express = require('express')
+const { requirePermission, requireCredits, metricsHandler } = require('smart-crm-consumer/express')
+
+const { demoAuth, demoLoginRoute } = require('./auth.js')
+const { LiveStats } = require('./lib/live-stats.js')
+const { eventsRoute } = require('./lib/sse.js')
+const { mergeExpositions } = require('./lib/prometheus.js')
+
+const LEAD_OPERATION = 'crm.leads.create'
+const LEAD_PERMISSION = 'crm.leads.create'
+/** Needed to read another user's profile or permissions. */
+const READ_USERS = 'crm.users.read'
+/** Needed to read another user's credits. */
+const READ_CREDITS = 'crm.credits.read'
+const PUBLIC_DIR = path.join(__dirname, 'public')
+const MAX_LEADS_KEPT = 10_000
+
+/** SPEC error codes → HTTP status and a message for the client. */
+const ERRORS = {
+  NOT_FOUND: [404, 'Not found'],
+  INSUFFICIENT_CREDITS: [402, 'Insufficient credits'],
+  WRAPPER_UNAVAILABLE: [503, 'CRM backend unavailable'],
+  WRAPPER_AUTH: [502, 'CRM backend refused the request'],
+  INVALID_RESPONSE: [502, 'CRM backend answered badly'],
+  SHUTDOWN: [503, 'Shutting down'],
+}
+
+/** Codes of the package's argument errors (TypeError/RangeError): the client sent a bad id. */
+const ARG_ERRORS = new Set(['ERR_INVALID_ARG', 'ERR_INVALID_ARG_TYPE', 'ERR_OUT_OF_RANGE'])
+
+/** JSON with object keys sorted, so equal bodies give equal idempotency keys. */
+function stableJson(value) {
+  if (Array.isArray(value)) return `[${value.map(stableJson).join(',')}]`
+  if (value !== null && typeof value === 'object') {
+    const keys = Object.keys(value).sort()
+    return `{${keys.map((k) => `${JSON.stringify(k)}:${stableJson(value[k])}`).join(',')}}`
+  }
+  return JSON.stringify(value) ?? 'null'
+}
+
+/**
+ * The idempotency key of a lead request: the client's `Idempotency-Key`
+ * header when it sends one, else the request body; scoped to tenant, user and
+ * endpoint. A retried request (a double click, a client retry after a
+ * timeout, the same request at another replica) gets the same key, so the
+ * Wrapper deducts once and the same lead comes back.
+ */
+function leadIdempotencyKey(req) {
+  const header = req.get('Idempotency-Key')
+  const basis = header ? `h:${header}` : `b:${stableJson(req.body ?? null)}`
+  const hash = crypto.createHash('sha256')
+  hash.update(`${req.user.tenantId}\0${req.user.id}\0${req.baseUrl}${req.path}\0${basis}`)
+  return `lead:${hash.digest('hex').slice(0, 40)}`
+}
+
+/** The lead "database" of this example: a bounded Map per tenant, with single-flight by key. */
+class LeadStore {
+  constructor() {
+    this.leads = new Map() // `${tenant}\0${key}` → result
+    this.inflight = new Map()
+  }
+
+  async create(req, fields) {
+    const key = leadIdempotencyKey(req)
+    const slot = `${req.user.tenantId}\0${key}`
+    const done = this.leads.get(slot)
+    if (done) return { ...done, replayed: true }
+    const running = this.inflight.get(slot)
+    if (running) return { ...(await running), replayed: true }
+    const p = this._create(req, fields, key)
+    this.inflight.set(slot, p)
+    try {
+      const result = await p
+      this.leads.set(slot, result)
+      if (this.leads.size > MAX_LEADS_KEPT) this.leads.delete(this.leads.keys().next().value)
+      return { ...result, replayed: false }
+    } finally {
+      this.inflight.delete(slot)
+    }
+  }
+
+  async _create(req, fields, key) {
+    const { consumer, user } = req
+    // Reference data: from the consumer's TTL cache, fetched on a miss.
+    const profile = await consumer.getUserProfile(user.id)
+    const lead = {
+      id: `lead-${key.slice(5, 21)}`,
+      ...fields,
+      owner: { id: user.id, name: profile.name ?? null, department: profile.department ?? null },
+      createdAt: new Date().toISOString(),
+    }
+    // The work is done: deduct what requireCredits found the operation costs,
+    // with a key derived from the request (a retry is never charged twice).
+    const { remaining } = await consumer.deductCredits(user.id, req.creditCost, {
+      operationCode: LEAD_OPERATION,
+      idempotencyKey: key,
+    })
+    return { lead, creditsDeducted: req.creditCost, remainingCredits: remaining }
+  }
+}
+
+const LEAD_FIELDS = ['name', 'company', 'email', 'phone', 'source', 'notes']
+
+/** 400 unless the body is a lead (`{ name, ... }`, or the design's `{ leadData: {...} }`). */
+function validateLead(req, res, next) {
+  const body = req.body && typeof req.body === 'object' ? (req.body.leadData ?? req.body) : null
+  if (!body || typeof body !== 'object' || Array.isArray(body)) {
+    return res.status(400).json({ error: 'The body must be a JSON lead object' })
+  }
+  if (typeof body.name !== 'string' || body.name.trim() === '' || body.name.length > 200) {
+    return res.status(400).json({ error: 'name is required (1-200 characters)' })
+  }
+  const fields = {}
+  for (const f of LEAD_FIELDS) {
+    if (body[f] === undefined) continue
+    if (typeof body[f] !== 'string' || body[f].length > 2000) {
+      return res.status(400).json({ error: `${f} must be a string` })
+    }
+    fields[f] = body[f]
+  }
+  req.leadFields = fields
+  next()
+}
+
+/** 400 unless the query has `name` as one non-empty string. */
+const requireQuery = (name) => (req, res, next) => {
+  const v = req.query[name]
+  if (typeof v !== 'string' || v === '') {
+    return res.status(400).json({ error: `query parameter ${name} is required` })
+  }
+  next()
+}
+
+/**
+ * @param {object} options
+ * @param {import('smart-crm-consumer').SmartCRMConsumer[]} [options.consumers] one per tenant
+ * @param {import('smart-crm-consumer').SmartCRMConsumer} [options.consumer] or just one
+ * @param {import('express').RequestHandler} [options.authenticate] sets `req.user = { id, tenantId }`;
+ *   default: the demo stand-in of auth.js
+ * @param {string} [options.canaryConfigId] the config the Wrapper's propagation canary sets
+ * @param {{ error(...a: unknown[]): void }} [options.logger]
+ * @returns {import('express').Express} with `app.locals.crm = { stats, shutdown() }`
+ */
+function createApp({
+  consumers,
+  consumer,
+  authenticate = demoAuth(),
+  canaryConfigId = 'propagation-canary',
+  logger = console,
+} = {}) {
+  const list = consumers ?? (consumer ? [consumer] : [])
+  if (list.length === 0) throw new TypeError('createApp: give `consumer` or `consumers`')
+  const byTenant = new Map(list.map((c) => [c.tenantId, c]))
+  if (byTenant.size !== list.length) throw new TypeError('createApp: one consumer per tenant')
+  const stats = new Map(list.map((c) => [c.tenantId, new LiveStats(c, { canaryConfigId })]))
+  const leads = new LeadStore()
+
+  /** Builds a middleware of the package for each tenant's consumer; runs the request's one. */
+  const perTenant = (build) => {
+    const built = new Map(list.map((c) => [c.tenantId, build(c)]))
+    return (req, res, next) => built.get(req.consumer.tenantId)(req, res, next)
+  }
+
+  /**
+   * 401 without a user; 403 for a tenant this app does not serve, or a user
+   * whose status (critical data, in memory) is not 'active'. Sets req.consumer.
+   */
+  function tenant(req, res, next) {
+    if (!req.user) return res.status(401).json({ error: 'Authentication required' })
+    const c = byTenant.get(req.user.tenantId)
+    if (!c) return res.status(403).json({ error: 'Tenant not served here' })
+    if (c.getUserStatus(req.user.id) !== 'active') {
+      return res.status(403).json({ error: 'Account not active' })
+    }
+    req.consumer = c
+    next()
+  }
+
+  /**
+   * The target user of a read (`from(req)`, default: the caller). Reading
+   * someone else's data needs `permission`, else 403.
+   */
+  const selfOr = (permission, from) => (req, res, next) => {
+    const target = from(req) ?? req.user.id
+    if (typeof target !== 'string' || target === '') {
+      return res.status(400).json({ error: 'userId must be a string' })
+    }
+    if (target !== req.user.id && !req.consumer.checkPermission(req.user.id, permission)) {
+      return res.status(403).json({ error: 'Insufficient permissions' })
+    }
+    req.targetUserId = target
+    next()
+  }
+
+  const app = express()
+  app.disable('x-powered-by')
+  app.set('etag', false)
+  app.use(express.json({ limit: '64kb' }))
+  app.use(authenticate)
+
+  // --- public: health, metrics, pages --------------------------------------
+
+  /** 200 when every tenant's cache is loaded ('ok', or 'degraded' while serving from memory), else 503. */
+  app.get('/health', (req, res) => {
+    const tenants = {}
+    let ready = true
+    let degraded = false
+    for (const c of list) {
+      const h = c.health()
+      tenants[c.tenantId] = h
+      ready = ready && h.ready
+      degraded = degraded || h.degraded || !h.connected
+    }
+    const status = !ready ? 'starting' : degraded ? 'degraded' : 'ok'
+    res.status(ready ? 200 : 503).json({ status, tenants })
+  })
+
+  // One consumer: the package's handler as it is. Several: their texts merged,
+  // since each repeats the HELP/TYPE lines.
+  app.get(
+    '/metrics',
+    list.length === 1
+      ? metricsHandler(list[0])
+      : (req, res) => {
+          res.set('Content-Type', 'text/plain; version=0.0.4; charset=utf-8')
+          res.send(mergeExpositions(list.map((c) => c.metricsText())))
+        },
+  )
+
+  const page = (file) => (req, res) => res.sendFile(path.join(PUBLIC_DIR, file))
+  app.get('/', page('index.html'))
+  app.get('/dashboard', page('dashboard.html'))
+  app.get('/cost', page('cost.html'))
+  app.use('/static', express.static(PUBLIC_DIR, { index: false }))
+  app.get('/auth/demo-login', demoLoginRoute(authenticate))
+
+  // --- the API: every route needs a user of a tenant served here -----------
+
+  const api = express.Router()
+  api.use(tenant)
+
+  // Critical data only: no I/O.
+  api.get('/credits/check/:operation', (req, res) => {
+    const { operation } = req.params
+    const creditCost = req.consumer.getCreditCost(operation)
+    if (creditCost === null) {
+      return res.status(404).json({ error: 'Operation not configured', operation })
+    }
+    res.json({ operation, creditCost })
+  })
+
+  api.get(
+    '/credits/validate',
+    requireQuery('operation'),
+    selfOr(READ_CREDITS, (req) => req.query.userId),
+    async (req, res) => {
+      const { operation } = req.query
+      const userId = req.targetUserId
+      const creditCost = req.consumer.getCreditCost(operation)
+      if (creditCost === null) {
+        return res.status(404).json({ error: 'Operation not configured', operation })
+      }
+      const availableCredits = await req.consumer.getUserCredits(userId)
+      res.json({
+        operation,
+        userId,
+        creditCost,
+        availableCredits,
+        canAfford: availableCredits >= creditCost,
+      })
+    },
+  )
+
+  const profileOf = async (req, res) => {
+    try {
+      return await req.consumer.getUserProfile(req.targetUserId)
+    } catch (err) {
+      if (err.code !== 'NOT_FOUND') throw err
+      res.status(404).json({ error: 'User not found', userId: req.targetUserId })
+      return null
+    }
+  }
+
+  api.get(
+    '/users/:userId',
+    selfOr(READ_USERS, (req) => req.params.userId),
+    async (req, res) => {
+      const profile = await profileOf(req, res)
+      if (profile) res.json(profile)
+    },
+  )
+
+  api.get(
+    '/users/:userId/profile',
+    selfOr(READ_USERS, (req) => req.params.userId),
+    async (req, res) => {
+      const profile = await profileOf(req, res)
+      if (!profile) return
+      const c = req.consumer
+      const id = req.targetUserId
+      res.json({
+        ...profile,
+        access: { status: c.getUserStatus(id), roles: c.getUserRoles(id) },
+        cacheExpiry: c.getCacheExpiry(`user:${id}`),
+      })
+    },
+  )
+
+  api.get(
+    '/permissions/check',
+    requireQuery('permission'),
+    selfOr(READ_USERS, (req) => req.query.userId),
+    (req, res) => {
+      const userId = req.targetUserId
+      const { permission } = req.query
+      res.json({ userId, permission, authorized: req.consumer.checkPermission(userId, permission) })
+    },
+  )
+
+  // Spending credits: the package's guards (403, then 404/402), then the work.
+  const leadGuards = [
+    perTenant((c) => requirePermission(c, LEAD_PERMISSION)),
+    validateLead,
+    perTenant((c) => requireCredits(c, LEAD_OPERATION)),
+  ]
+
+  api.post('/leads', ...leadGuards, async (req, res) => {
+    const r = await leads.create(req, req.leadFields)
+    if (r.replayed) res.set('Idempotent-Replayed', 'true')
+    res.status(201).json({
+      lead: r.lead,
+      creditsDeducted: r.creditsDeducted,
+      remainingCredits: r.remainingCredits,
+    })
+  })
+
+  // Design 002's credit-checking flow, answered the way the design answers it.
+  api.post('/operations/lead-create', ...leadGuards, async (req, res) => {
+    const r = await leads.create(req, req.leadFields)
+    if (r.replayed) res.set('Idempotent-Replayed', 'true')
+    res.json({
+      success: true,
+      operation: 'lead-create',
+      leadId: r.lead.id,
+      creditsDeducted: r.creditsDeducted,
+      remainingCredits: r.remainingCredits,
+    })
+  })
+
+  // Design 003's smoke endpoint, for the signed-in user.
+  api.get('/test-credit-check', async (req, res) => {
+    const c = req.consumer
+    const userId = req.user.id
+    const cost = c.getCreditCost(LEAD_OPERATION)
+    if (cost === null) {
+      return res.status(404).json({ error: 'Operation not configured', operation: LEAD_OPERATION })
+    }
+    const [availableCredits, profile] = await Promise.all([
+      c.getUserCredits(userId),
+      c.getUserProfile(userId),
+    ])
+    res.json({
+      operation: LEAD_OPERATION,
+      userId,
+      cost,
+      availableCredits,
+      canAfford: availableCredits >= cost,
+      profile,
+      hasPermission: c.checkPermission(userId, LEAD_PERMISSION),
+      metrics: c.getMetrics(),
+    })
+  })
+
+  // The browser layer: this tenant's changes as Server-Sent Events.
+  const events = eventsRoute({
+    ignoreKeys: [`config:${canaryConfigId}`],
+    onOpen: (req) => stats.get(req.consumer.tenantId).sseClients++,
+    onClose: (req) => stats.get(req.consumer.tenantId).sseClients--,
+  })
+  api.get('/events', events)
+
+  // The dashboard's figures, for the user's tenant.
+  api.get('/dashboard', (req, res) => res.json(stats.get(req.consumer.tenantId).snapshot()))
+
+  api.use((req, res) => res.status(404).json({ error: 'No such endpoint' }))
+  app.use('/api', api)
+
+  // --- errors --------------------------------------------------------------
+
+  app.use((req, res) => res.status(404).json({ error: 'Not found' }))
+  // eslint-disable-next-line no-unused-vars
+  app.use((err, req, res, next) => {
+    if (res.headersSent) return res.destroy()
+    const known = ERRORS[err.code]
+    if (known) return res.status(known[0]).json({ error: known[1], code: err.code })
+    if (err.expose && err.status >= 400 && err.status < 500) {
+      return res.status(err.status).json({ error: err.message })
+    }
+    // The package's argument checks, e.g. an id that cannot be one path segment ('.', '..').
+    if (ARG_ERRORS.has(err.code)) return res.status(400).json({ error: err.message })
+    logger.error(`[crm-app] ${req.method} ${req.path}: ${(err && err.stack) || err}`)
+    res.status(500).json({ error: 'Internal error' })
+  })
+
+  app.locals.crm = {
+    stats,
+    /** Ends open event streams and detaches from the consumers (they stay the caller's). */
+    shutdown() {
+      events.closeAll()
+      for (const s of stats.values()) s.close()
+    },
+  }
+  return app
+}
+
+module.exports = { createApp, leadIdempotencyKey, LEAD_OPERATION }
