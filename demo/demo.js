@@ -166,7 +166,37 @@ async function main() {
   console.log(`\n${bold('Done.')} Everything was shut down; the process exits by itself.`)
 }
 
-main().catch((err) => {
-  console.error(err)
-  process.exitCode = 1
-})
+/**
+ * In a terminal (and unless --no-app), the demo goes on to the example CRM app
+ * (examples/crm-app, installed from the package's own tarball) and keeps it
+ * running until Ctrl-C, so a person can click through it. Elsewhere (CI, a
+ * pipe) it only says how.
+ */
+function startApp() {
+  const { spawnSync, spawn } = require('node:child_process')
+  const path = require('node:path')
+  const app = path.join(__dirname, '..', 'examples', 'crm-app')
+  if (!process.stdout.isTTY || process.argv.includes('--no-app')) {
+    console.log('The example CRM app (dashboard, live cost page): npm run demo:app')
+    return
+  }
+  console.log(`\n${bold('7. The example CRM app')} (installing it from the package tarball ...)`)
+  const install = spawnSync('npm', ['--prefix', app, 'run', 'install-package'], { stdio: 'ignore' })
+  if (install.status !== 0) {
+    console.log('   could not install the example app; try: npm run demo:app')
+    return
+  }
+  const child = spawn(process.execPath, [path.join(app, 'server.js')], {
+    stdio: 'inherit',
+    env: { ...process.env, PORT: process.env.PORT || '3000' },
+  })
+  process.on('SIGINT', () => child.kill('SIGINT'))
+  child.on('exit', (code) => (process.exitCode = code ?? 0))
+}
+
+main()
+  .then(() => process.exitCode || startApp())
+  .catch((err) => {
+    console.error(err)
+    process.exitCode = 1
+  })
