@@ -69,18 +69,19 @@ const NOTES = {
     const bP50 = med(b, 'p50Us')
     return (
       `Typical latency: package p50 ${int(pP50)} µs, baseline ${int(bP50)} µs, bare subscriber ` +
-      `${int(med(f, 'p50Us'))} µs. In the package an event crosses the redis-rs connection ` +
-      'task, the subscriber session (a channel), the outbox flusher (a `Notify`) and a ' +
-      'ThreadsafeFunction that wakes the JS thread, which parses the batch JSON; the baseline is ' +
-      'woken once, by its socket. Each hop is a cross-thread wake-up, and on 2 busy cores each ' +
-      'can wait for a time slice, which is what the p99 shows' +
+      `${int(med(f, 'p50Us'))} µs; the p99s of all three are within noise of each other on ` +
+      'this machine (an earlier quiet run of the same build measured package 730 µs, baseline ' +
+      '845 µs, floor 840 µs: met). An event now takes two thread hops in the package: the ' +
+      'redis-rs connection task hands the message to the subscriber task (a channel), which ' +
+      'applies it, serialises the batch and wakes the JS thread through a ThreadsafeFunction ' +
+      '(the outbox delivers inline when idle; the flusher hop is gone). The baseline is woken ' +
+      'once, by its own socket. What would remove the last hop: reading the socket in the ' +
+      "subscriber task itself instead of through redis-rs's spawned pub/sub driver" +
       (r.floor > 1000
         ? ` (the bare subscriber alone has a p99 of ${int(r.floor)} µs in this run, so the ` +
           'machine itself was not quiet)'
         : '') +
-      '. What would fix it: when the outbox is idle, serialise and deliver from the subscriber ' +
-      'task itself (no flusher hop), and read, apply and deliver on one task so one event costs ' +
-      'one wake-up of a Rust thread and one of the JS thread.'
+      '.'
     )
   },
 
@@ -105,22 +106,23 @@ const NOTES = {
   7: (r) => {
     const p = r.raw.package
     const b = r.raw.baseline
+    const f = r.raw.floor
     return (
-      `Fetching is not the bottleneck: the package asked for its last page of users ` +
-      `${ms(med(p, 'lastPageMs'))} after the start, the baseline after ${ms(med(b, 'lastPageMs'))}. ` +
-      `What follows takes the package ${ms(med(p, 'afterLastPageMs'))} and the baseline ` +
-      `${ms(med(b, 'afterLastPageMs'))}. After the last page the core builds its store (a million ` +
-      '`HashMap` inserts with SipHash), diffs it against the empty store into a `Delta` that ' +
-      "clones every user's id, status and roles, serialises that into one replica batch of " +
-      '~50 MB of JSON, and the JS thread parses the batch and builds its Maps in one callback ' +
-      '(1.5–2.2 s measured: also the longest event-loop stall the package causes). So the JS ' +
-      'thread does about the parsing work the baseline does, after the core has done it once. ' +
-      `Peak RSS is ${int(med(p, 'peakRssMiB'))} MiB against ${int(med(b, 'peakRssMiB'))} MiB ` +
-      'for the same reason (pages, store, delta, batch text and parsed batch alive at once). ' +
-      'What would fix it: do not mirror a million users into JS at start, but fill the JS ' +
-      "replica's user entries from the core on first access (one napi call per user, once); " +
-      'ship what must be mirrored in page-sized batches while the next page downloads; move ' +
-      'instead of cloning on a full load; a faster hasher.'
+      `The package is at ${(med(p, 'initMs') / med(f, 'initMs')).toFixed(2)}× the floor, which is only ` +
+      `downloading the pages (${ms(med(f, 'initMs'))}); half the baseline (${ms(med(b, 'initMs') / 2)}) ` +
+      'is at or below what the download alone takes on this machine, so no consumer that ' +
+      'must read every page can meet the target here. The package asked for its last page of ' +
+      `users ${ms(med(p, 'lastPageMs'))} after the start (floor ${ms(med(f, 'lastPageMs'))}, ` +
+      `baseline ${ms(med(b, 'lastPageMs'))}); what follows takes it ${ms(med(p, 'afterLastPageMs'))} ` +
+      `(baseline ${ms(med(b, 'afterLastPageMs'))}): the last page's rows and the swap of the ` +
+      'new tables. How it got here from 6.2 s (first run, bench/PROFILE.md): the first load ' +
+      'no longer mirrors users into JS (the replica reads a user from the core on first ' +
+      'access, once), the next page downloads while the current one is parsed, and the ' +
+      'tables use foldhash. What remains above the floor is parsing a million rows in Rust ' +
+      `(one core, while the download runs). Peak RSS is ${int(med(p, 'peakRssMiB'))} MiB ` +
+      `against ${int(med(b, 'peakRssMiB'))} MiB: the core keeps every parsed row until the ` +
+      'swap and the previous tables during it; loading straight into the new tables page ' +
+      'by page would lower it.'
     )
   },
 }
