@@ -11,7 +11,7 @@ const path = require('node:path')
 const { spawn } = require('node:child_process')
 const { setTimeout: delay } = require('node:timers/promises')
 
-const { setup, waitFor, captureLogger } = require('./helpers/fixture.js')
+const { setup, waitFor, captureLogger, nextEvent } = require('./helpers/fixture.js')
 const { SmartCRMConsumer } = require('../lib/index.js')
 
 const CHILD = path.join(__dirname, 'fixtures', 'lifecycle-child.js')
@@ -52,26 +52,6 @@ const METRIC_FIELDS = [
   'resyncs',
   'connected',
 ]
-
-/**
- * Resolves with the first `name` event of `emitter` for which `filter` is true;
- * rejects after `timeout` ms. Create it before the action that causes the event.
- */
-function nextEvent(emitter, name, { filter = () => true, timeout = 15_000 } = {}) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      emitter.off(name, on)
-      reject(new Error(`no '${name}' event within ${timeout} ms`))
-    }, timeout)
-    const on = (e) => {
-      if (!filter(e)) return
-      clearTimeout(timer)
-      emitter.off(name, on)
-      resolve(e)
-    }
-    emitter.on(name, on)
-  })
-}
 
 /**
  * Spawns the child fixture in `mode`. `exited` resolves to `{ code, signal }`;

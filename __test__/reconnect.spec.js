@@ -8,31 +8,11 @@
 
 const test = require('ava')
 
-const { setup, waitFor } = require('./helpers/fixture.js')
+const { setup, waitFor, nextEvent } = require('./helpers/fixture.js')
 const { connectRedis } = require('./helpers/resp.js')
 const { startRedis, freePort } = require('./helpers/redis-server.js')
 
 const TOPICS = ['credit-configs', 'roles', 'users', 'hierarchy', 'configs', 'cache', 'control']
-
-/**
- * Resolves with the first `name` event of `emitter` for which `filter` is true;
- * rejects after `timeout` ms. Create it before the action that causes the event.
- */
-function nextEvent(emitter, name, { filter = () => true, timeout = 15_000 } = {}) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      emitter.off(name, on)
-      reject(new Error(`no '${name}' event within ${timeout} ms`))
-    }, timeout)
-    const on = (e) => {
-      if (!filter(e)) return
-      clearTimeout(timer)
-      emitter.off(name, on)
-      resolve(e)
-    }
-    emitter.on(name, on)
-  })
-}
 
 const disconnected = (consumer, timeout) =>
   nextEvent(consumer, 'connection', { filter: (e) => e.connected === false, timeout })

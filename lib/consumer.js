@@ -208,56 +208,43 @@ class SmartCRMConsumer extends EventEmitter {
     return cost
   }
 
+  /** Counts a critical read as a hit (found) or a miss; passes `entry` on. */
+  _counted(entry) {
+    if (entry === undefined) this._misses++
+    else this._hits++
+    return entry
+  }
+
   /** A copy of the role's permissions, or null. */
   getRolePermissions(roleId) {
     this._open()
     checkString('roleId', roleId)
-    const r = this._replica.roles.get(roleId)
-    if (r === undefined) {
-      this._misses++
-      return null
-    }
-    this._hits++
-    return r.perms.slice()
+    const r = this._counted(this._replica.roles.get(roleId))
+    return r === undefined ? null : r.perms.slice()
   }
 
   /** A copy of the user's role ids, or null. */
   getUserRoles(userId) {
     this._open()
     checkString('userId', userId)
-    const u = this._replica.user(userId, this._loadUser)
-    if (u === undefined) {
-      this._misses++
-      return null
-    }
-    this._hits++
-    return u.roles.slice()
+    const u = this._counted(this._replica.user(userId, this._loadUser))
+    return u === undefined ? null : u.roles.slice()
   }
 
   /** The user's status, or null. */
   getUserStatus(userId) {
     this._open()
     checkString('userId', userId)
-    const u = this._replica.user(userId, this._loadUser)
-    if (u === undefined) {
-      this._misses++
-      return null
-    }
-    this._hits++
-    return u.status
+    const u = this._counted(this._replica.user(userId, this._loadUser))
+    return u === undefined ? null : u.status
   }
 
   /** A fresh copy of the config's JSON value, or null. */
   getActiveConfig(configId) {
     this._open()
     checkString('configId', configId)
-    const text = this._replica.configs.get(configId)
-    if (text === undefined) {
-      this._misses++
-      return null
-    }
-    this._hits++
-    return JSON.parse(text)
+    const text = this._counted(this._replica.configs.get(configId))
+    return text === undefined ? null : JSON.parse(text)
   }
 
   /**

@@ -35,6 +35,26 @@ async function waitFor(fn, { timeout = 10_000, interval = 5, message = 'conditio
 }
 
 /**
+ * Resolves with the first `name` event of `emitter` for which `filter` is true;
+ * rejects after `timeout` ms. Create it before the action that causes the event.
+ */
+function nextEvent(emitter, name, { filter = () => true, timeout = 15_000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      emitter.off(name, on)
+      reject(new Error(`no '${name}' event within ${timeout} ms`))
+    }, timeout)
+    const on = (e) => {
+      if (!filter(e)) return
+      clearTimeout(timer)
+      emitter.off(name, on)
+      resolve(e)
+    }
+    emitter.on(name, on)
+  })
+}
+
+/**
  * Starts redis + simulator (+ consumer, initialized unless `init: false`).
  * `sim` options go to startWrapperSim, `consumer` options to the constructor.
  */
@@ -89,4 +109,4 @@ async function setup(t, { sim: simOpts = {}, consumer: consumerOpts = {}, init =
   return { tenantId, redis, sim, consumer, pub, publish, event, settle, logs, channel }
 }
 
-module.exports = { setup, waitFor, captureLogger }
+module.exports = { setup, waitFor, captureLogger, nextEvent }
