@@ -36,8 +36,8 @@ async function numsub(client, channel) {
 
 const ONE_EACH = Object.fromEntries(TOPICS.map((topic) => [topic, 1]))
 
-test('a killed Redis: degraded while down, full resync on reconnect', async (t) => {
-  const { redis, sim, consumer } = await setup(t)
+test('a killed Redis during steady traffic: degraded while down, full resync within 40 s of its return', async (t) => {
+  const { redis, sim, consumer, publish, event } = await setup(t)
   const connections = []
   const resyncs = []
   consumer.on('connection', (e) => connections.push(e))
@@ -50,9 +50,34 @@ test('a killed Redis: degraded while down, full resync on reconnect', async (t) 
   t.true(consumer.isConnected)
   t.like(consumer.health(), { ready: true, connected: true, degraded: false, reason: null })
 
+  // steady traffic throughout: events published and critical reads served
+  let reads = 0
+  let readErrors = 0
+  let n = 0
+  const traffic = setInterval(() => {
+    publish(
+      'credit-configs',
+      event('credit-config-changed', { operationCode: 'crm.traffic', newValue: ++n }),
+    ).catch(() => {})
+    for (let i = 0; i < 10; i++) {
+      try {
+        consumer.getCreditCost('crm.leads.delete')
+        consumer.checkPermission('u-alice', 'crm.leads.create')
+        reads += 2
+      } catch {
+        readErrors++
+      }
+    }
+  }, 5)
+  t.teardown(() => clearInterval(traffic))
+  await waitFor(() => consumer.getCreditCost('crm.traffic') !== null, {
+    message: 'traffic flowing',
+  })
+
   const down = disconnected(consumer)
   await redis.kill()
   t.deepEqual(await down, { connected: false })
+  const readsAtKill = reads
   t.false(consumer.isConnected)
   const h = consumer.health()
   t.like(h, { ready: true, connected: false, degraded: true, reason: 'redis-disconnected' })
@@ -83,9 +108,14 @@ test('a killed Redis: degraded while down, full resync on reconnect', async (t) 
   t.is(consumer.getCreditCost('crm.leads.create'), 2.5)
   t.is(consumer.getUserStatus('u-carol'), 'active')
 
-  const up = reconnected(consumer)
+  const up = reconnected(consumer, 40_000)
   await redis.restart()
+  const back = Date.now()
   t.deepEqual(await up, { connected: true })
+  t.true(Date.now() - back < 40_000, 'resynced within 40 s of Redis returning')
+  clearInterval(traffic)
+  t.true(reads > readsAtKill, 'reads went on during the outage')
+  t.is(readErrors, 0)
 
   t.true(consumer.isConnected)
   t.like(consumer.health(), { ready: true, connected: true, degraded: false, reason: null })
