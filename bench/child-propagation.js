@@ -69,7 +69,7 @@ async function main(config) {
     events: latencies.length,
     p50Us: median(latencies),
     p99Us: percentile(latencies, 99),
-    maxUs: Math.max(...latencies),
+    maxUs: latencies.reduce((a, b) => Math.max(a, b), 0),
   }
 }
 

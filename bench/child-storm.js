@@ -178,7 +178,7 @@ async function main(config) {
     eldP99Ms: eld.percentile(99) / 1e6,
     eldMaxMs: eld.max / 1e6,
     gapP99Ms: percentile(gaps, 99),
-    gapMaxMs: Math.max(...gaps),
+    gapMaxMs: gaps.reduce((a, b) => Math.max(a, b), 0),
     lookups,
     lookupsPerSec: lookups / (spanMs / 1000),
     hits,
