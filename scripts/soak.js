@@ -68,6 +68,7 @@ function child() {
         process.send({
           t: 'sample',
           rss: process.memoryUsage().rss,
+          heap: process.memoryUsage().heapUsed,
           metrics: consumer.getMetrics(),
           lookups,
           refs,
@@ -195,12 +196,13 @@ async function main() {
     samples.push({
       minute,
       rss: s.rss,
+      heap: s.heap,
       referenceBytes: s.metrics.referenceCacheBytes,
       referenceEntries: s.metrics.referenceCacheSize,
       applied: s.metrics.eventsApplied,
     })
     console.log(
-      `minute ${minute}: rss ${(s.rss / 2 ** 20).toFixed(1)} MiB, reference ${(s.metrics.referenceCacheBytes / 2 ** 20).toFixed(1)} MiB in ${s.metrics.referenceCacheSize} entries, ${published} published, ${s.metrics.eventsApplied} applied`,
+      `minute ${minute}: rss ${(s.rss / 2 ** 20).toFixed(1)} MiB (V8 heap ${(s.heap / 2 ** 20).toFixed(1)} MiB), reference ${(s.metrics.referenceCacheBytes / 2 ** 20).toFixed(1)} MiB in ${s.metrics.referenceCacheSize} entries, ${published} published, ${s.metrics.eventsApplied} applied`,
     )
   }
   clearInterval(pubTimer)
@@ -235,11 +237,11 @@ async function main() {
     `- Date: ${new Date().toISOString()}; Node ${process.version}; release addon`,
     `- Load: ${RATE} events/s (70 % cost changes, 10 % user-changed, 5 % cache-invalidate, 5 % role changes, 10 % hostile), ~400k critical lookups/s in a spinning loop, 500 profile reads/s over ${PROFILES.toLocaleString('en')} profiles of ~1 KB (~${Math.round((PROFILES * 1000) / 2 ** 20)} MiB) against maxReferenceBytes ${mib(MAX_REFERENCE_BYTES)}, profile TTL 5 s`,
     '',
-    '| minute | RSS | reference cache | entries | events applied |',
-    '| ---: | ---: | ---: | ---: | ---: |',
+    '| minute | RSS | V8 heap used | reference cache | entries | events applied |',
+    '| ---: | ---: | ---: | ---: | ---: | ---: |',
     ...samples.map(
       (s) =>
-        `| ${s.minute} | ${mib(s.rss)} | ${mib(s.referenceBytes)} | ${s.referenceEntries} | ${s.applied} |`,
+        `| ${s.minute} | ${mib(s.rss)} | ${mib(s.heap)} | ${mib(s.referenceBytes)} | ${s.referenceEntries} | ${s.applied} |`,
     ),
     '',
     `- RSS at minute 2: ${mib(at2)}; at the end: ${mib(end)}; change ${(growth * 100).toFixed(1)} % (limit ±10 %): **${rssOk ? 'pass' : 'FAIL'}**`,
