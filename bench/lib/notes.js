@@ -70,7 +70,7 @@ const NOTES = {
     return (
       `Typical latency: package p50 ${int(pP50)} µs, baseline ${int(bP50)} µs, bare subscriber ` +
       `${int(med(f, 'p50Us'))} µs; the p99s of all three are within noise of each other on ` +
-      'this machine (an earlier quiet run of the same build measured package 730 µs, baseline ' +
+      'this machine (an earlier quiet run, of the build before the replay-window change, measured package 730 µs, baseline ' +
       '845 µs, floor 840 µs: met). An event now takes two thread hops in the package: the ' +
       'redis-rs connection task hands the message to the subscriber task (a channel), which ' +
       'applies it, serialises the batch and wakes the JS thread through a ThreadsafeFunction ' +
