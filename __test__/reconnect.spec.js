@@ -308,3 +308,29 @@ test('an event published while the initial snapshot loads wins over the older sn
   t.is(consumer.getCreditCost('crm.leads.delete'), 1, 'the rest of the snapshot is loaded')
   t.true(consumer.health().ready)
 })
+
+test('a user an event touched during the initial load shows the newer snapshot, not the stale event', async (t) => {
+  const { consumer, sim, publish, event } = await setup(t, { init: false })
+  sim.data.users.set('u-alice', {
+    userId: 'u-alice',
+    status: 'active',
+    roles: ['sales'],
+    version: 5,
+  })
+  const gate = sim.gate('/api/users/access')
+  const ready = consumer.initialize()
+  await waitFor(() => gate.waiting === 1, { message: 'the gated snapshot request' })
+  // an older change, delivered while the snapshot is loading: applied at once...
+  await publish(
+    'users',
+    event('user-status-changed', { userId: 'u-alice', status: 'suspended' }, { version: 3 }),
+  )
+  await waitFor(() => consumer.getUserStatus('u-alice') === 'suspended', {
+    message: 'the event visible in JS',
+  })
+  // ...then the snapshot (version 5) replaces it: the event is stale against it
+  gate.release()
+  await ready
+  t.is(consumer.getUserStatus('u-alice'), 'active')
+  t.true(consumer.checkPermission('u-alice', 'crm.leads.create'))
+})

@@ -278,9 +278,10 @@ impl CriticalStore {
 
     /// Replaces everything (tombstones included) with `snap`, writing into
     /// `delta` exactly the differences the replica needs to match. With
-    /// `ship_users` false the user table is left out of `delta`: the JS replica
-    /// then reads users from the store on first access (the first load of a
-    /// tenant with a million users ships none of them).
+    /// `ship_users` false only the users already in the old table (put there
+    /// by events) are written to `delta`: the JS replica reads every other user
+    /// from the store on first access, so the first load of a tenant with a
+    /// million users ships none of them.
     pub fn replace(&mut self, snap: Snapshot, delta: &mut Delta, ship_users: bool) {
         let mut credits = map_with_capacity(snap.credits.len());
         for r in snap.credits {
@@ -337,6 +338,16 @@ impl CriticalStore {
         });
         if ship_users {
             diff(&self.users, &users, |k, v| delta.set_user(k, v));
+        } else {
+            // The replica may hold users that events put there before this
+            // load (they are in the old table, tombstones included): bring
+            // exactly those up to date; every other user is read on demand.
+            for (k, slot) in &self.users {
+                let new = users.get(k).and_then(|s| s.value.as_ref());
+                if slot.value.as_ref() != new {
+                    delta.set_user(k, new);
+                }
+            }
         }
         diff(&self.configs, &configs, |k, v| {
             delta.set_config(k, v.map(String::as_str))
@@ -564,6 +575,36 @@ mod tests {
         );
         assert_eq!(d.len(), 0);
         assert!(s.user_access("u").is_some());
+        // A user an event put in the replica before the load is brought up to date.
+        let mut early = CriticalStore::default();
+        let mut d = Delta::default();
+        early
+            .apply(
+                &ev(
+                    None,
+                    Change::UserStatus {
+                        user_id: "u".into(),
+                        status: "suspended".into(),
+                        roles: None,
+                    },
+                ),
+                &mut d,
+            )
+            .unwrap();
+        let mut d = Delta::default();
+        early.replace(
+            Snapshot {
+                users: vec![user.clone()],
+                ..Default::default()
+            },
+            &mut d,
+            false,
+        );
+        assert_eq!(
+            d.len(),
+            1,
+            "the event-touched user is shipped with the snapshot's value"
+        );
         let mut d = Delta::default();
         s.replace(Snapshot::default(), &mut d, true);
         assert_eq!(d.len(), 1, "a later reload ships the user's removal");
