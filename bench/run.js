@@ -435,6 +435,7 @@ async function propagationRow(redis) {
   )
   const p99 = (s) => med(res[s], 'p99Us')
   const p50 = (s) => med(res[s], 'p50Us')
+  const perRun = (s) => res[s].map((x) => fmtUs(x.p99Us)).join(', ')
   return {
     id: '3',
     title: `Propagation at ${S.rate.toLocaleString('en')} events/s, publish → visible, p99`,
@@ -448,7 +449,9 @@ async function propagationRow(redis) {
     detail:
       `${S.events.toLocaleString('en')} events per run after ${S.warmup} warm-up events, ` +
       `median of ${S.reps} runs per side. p50: package ${fmtUs(p50('package'))}, baseline ` +
-      `${fmtUs(p50('baseline'))}, floor ${fmtUs(p50('floor'))}. Max (median over runs): ` +
+      `${fmtUs(p50('baseline'))}, floor ${fmtUs(p50('floor'))}. p99 per run: package ` +
+      `${perRun('package')}; baseline ${perRun('baseline')}; floor ${perRun('floor')}. ` +
+      'Max (median over runs): ' +
       `package ${fmtUs(med(res.package, 'maxUs'))}, baseline ${fmtUs(med(res.baseline, 'maxUs'))}.`,
     raw: res,
   }
