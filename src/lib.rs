@@ -17,9 +17,10 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use smart_crm_core::config::Secret;
+use smart_crm_core::ids::RefKind;
 use smart_crm_core::outbox::{Batch, Sink};
 use smart_crm_core::publisher::{Publisher, PublisherOptions};
-use smart_crm_core::reference::{Lookup, RefKind};
+use smart_crm_core::reference::Lookup;
 use smart_crm_core::{ArgKind, Config, Consumer, CoreError};
 
 /// Maps a core error to a JS error. napi errors carry a fixed set of status

@@ -5,7 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use smart_crm_core::config::Secret;
-use smart_crm_core::protocol::{is_valid_id, parse_event, Change, Context, Topic, MAX_EVENT_BYTES};
+use smart_crm_core::ids::is_valid_id;
+use smart_crm_core::protocol::{parse_event, Change, Context, Topic, MAX_EVENT_BYTES};
 
 fuzz_target!(|data: &[u8]| {
     let secret = Secret::new("fuzz-secret");

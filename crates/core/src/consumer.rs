@@ -20,9 +20,10 @@ use crate::config::Config;
 use crate::critical::CriticalStore;
 use crate::delta::Notice;
 use crate::error::{CoreError, Result};
+use crate::ids::RefKind;
 use crate::metrics::{Health, Metrics, MetricsSnapshot};
 use crate::outbox::{Outbox, Sink};
-use crate::reference::{Lookup, RefKind, ReferenceCache};
+use crate::reference::{Lookup, ReferenceCache};
 use crate::replay::ReplayWindow;
 use crate::wrapper::WrapperClient;
 
@@ -242,7 +243,7 @@ impl Consumer {
     /// A user's access as the store holds it now, with the number of replica
     /// batches sent when it was read (see [`crate::outbox::Outbox::batches_sent`]):
     /// the JS replica may keep the answer only if it has applied that many.
-    pub fn user_access(&self, user_id: &str) -> (Option<crate::critical::Access>, u64) {
+    pub fn user_access(&self, user_id: &str) -> (Option<crate::model::Access>, u64) {
         let store = self.shared.store();
         let access = store.user_access(user_id).cloned();
         (access, self.shared.outbox.batches_sent())

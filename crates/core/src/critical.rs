@@ -9,28 +9,9 @@
 
 use std::collections::HashMap as StdHashMap;
 
-use serde::Deserialize;
-
-use crate::delta::{Delta, UserView};
+use crate::delta::Delta;
+use crate::model::{Access, Credit, Snapshot};
 use crate::protocol::{Change, Event, Rejection};
-
-/// One credit configuration.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Credit {
-    /// Cost of one operation; finite and non-negative.
-    pub cost: f64,
-    /// Inactive operations read as "not configured".
-    pub active: bool,
-}
-
-/// A user's access: status and role ids.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Access {
-    /// `active`, `suspended`, ...
-    pub status: String,
-    /// Role ids.
-    pub roles: Vec<String>,
-}
 
 /// The tables' map: foldhash (randomly seeded, several times faster than
 /// SipHash on short keys) matters when a full load inserts a million users.
@@ -47,77 +28,6 @@ struct Slot<T> {
     value: Option<T>,
     /// The highest version applied to this entity, if any was given.
     version: Option<u64>,
-}
-
-/// Snapshot row of `GET /api/credits/configs`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CreditRow {
-    /// Operation code.
-    pub operation_code: String,
-    /// Cost.
-    pub credit_cost: f64,
-    /// Defaults to active.
-    #[serde(default)]
-    pub is_active: Option<bool>,
-    /// Optional version.
-    #[serde(default)]
-    pub version: Option<u64>,
-}
-
-/// Snapshot row of `GET /api/roles`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RoleRow {
-    /// Role id.
-    pub role_id: String,
-    /// Permission patterns.
-    pub permissions: Vec<String>,
-    /// Optional version.
-    #[serde(default)]
-    pub version: Option<u64>,
-}
-
-/// Snapshot row of `GET /api/users/access`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UserRow {
-    /// User id.
-    pub user_id: String,
-    /// Status.
-    pub status: String,
-    /// Role ids.
-    pub roles: Vec<String>,
-    /// Optional version.
-    #[serde(default)]
-    pub version: Option<u64>,
-}
-
-/// Snapshot row of `GET /api/configs/active`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ConfigRow {
-    /// Config id.
-    pub config_id: String,
-    /// Any JSON value (a missing member reads as `null`).
-    #[serde(default)]
-    pub config: serde_json::Value,
-    /// Optional version.
-    #[serde(default)]
-    pub version: Option<u64>,
-}
-
-/// A full critical snapshot as loaded from the Wrapper.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    /// Credit configs.
-    pub credits: Vec<CreditRow>,
-    /// Roles.
-    pub roles: Vec<RoleRow>,
-    /// User access rows.
-    pub users: Vec<UserRow>,
-    /// Active configs.
-    pub configs: Vec<ConfigRow>,
 }
 
 /// What applying an event did, beyond the delta.
@@ -432,18 +342,10 @@ fn diff<T: PartialEq>(
     }
 }
 
-impl From<&Access> for UserView {
-    fn from(a: &Access) -> Self {
-        UserView {
-            status: a.status.clone(),
-            roles: a.roles.clone(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{CreditRow, UserRow};
 
     fn ev(version: Option<u64>, change: Change) -> Event {
         Event {

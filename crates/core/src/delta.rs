@@ -11,16 +11,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::critical::{Access, Credit};
-
-/// A user's access as the replica holds it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct UserView {
-    /// Status string.
-    pub status: String,
-    /// Role ids.
-    pub roles: Vec<String>,
-}
+use crate::model::{Access, Credit};
 
 /// Something the JS side must be told, in order, after the batch's data.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -70,7 +61,7 @@ pub struct Delta {
     /// `roleId` → permissions, or `None` when deleted.
     roles: HashMap<String, Option<Vec<String>>>,
     /// `userId` → access, or `None` when deleted.
-    users: HashMap<String, Option<UserView>>,
+    users: HashMap<String, Option<Access>>,
     /// `configId` → JSON text, or `None` when deleted.
     configs: HashMap<String, Option<String>>,
     /// Ordered notices.
@@ -119,7 +110,7 @@ impl Delta {
     }
     /// Records a user's new access (`None` = deleted).
     pub fn set_user(&mut self, user: &str, a: Option<&Access>) {
-        self.users.insert(user.to_owned(), a.map(UserView::from));
+        self.users.insert(user.to_owned(), a.cloned());
     }
     /// Records a config's new JSON text (`None` = deleted).
     pub fn set_config(&mut self, id: &str, json: Option<&str>) {

@@ -5,6 +5,8 @@
 //! | [`config`] | options, defaults, env fallbacks, validation |
 //! | [`protocol`] | the change-event protocol: topics, types, parsing, rejection reasons |
 //! | [`signature`] | RFC 8785 canonical JSON and HMAC-SHA256 signatures |
+//! | [`ids`] | the id rule, URL path segments, reference cache keys |
+//! | [`model`] | critical entities and snapshot rows |
 //! | [`critical`] | the critical store with versions and tombstones |
 //! | [`delta`] | replica batches for the JS read replica |
 //! | [`outbox`] | coalescing, ordered delivery of batches to JS |
@@ -29,7 +31,9 @@ pub mod consumer;
 pub mod critical;
 pub mod delta;
 pub mod error;
+pub mod ids;
 pub mod metrics;
+pub mod model;
 pub mod outbox;
 pub mod protocol;
 pub mod publisher;

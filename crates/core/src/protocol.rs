@@ -12,12 +12,11 @@
 use serde_json::{Map, Value};
 
 use crate::config::Secret;
+use crate::ids::{is_valid_id, parse_key, MAX_ID_BYTES};
 use crate::signature;
 
 /// Largest accepted message, in bytes (SPEC §3).
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
-/// Longest accepted id, in bytes.
-pub const MAX_ID_BYTES: usize = 256;
 /// Largest accepted gap between an event's timestamp and the local clock when
 /// signatures are on, in milliseconds.
 pub const TIMESTAMP_WINDOW_MS: i64 = 5 * 60 * 1000;
@@ -233,19 +232,6 @@ pub const EVENT_TYPES: [(&str, Topic); 12] = [
     ("resync-required", Topic::Control),
 ];
 
-/// True when `s` can be an entity id: 1–256 bytes, no control characters, none
-/// of `:` `*` `/` `\`, and not `.` or `..`. Ids become cache keys and URL path
-/// segments, so anything that could widen either is refused.
-pub fn is_valid_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_ID_BYTES
-        && s != "."
-        && s != ".."
-        && !s
-            .chars()
-            .any(|c| c.is_control() || matches!(c, ':' | '*' | '/' | '\\'))
-}
-
 /// True when `s` is a valid permission or status string: 1–256 bytes, no
 /// control characters.
 fn is_valid_text(s: &str) -> bool {
@@ -404,10 +390,7 @@ fn parse_change(event_type: &str, d: &Map<String, Value>) -> Check<Change> {
         },
         "cache-invalidate" => {
             let keys = text_list(d.get("keys"))?;
-            if !keys
-                .iter()
-                .all(|k| crate::reference::parse_key(k).is_some())
-            {
+            if !keys.iter().all(|k| parse_key(k).is_some()) {
                 return Err(Rejection::Malformed);
             }
             Change::CacheInvalidate { keys }

@@ -29,74 +29,18 @@ use moka::Expiry;
 
 use crate::config::Config;
 use crate::error::{CoreError, Result};
+use crate::ids::{check_path_id, RefKind};
 use crate::metrics::{now_ms, Metrics};
-use crate::protocol::is_valid_id;
-use crate::wrapper::{check_path_id, encode_segment, WrapperClient};
+use crate::wrapper::WrapperClient;
 
-/// The four reference types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefKind {
-    /// `user:{id}` ← `GET /api/users/{id}/profile`
-    UserProfile,
-    /// `hierarchy:{id}` ← `GET /api/hierarchy/{id}`
-    Hierarchy,
-    /// `audit:{id}` ← `GET /api/audit-logs/{id}`
-    AuditLog,
-    /// `historical:{key}` ← `GET /api/historical/{key}`
-    Historical,
-}
-
-impl RefKind {
-    /// All kinds.
-    pub const ALL: [RefKind; 4] = [
-        RefKind::UserProfile,
-        RefKind::Hierarchy,
-        RefKind::AuditLog,
-        RefKind::Historical,
-    ];
-
-    /// The cache-key prefix.
-    pub fn prefix(self) -> &'static str {
-        match self {
-            RefKind::UserProfile => "user",
-            RefKind::Hierarchy => "hierarchy",
-            RefKind::AuditLog => "audit",
-            RefKind::Historical => "historical",
-        }
+/// The TTL of entries of `kind`.
+fn ttl_of(kind: RefKind, c: &Config) -> Duration {
+    match kind {
+        RefKind::UserProfile => c.ttl.user_profiles,
+        RefKind::Hierarchy => c.ttl.hierarchy,
+        RefKind::AuditLog => c.ttl.audit_logs,
+        RefKind::Historical => c.ttl.historical_data,
     }
-
-    /// The Wrapper path for `id`, with `id` as one encoded segment.
-    pub fn path(self, id: &str) -> String {
-        let id = encode_segment(id);
-        match self {
-            RefKind::UserProfile => format!("/api/users/{id}/profile"),
-            RefKind::Hierarchy => format!("/api/hierarchy/{id}"),
-            RefKind::AuditLog => format!("/api/audit-logs/{id}"),
-            RefKind::Historical => format!("/api/historical/{id}"),
-        }
-    }
-
-    /// The cache key of `id`.
-    pub fn key(self, id: &str) -> String {
-        format!("{}:{id}", self.prefix())
-    }
-
-    fn ttl(self, c: &Config) -> Duration {
-        match self {
-            RefKind::UserProfile => c.ttl.user_profiles,
-            RefKind::Hierarchy => c.ttl.hierarchy,
-            RefKind::AuditLog => c.ttl.audit_logs,
-            RefKind::Historical => c.ttl.historical_data,
-        }
-    }
-}
-
-/// Splits a reference cache key such as `user:42` into kind and id. Ids must
-/// pass [`is_valid_id`], as in events.
-pub fn parse_key(key: &str) -> Option<(RefKind, &str)> {
-    let (prefix, id) = key.split_once(':')?;
-    let kind = RefKind::ALL.into_iter().find(|k| k.prefix() == prefix)?;
-    is_valid_id(id).then_some((kind, id))
 }
 
 /// One cached answer.
@@ -258,7 +202,7 @@ impl ReferenceCache {
         let out = match result {
             Ok(text) => {
                 let body: Arc<str> = Arc::from(text);
-                let ttl = kind.ttl(&inner.config);
+                let ttl = ttl_of(kind, &inner.config);
                 self.store(
                     &key,
                     Some(body.clone()),
@@ -344,23 +288,5 @@ impl ReferenceCache {
             self.inner.cache.entry_count(),
             self.inner.cache.weighted_size(),
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys() {
-        assert_eq!(parse_key("user:42"), Some((RefKind::UserProfile, "42")));
-        assert_eq!(parse_key("historical:k"), Some((RefKind::Historical, "k")));
-        assert_eq!(parse_key("credit:x"), None);
-        assert_eq!(parse_key("user:.."), None);
-        assert_eq!(parse_key("user:"), None);
-        assert_eq!(
-            RefKind::UserProfile.path("../admin"),
-            "/api/users/..%2Fadmin/profile"
-        );
     }
 }

@@ -24,10 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::consumer::{InitState, Shared};
-use crate::critical::Snapshot;
 use crate::delta::{Delta, Notice};
 use crate::error::{CoreError, Result};
 use crate::metrics::{now_ms, Metrics};
+use crate::model::Snapshot;
 use crate::protocol::{parse_event, Context, Event, Rejection, Topic};
 
 /// How long a connection attempt may take.

@@ -12,7 +12,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -21,37 +20,15 @@ use serde::Deserialize;
 use crate::backoff::Backoff;
 use crate::breaker::{Breaker, Circuit};
 use crate::config::Config;
-use crate::critical::{ConfigRow, CreditRow, RoleRow, Snapshot, UserRow};
 use crate::error::{CoreError, Result};
+use crate::ids::{check_path_id, encode_segment};
 use crate::metrics::Metrics;
-
-/// Everything but RFC 3986 "unreserved" characters is encoded, so an id can
-/// never leave its path segment (`../admin` → `..%2Fadmin`).
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+use crate::model::{ConfigRow, CreditRow, RoleRow, Snapshot, UserRow};
 
 /// Attempts per request (first try included).
 const ATTEMPTS: u32 = 3;
 /// Most pages followed for one list before the answer is called invalid.
 const MAX_PAGES: usize = 1_000_000;
-
-/// Percent-encodes `id` as one path segment.
-pub fn encode_segment(id: &str) -> String {
-    utf8_percent_encode(id, SEGMENT).to_string()
-}
-
-/// Rejects ids that cannot be one path segment (SPEC §2: empty, `.`, `..`).
-pub fn check_path_id(what: &str, id: &str) -> Result<()> {
-    if id.is_empty() || id == "." || id == ".." {
-        return Err(CoreError::arg_range(format!(
-            "{what} must not be empty, '.' or '..' (it is sent as one URL path segment)"
-        )));
-    }
-    Ok(())
-}
 
 /// A Wrapper client bound to one tenant. Cheap to clone; safe to share.
 #[derive(Clone)]
@@ -420,21 +397,5 @@ fn kind_of(e: &reqwest::Error) -> &'static str {
         "body error"
     } else {
         "request failed"
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_stay_in_their_segment() {
-        assert_eq!(encode_segment("../admin"), "..%2Fadmin");
-        assert_eq!(encode_segment("a b/c?d#e%f"), "a%20b%2Fc%3Fd%23e%25f");
-        assert_eq!(encode_segment("ü"), "%C3%BC");
-        assert!(check_path_id("id", "..").is_err());
-        assert!(check_path_id("id", ".").is_err());
-        assert!(check_path_id("id", "").is_err());
-        assert!(check_path_id("id", "...").is_ok());
     }
 }

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use smart_crm_core::config::Secret;
+use smart_crm_core::ids::RefKind;
 use smart_crm_core::outbox::{Batch, Sink};
 use smart_crm_core::publisher::{Publisher, PublisherOptions};
-use smart_crm_core::reference::RefKind;
 use smart_crm_core::{Config, Consumer, CoreError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

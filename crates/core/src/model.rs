@@ -1,0 +1,97 @@
+//! The domain model: the critical entities as the store keeps them, and the
+//! rows of a snapshot as the Wrapper sends them (SPEC §4).
+//!
+//! A leaf module: plain data, no behaviour beyond deserialisation, so the
+//! store, the replica batches and the Wrapper client can share it without
+//! importing each other.
+
+use serde::Deserialize;
+
+/// One credit configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Credit {
+    /// Cost of one operation; finite and non-negative.
+    pub cost: f64,
+    /// Inactive operations read as "not configured".
+    pub active: bool,
+}
+
+/// A user's access: status and role ids.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Access {
+    /// `active`, `suspended`, ...
+    pub status: String,
+    /// Role ids.
+    pub roles: Vec<String>,
+}
+
+/// Snapshot row of `GET /api/credits/configs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreditRow {
+    /// Operation code.
+    pub operation_code: String,
+    /// Cost.
+    pub credit_cost: f64,
+    /// Defaults to active.
+    #[serde(default)]
+    pub is_active: Option<bool>,
+    /// Optional version.
+    #[serde(default)]
+    pub version: Option<u64>,
+}
+
+/// Snapshot row of `GET /api/roles`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleRow {
+    /// Role id.
+    pub role_id: String,
+    /// Permission patterns.
+    pub permissions: Vec<String>,
+    /// Optional version.
+    #[serde(default)]
+    pub version: Option<u64>,
+}
+
+/// Snapshot row of `GET /api/users/access`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRow {
+    /// User id.
+    pub user_id: String,
+    /// Status.
+    pub status: String,
+    /// Role ids.
+    pub roles: Vec<String>,
+    /// Optional version.
+    #[serde(default)]
+    pub version: Option<u64>,
+}
+
+/// Snapshot row of `GET /api/configs/active`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigRow {
+    /// Config id.
+    pub config_id: String,
+    /// Any JSON value (a missing member reads as `null`).
+    #[serde(default)]
+    pub config: serde_json::Value,
+    /// Optional version.
+    #[serde(default)]
+    pub version: Option<u64>,
+}
+
+/// A full critical snapshot as loaded from the Wrapper.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Credit configs.
+    pub credits: Vec<CreditRow>,
+    /// Roles.
+    pub roles: Vec<RoleRow>,
+    /// User access rows.
+    pub users: Vec<UserRow>,
+    /// Active configs.
+    pub configs: Vec<ConfigRow>,
+}
