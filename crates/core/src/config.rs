@@ -87,6 +87,9 @@ pub struct Config {
     pub breaker_failures: u32,
     /// How long the open circuit fails fast before one probe is let through.
     pub breaker_cool_down: Duration,
+    /// `resyncJitterMs`: a `resync-required` reload waits a random 0–this,
+    /// and such reloads start at least this far apart (SPEC §7).
+    pub resync_jitter: Duration,
 }
 
 /// Names of the environment variables consulted for defaults.
@@ -99,7 +102,7 @@ pub const ENV_VARS: [&str; 6] = [
     "WRAPPER_URL",
 ];
 
-const TOP_LEVEL: [&str; 16] = [
+const TOP_LEVEL: [&str; 17] = [
     "tenantId",
     "wrapperUrl",
     "redisUrl",
@@ -114,6 +117,7 @@ const TOP_LEVEL: [&str; 16] = [
     "requestTimeoutMs",
     "initTimeoutMs",
     "circuitBreaker",
+    "resyncJitterMs",
     // Handled on the JS side, accepted here so one list names every option.
     "logger",
     "env",
@@ -260,6 +264,7 @@ impl Config {
         let request_timeout = ms("requestTimeoutMs", 2_000, 1, 600_000)?;
         let init_timeout = ms("initTimeoutMs", 10_000, 1, DAY_MS)?;
         let (breaker_failures, breaker_cool_down) = parse_breaker(obj.get("circuitBreaker"))?;
+        let resync_jitter = ms("resyncJitterMs", 5_000, 0, 600_000)?;
 
         Ok(Config {
             tenant_id,
@@ -278,6 +283,7 @@ impl Config {
             init_timeout,
             breaker_failures,
             breaker_cool_down,
+            resync_jitter,
         })
     }
 

@@ -98,12 +98,6 @@ impl Outbox {
         self.flush();
     }
 
-    /// Sends what is pending now if no batch is in flight (serialising on the
-    /// calling thread), else as soon as the JS side takes the current one.
-    pub fn flush(&self) {
-        self.try_deliver();
-    }
-
     /// Batches sent so far. A reader that holds the store lock and sees this
     /// equal to the number of batches the JS side has applied knows that no
     /// batch older than its read is still on its way.
@@ -111,8 +105,10 @@ impl Outbox {
         self.shared.batches_sent.load(SeqCst)
     }
 
-    /// Delivers the pending delta unless a batch is in flight or there is no sink.
-    fn try_deliver(&self) {
+    /// Sends what is pending now if no batch is in flight (serialising on the
+    /// calling thread), else as soon as the JS side takes the current one.
+    /// Does nothing without a sink.
+    pub fn flush(&self) {
         let sh = &self.shared;
         if sh
             .in_flight
@@ -176,7 +172,7 @@ impl Outbox {
                 _ = shutdown.cancelled() => return,
                 _ = self.shared.wake.notified() => {}
             }
-            self.try_deliver();
+            self.flush();
         }
     }
 }

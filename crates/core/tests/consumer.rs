@@ -198,7 +198,7 @@ async fn loads_snapshot_applies_events_and_ships_batches() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .any(|n| n["t"] == "ready")
+                .any(|n| n["kind"] == "ready")
         })
     })
     .await;
