@@ -19,10 +19,6 @@ use crate::protocol::{parse_event, Context, Event, Rejection, Topic};
 use crate::reload::{Reason, Reloads};
 use crate::tenant::Tenant;
 
-/// Most `'change'` notices pending for the JS thread before they collapse
-/// into one `resync` notice (see [`Delta::push_change`]).
-pub const MAX_PENDING_CHANGES: usize = 100_000;
-
 /// Applies messages of one tenant's channels.
 pub struct Applier<'a> {
     /// The tenant whose store is written.
@@ -100,6 +96,7 @@ impl<'a> Applier<'a> {
             }
         }
         let listen = tenant.outbox.listen_changes();
+        let limit = tenant.config.limits.pending_changes;
         let mut overflowed = false;
         let applied = {
             let mut store = tenant.store_mut();
@@ -108,7 +105,7 @@ impl<'a> Applier<'a> {
                 if let (Ok(a), true) = (&out, listen) {
                     if !a.keys.is_empty() {
                         overflowed =
-                            delta.push_change(ev.event_type, a.keys.clone(), MAX_PENDING_CHANGES);
+                            delta.push_change(ev.event_type, a.keys.clone(), limit);
                     }
                 }
                 out
@@ -118,7 +115,7 @@ impl<'a> Applier<'a> {
             Metrics::inc(&tenant.metrics.queue_overflows);
             tenant.log(
                 "warn",
-                "more than 100000 'change' notices waited for the JS thread: they were replaced by one 'resync' (change-overflow)",
+                format!("more than {limit} 'change' notices waited for the JS thread: they were replaced by one 'resync' (change-overflow)"),
             );
         }
         let recorded = match &applied {

@@ -90,6 +90,39 @@ pub struct Config {
     /// `resyncJitterMs`: a `resync-required` reload waits a random 0–this,
     /// and such reloads start at least this far apart (SPEC §7).
     pub resync_jitter: Duration,
+    /// Bounds of the internal queues (not options: Rust tests lower them).
+    pub limits: Limits,
+}
+
+/// Bounds of the queues between Redis, the core and the JS thread. Each has a
+/// defined, counted (`queueOverflows`) behaviour when it is hit.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Push messages waiting between the Redis connection and the
+    /// subscription task: beyond it the link is treated as lost (resync).
+    pub push_messages: usize,
+    /// Payload bytes of those messages.
+    pub push_bytes: usize,
+    /// Events recorded during one reload: beyond it recording stops, the
+    /// reload is installed and one more follows.
+    pub recorded_events: usize,
+    /// Message bytes of those events.
+    pub recorded_bytes: usize,
+    /// `'change'` notices waiting for the JS thread: beyond it they collapse
+    /// into one `'resync'` notice with reason `change-overflow`.
+    pub pending_changes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            push_messages: 100_000,
+            push_bytes: 64 * 1024 * 1024,
+            recorded_events: 1_000_000,
+            recorded_bytes: 64 * 1024 * 1024,
+            pending_changes: 100_000,
+        }
+    }
 }
 
 /// Names of the environment variables consulted for defaults.
@@ -284,6 +317,7 @@ impl Config {
             breaker_failures,
             breaker_cool_down,
             resync_jitter,
+            limits: Limits::default(),
         })
     }
 

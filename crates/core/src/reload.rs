@@ -77,15 +77,6 @@ pub struct RecordLimits {
     pub bytes: usize,
 }
 
-impl Default for RecordLimits {
-    fn default() -> Self {
-        RecordLimits {
-            events: 1_000_000,
-            bytes: 64 * 1024 * 1024,
-        }
-    }
-}
-
 /// A reload whose download is running.
 struct Running {
     /// The download-and-build task; aborted on drop.
@@ -289,7 +280,10 @@ mod tests {
         Reloads::new(
             wrapper,
             Duration::from_millis(jitter_ms),
-            RecordLimits::default(),
+            RecordLimits {
+                events: 1000,
+                bytes: 1 << 20,
+            },
         )
     }
 

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::Applier;
 use crate::backoff::Backoff;
+use crate::config::Limits;
 use crate::delta::Notice;
 use crate::error::CoreError;
 use crate::metrics::Metrics;
@@ -43,24 +44,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HEALTHY_RESET: Duration = Duration::from_secs(60);
 /// Most messages handled before the outbox is flushed.
 const DRAIN_BATCH: usize = 4096;
-
-/// Bounds of the queue between the Redis connection and this task.
-#[derive(Debug, Clone, Copy)]
-pub struct PushLimits {
-    /// Most messages waiting.
-    pub messages: usize,
-    /// Most bytes of payload waiting.
-    pub bytes: usize,
-}
-
-impl Default for PushLimits {
-    fn default() -> Self {
-        PushLimits {
-            messages: 100_000,
-            bytes: 64 * 1024 * 1024,
-        }
-    }
-}
 
 /// The bounded-queue state shared with the connection's push sender.
 #[derive(Default)]
@@ -101,7 +84,7 @@ pub(crate) async fn run(tenant: Arc<Tenant>) {
             return;
         }
     };
-    let limits = PushLimits::default();
+    let limits = tenant.config.limits;
     let mut backoff = Backoff::reconnect();
     let mut ever_connected = false;
     loop {
@@ -217,14 +200,17 @@ fn push_bytes(info: &PushInfo) -> usize {
 async fn connect(
     client: &redis::Client,
     tenant: &Tenant,
-    limits: PushLimits,
+    limits: Limits,
 ) -> redis::RedisResult<Link> {
-    let (tx, messages) = mpsc::channel(limits.messages);
+    let (tx, messages) = mpsc::channel(limits.push_messages.max(1));
     let queue = Arc::new(PushQueue::default());
     let q = queue.clone();
     let sender = move |info: PushInfo| -> Result<(), ()> {
+        if !matches!(info.kind, PushKind::Message | PushKind::Disconnection) {
+            return Ok(()); // subscription confirmations: the client tracks them
+        }
         let bytes = push_bytes(&info);
-        if q.bytes.load(Relaxed) + bytes > limits.bytes {
+        if q.bytes.load(Relaxed) + bytes > limits.push_bytes {
             q.overflowed.store(true, Relaxed);
             return Ok(());
         }
@@ -273,7 +259,10 @@ async fn session(tenant: &Tenant, mut link: Link, reason: Reason) -> (End, Durat
     let mut reloads = Reloads::new(
         tenant.wrapper.clone(),
         config.resync_jitter,
-        RecordLimits::default(),
+        RecordLimits {
+            events: config.limits.recorded_events,
+            bytes: config.limits.recorded_bytes,
+        },
     );
     reloads.request(reason);
     let hb = config.heartbeat;
