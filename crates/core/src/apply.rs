@@ -104,8 +104,7 @@ impl<'a> Applier<'a> {
                 let out = store.apply(&ev, delta);
                 if let (Ok(a), true) = (&out, listen) {
                     if !a.keys.is_empty() {
-                        overflowed =
-                            delta.push_change(ev.event_type, a.keys.clone(), limit);
+                        overflowed = delta.push_change(ev.event_type, a.keys.clone(), limit);
                     }
                 }
                 out

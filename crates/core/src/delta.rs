@@ -271,6 +271,53 @@ mod tests {
         );
     }
 
+    /// The batch of `test-vectors/batch.json`, built through the public calls.
+    fn golden() -> Delta {
+        let mut d = Delta::default();
+        let credit = |cost, active| Credit { cost, active };
+        d.set_credit("crm.leads.create", Some(&credit(2.5, true)));
+        d.set_credit("crm.leads.delete", Some(&credit(1.0, false)));
+        d.set_credit("crm.old", None);
+        d.set_role(
+            "sales",
+            Some(&vec!["crm.leads.*".into(), "crm.contacts.read".into()]),
+        );
+        d.set_role("retired", None);
+        d.set_user(
+            "u-stale",
+            Some(&Access {
+                status: "active".into(),
+                roles: vec![],
+            }),
+        );
+        d.reset_users();
+        d.set_user(
+            "u-alice",
+            Some(&Access {
+                status: "active".into(),
+                roles: vec!["sales".into()],
+            }),
+        );
+        d.set_user("u-gone", None);
+        d.set_config("limits", Some(&r#"{"maxLeadsPerDay":500}"#.to_string()));
+        d.set_config("old-flag", None);
+        d.push_change(
+            "credit-config-changed",
+            vec!["credit:crm.leads.create".into()],
+            10,
+        );
+        d.notice(Notice::Ready);
+        d
+    }
+
+    #[test]
+    fn the_wire_form_matches_the_golden_vector() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../test-vectors/batch.json");
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(golden().to_json(), doc["wire"].as_str().unwrap());
+    }
+
     #[test]
     fn change_notices_are_bounded() {
         let mut d = Delta::default();

@@ -39,9 +39,6 @@ use crate::tenant::Tenant;
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// A session that stayed connected (subscribed and resynced) this long
-/// resets the reconnect backoff.
-const HEALTHY_RESET: Duration = Duration::from_secs(60);
 /// Most messages handled before the outbox is flushed.
 const DRAIN_BATCH: usize = 4096;
 
@@ -128,9 +125,7 @@ pub(crate) async fn run(tenant: Arc<Tenant>) {
                         .outbox
                         .notice(Notice::Connection { connected: false });
                 }
-                if connected_for >= HEALTHY_RESET {
-                    backoff.reset();
-                }
+                backoff.after_session(connected_for);
                 None
             }
             Ok(Err(e)) => Some(format!(
@@ -265,9 +260,9 @@ async fn session(tenant: &Tenant, mut link: Link, reason: Reason) -> (End, Durat
         },
     );
     reloads.request(reason);
-    let hb = config.heartbeat;
+    let heartbeat = config.heartbeat;
     let mut last_traffic = Instant::now();
-    let mut tick = tokio::time::interval(hb);
+    let mut tick = tokio::time::interval(heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ping: Option<BoxFuture<'static, redis::RedisResult<redis::Value>>> = None;
     let mut refresh_at: Option<Instant> = None;
@@ -318,7 +313,7 @@ async fn session(tenant: &Tenant, mut link: Link, reason: Reason) -> (End, Durat
             }
             _ = tick.tick() => {
                 let silent = last_traffic.elapsed();
-                if silent > hb * 2 {
+                if silent > heartbeat * 2 {
                     tenant.log("warn", format!("no traffic on the subscription for {} ms: treating the link as lost", silent.as_millis()));
                     break End::Lost;
                 }

@@ -23,7 +23,10 @@ async fn publish_costs(redis_url: &str, tenant: &str, op: &str, n: usize) {
             "tenantId": tenant,
             "data": { "operationCode": op, "newValue": i },
         });
-        pipe.cmd("PUBLISH").arg(&channel).arg(msg.to_string()).ignore();
+        pipe.cmd("PUBLISH")
+            .arg(&channel)
+            .arg(msg.to_string())
+            .ignore();
     }
     let _: () = pipe.query_async(&mut conn).await.unwrap();
 }
@@ -78,7 +81,10 @@ async fn change_notices_for_a_busy_js_thread_collapse_into_one_resync() {
     .await;
     let all = notices(&sink.taken.lock().unwrap());
     let changes = all.iter().filter(|n| n["kind"] == "change").count();
-    assert!(changes <= 10 + 1, "at most the bound stayed pending: {changes}");
+    assert!(
+        changes <= 10 + 1,
+        "at most the bound stayed pending: {changes}"
+    );
     assert!(
         all.iter()
             .any(|n| n["kind"] == "resync" && n["reason"] == "change-overflow"),
@@ -129,9 +135,7 @@ async fn a_push_queue_overflow_is_a_lost_link_then_a_resync() {
     let w = Wrapper::default();
     seed(&w);
     let url = w.clone().serve().await;
-    let c = consumer_with(opts(&url, &redis, "b3"), |cfg| {
-        cfg.limits.push_messages = 1
-    });
+    let c = consumer_with(opts(&url, &redis, "b3"), |cfg| cfg.limits.push_messages = 1);
     c.start(Arc::new(Collect::default())).unwrap();
     c.wait_ready().await.unwrap();
     publish_costs(&redis.url(), "b3", "op", 20_000).await;
