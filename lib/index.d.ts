@@ -55,7 +55,12 @@ export interface SmartCRMConsumerOptions {
   logger?: Logger
 }
 
-/** Codes on errors from the consumer (`err.code`). */
+/**
+ * Codes on errors from the consumer (`err.code`). Argument errors are a
+ * `TypeError` (`ERR_INVALID_ARG_TYPE`) or a `RangeError` (`ERR_OUT_OF_RANGE`),
+ * option errors either class with `ERR_INVALID_OPTION`; `INTERNAL` is a bug
+ * (a Rust panic caught before it could abort Node).
+ */
 export type ErrorCode =
   | 'REDIS_UNAVAILABLE'
   | 'WRAPPER_UNAVAILABLE'
@@ -64,8 +69,8 @@ export type ErrorCode =
   | 'NOT_FOUND'
   | 'INSUFFICIENT_CREDITS'
   | 'SHUTDOWN'
+  | 'INTERNAL'
   | 'ERR_INVALID_OPTION'
-  | 'ERR_INVALID_ARG'
   | 'ERR_INVALID_ARG_TYPE'
   | 'ERR_OUT_OF_RANGE'
 
@@ -156,6 +161,10 @@ export declare class SmartCRMConsumer extends EventEmitter {
   getActiveConfig(configId: string): JsonValue | null
   checkPermission(userId: string, permission: string): boolean
 
+  /**
+   * Ids sent to the Wrapper follow the one id rule: 1-256 bytes of UTF-8, no
+   * control characters, not `.` or `..` (else a `RangeError`, nothing sent).
+   */
   getUserProfile(userId: string): Promise<Record<string, JsonValue>>
   getHierarchy(entityId: string): Promise<Record<string, JsonValue>>
   getAuditLog(logId: string): Promise<Record<string, JsonValue>>
