@@ -364,19 +364,30 @@ class SmartCRMConsumer extends EventEmitter {
    * Deducts `amount` credits. Retries (bounded, with backoff) reuse the same
    * idempotency key, generated when not given, so a deduction is never applied
    * twice. Resolves to `{ remaining, idempotencyKey }`; a 402 rejects with code
-   * INSUFFICIENT_CREDITS.
+   * INSUFFICIENT_CREDITS. Every rejection carries the key as
+   * `err.idempotencyKey` (unless the key given is not a string), so a caller
+   * that retries after an error the Wrapper may have applied is charged once.
    */
-  async deductCredits(userId, amount, { operationCode, idempotencyKey } = {}) {
-    this._open()
-    checkString('userId', userId)
-    if (typeof amount !== 'number')
-      throw errors.typeError(`amount must be a number, got ${typeof amount}`)
-    if (operationCode !== undefined && operationCode !== null)
-      checkString('operationCode', operationCode)
-    const key = idempotencyKey ?? randomUUID()
-    checkString('idempotencyKey', key)
-    const remaining = await this._native.deduct(userId, amount, operationCode ?? null, key)
-    return { remaining, idempotencyKey: key }
+  async deductCredits(userId, amount, options) {
+    const opts = options ?? {}
+    if (typeof opts !== 'object') throw errors.typeError('options must be an object')
+    const key = opts.idempotencyKey ?? randomUUID()
+    if (typeof key !== 'string')
+      throw errors.typeError(`idempotencyKey must be a string, got ${typeof key}`)
+    try {
+      this._open()
+      checkString('userId', userId)
+      if (typeof amount !== 'number')
+        throw errors.typeError(`amount must be a number, got ${typeof amount}`)
+      const { operationCode } = opts
+      if (operationCode !== undefined && operationCode !== null)
+        checkString('operationCode', operationCode)
+      const remaining = await this._native.deduct(userId, amount, operationCode ?? null, key)
+      return { remaining, idempotencyKey: key }
+    } catch (err) {
+      err.idempotencyKey = key
+      throw err
+    }
   }
 
   // ---- operations -----------------------------------------------------------

@@ -78,6 +78,18 @@ export interface ConsumerError extends Error {
   code: ErrorCode
 }
 
+/** A rejection of `deductCredits()`. */
+export interface DeductError extends ConsumerError {
+  /**
+   * The idempotency key the call used (given or generated), on every
+   * rejection except a `TypeError` for a key that is not a string: retry with
+   * it after an error the Wrapper may have applied, and it is charged once.
+   */
+  idempotencyKey?: string
+  /** With `INSUFFICIENT_CREDITS`: the balance the Wrapper reported, when it did. */
+  available?: number
+}
+
 export type RejectionReason =
   | 'malformed'
   | 'badSignature'
@@ -174,6 +186,7 @@ export declare class SmartCRMConsumer extends EventEmitter {
 
   getUserCredits(userId: string): Promise<number>
   checkCredits(operationCode: string, userId: string): Promise<boolean>
+  /** Rejects with a {@link DeductError}: `err.idempotencyKey` is the key to retry with. */
   deductCredits(userId: string, amount: number, options?: DeductOptions): Promise<DeductResult>
 
   readonly isConnected: boolean
