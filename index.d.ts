@@ -123,7 +123,8 @@ export interface NativeMetrics {
   eventsApplied: number
   /**
    * Rejected events by reason (`malformed`, `badSignature`, ...): every
-   * reason of SPEC §3 is present, 0 when none was rejected.
+   * reason of SPEC §3 is present, 0 when none was rejected; in name order,
+   * so the Prometheus text lists them the same way every time.
    */
   eventsRejected: Record<string, number>
   /** Subscription connections re-established after a loss. */

@@ -100,3 +100,12 @@ test('errors from the public API carry class, code and a plain message', async (
   })
   t.is(opt.code, 'ERR_INVALID_OPTION')
 })
+
+test('eventsRejected lists every reason, in the same order every time', async (t) => {
+  const { consumer } = await setup(t)
+  const reasons = Object.keys(consumer.getMetrics().eventsRejected)
+  t.deepEqual(reasons, [...reasons].sort())
+  t.is(reasons.length, 9)
+  for (let i = 0; i < 20; i++)
+    t.deepEqual(Object.keys(consumer.getMetrics().eventsRejected), reasons)
+})

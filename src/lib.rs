@@ -19,7 +19,7 @@
 
 #![deny(clippy::all)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
@@ -204,8 +204,9 @@ pub struct NativeMetrics {
     /// Events applied.
     pub events_applied: f64,
     /// Rejected events by reason (`malformed`, `badSignature`, ...): every
-    /// reason of SPEC §3 is present, 0 when none was rejected.
-    pub events_rejected: HashMap<String, f64>,
+    /// reason of SPEC §3 is present, 0 when none was rejected; in name order,
+    /// so the Prometheus text lists them the same way every time.
+    pub events_rejected: BTreeMap<String, f64>,
     /// Subscription connections re-established after a loss.
     pub reconnects: f64,
     /// Full reloads after the first one.
