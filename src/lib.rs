@@ -112,7 +112,11 @@ impl Failure {
 /// What a binding method returns: `Ok` converts to JS as `T`; `Err` becomes
 /// the JS error built by [`Failure::into_js`], thrown by a synchronous method
 /// and the rejection of an async one.
-pub struct Outcome<T>(std::result::Result<T, Failure>);
+pub struct Outcome<T>(
+    /// The result; its failure is converted only on the JS thread, where the
+    /// error object can be built.
+    Attempt<T>,
+);
 
 impl<T: ToNapiValue> ToNapiValue for Outcome<T> {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {

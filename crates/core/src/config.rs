@@ -387,8 +387,11 @@ fn redis_url_from_parts(env_get: &dyn Fn(&str) -> Option<String>) -> Result<Stri
     Ok(u.to_string())
 }
 
-/// Checks a Redis URL and returns it with any password replaced by `***`.
-fn check_redis_url(raw: &str) -> Result<String> {
+/// Checks a Redis URL (`redis://` or `rediss://` with a host, no `#fragment`)
+/// and returns it with any password replaced by `***`. Errors name `redisUrl`
+/// and never show the value. Public so that every user of a Redis URL (the
+/// consumer, the publisher) applies the same check.
+pub fn check_redis_url(raw: &str) -> Result<String> {
     let bad = || {
         CoreError::option_range(
             "redisUrl",
