@@ -133,6 +133,34 @@ const NOTES = {
       'by page would lower it.'
     )
   },
+
+  '7b': (r) => {
+    const p = r.raw.package
+    const win = (key) => median(p.map((x) => x.reload[key]))
+    const maxRead = win('maxReadMs')
+    const eldMax = win('eldMaxMs')
+    const reloadMs = med(p, 'reloadMs')
+    if (maxRead >= 0.5 * eldMax) {
+      return (
+        `The longest single read took ${ms(maxRead)} of the ${ms(eldMax)} maximum delay ` +
+        `(reads over 10 ms: ${int(win('slowReads'))}; the reload took ${ms(reloadMs)}): the JS ` +
+        'thread waits inside a first read of a user. `getUserStatus` on a user the replica has ' +
+        'not seen calls the native `userAccess` (lib/replica.js), which takes the store lock; ' +
+        'the reload holds that lock in `finish_reload` (crates/core/src/subscriber.rs) while ' +
+        '`CriticalStore::replace` (critical.rs) builds the four tables from the parsed ' +
+        'snapshot, diffs the million users against the old table for the replica and drops ' +
+        'the old tables. What would fix it: build the new tables and the diff off the lock and ' +
+        'swap them in under it in O(1), dropping the old ones after the lock is released.'
+      )
+    }
+    return (
+      `The longest single read took only ${ms(maxRead)} against a maximum delay of ${ms(eldMax)} ` +
+      `(reload ${ms(reloadMs)}), so the JS thread is not waiting on the store lock in a read; ` +
+      'the delay comes from elsewhere: the replica batch of the reload (its size and ' +
+      "`JSON.parse`), GC, or the reload's threads and the simulator taking both cores from the " +
+      `JS thread (quiet window on the same process: p99 ${ms(r.floor)}).`
+    )
+  },
 }
 
 /** The explanation for a missed row (`row` as built by run.js). */
