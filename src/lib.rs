@@ -19,7 +19,7 @@ use napi_derive::napi;
 use smart_crm_core::config::Secret;
 use smart_crm_core::ids::RefKind;
 use smart_crm_core::outbox::{Batch, Sink};
-use smart_crm_core::publisher::{Publisher, PublisherOptions};
+use smart_crm_core::publisher::Publisher;
 use smart_crm_core::reference::Lookup;
 use smart_crm_core::{ArgKind, Config, Consumer, CoreError};
 
@@ -293,37 +293,28 @@ impl NativeConsumer {
 /// The native publisher; see `lib/publisher.js`.
 #[napi]
 pub struct NativePublisher {
-    /// Connected publisher; `None` after `close()`.
+    /// The publisher; `None` after `close()`. Publishes run on clones of it.
     inner: std::sync::Mutex<Option<Publisher>>,
 }
 
-/// Connects a publisher. `options`: `{ redisUrl, tenantId, channelPrefix, signingSecret? }`.
+/// Creates a publisher: validates `options` (`{ redisUrl, tenantId,
+/// channelPrefix, signingSecret, connectTimeoutMs }`, throwing a
+/// TypeError/RangeError naming the option) and returns at once; it connects on
+/// the first publish.
 #[napi]
-pub async fn connect_publisher(
-    redis_url: String,
-    tenant_id: String,
-    channel_prefix: String,
-    signing_secret: Option<String>,
-) -> Result<NativePublisher> {
-    guard_async(async move {
-        let p = Publisher::connect(PublisherOptions {
-            redis_url: Secret::new(redis_url),
-            tenant_id,
-            channel_prefix,
-            signing_secret: signing_secret.map(Secret::new),
-        })
-        .await
-        .map_err(to_js_error)?;
+pub fn create_publisher(options: serde_json::Value) -> Result<NativePublisher> {
+    guard(|| {
+        let p = Publisher::from_json(&options).map_err(to_js_error)?;
         Ok(NativePublisher {
             inner: std::sync::Mutex::new(Some(p)),
         })
     })
-    .await
 }
 
 #[napi]
 impl NativePublisher {
-    /// Publishes one event; resolves to the number of receivers.
+    /// Publishes one event; resolves to the number of receivers. Concurrent
+    /// calls share one connection; see `Publisher::publish`.
     #[napi]
     pub async fn publish(
         &self,
@@ -350,10 +341,12 @@ impl NativePublisher {
         .await
     }
 
-    /// Closes the connection.
+    /// Closes the publisher: waiting and later publishes reject with SHUTDOWN.
     #[napi]
     pub fn close(&self) {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(p) = self.inner.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            p.close();
+        }
     }
 }
 
