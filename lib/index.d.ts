@@ -42,7 +42,7 @@ export interface SmartCRMConsumerOptions {
   signingSecret?: string | string[]
   /**
    * With a `signingSecret`: a signed event whose timestamp predates the start of
-   * the latest successful full load by more than this is rejected as `expired`
+   * the latest full load by more than this is rejected as `expired`
    * (it cannot be told from a replay after a restart); 0–300000, default 30000.
    */
   maxClockSkewMs?: number

@@ -72,7 +72,7 @@ pub struct Config {
     /// fleet rotate its secret; SPEC §3).
     pub signing_secret: Option<SigningKeys>,
     /// With a signing secret: how far a signed event's timestamp may predate the
-    /// start of the latest successful full load and still be accepted
+    /// start of the latest full load and still be accepted
     /// (`maxClockSkewMs`, default 30 s). Older ones are `expired`: after a
     /// restart the replay window is empty, and the load already holds their
     /// effect. Allows for clock skew between publisher and consumer.

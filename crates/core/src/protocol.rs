@@ -282,7 +282,7 @@ pub fn parse_event(payload: &[u8], ctx: &Context<'_>) -> Check<Event> {
 /// Parses and validates one raw message; with a signing secret in `ctx`, a
 /// signed event whose timestamp is before `not_before_ms` is also rejected as
 /// [`Rejection::Expired`]. `not_before_ms` is the start of the consumer's
-/// latest successful full load minus the clock-skew allowance
+/// latest full load minus the clock-skew allowance
 /// ([`crate::replay::ReplayWindow::not_before_ms`]); `None` (no load yet)
 /// checks nothing. Without a signing secret it is ignored: unsigned events can
 /// be forged anyway. Pure; never panics on any input.

@@ -26,9 +26,13 @@
 //! **The load fence.** A restarted consumer starts with an empty window, so a
 //! signed event of the last 5 minutes could be replayed into it (and, for an
 //! unversioned entity, undo a later change the load brought in). The subscriber
-//! records the start of each successful full load with
-//! [`ReplayWindow::set_fence`]; [`ReplayWindow::not_before_ms`] gives the bound
-//! that [`crate::protocol::parse_event_since`] enforces on signed events.
+//! records the start of each full load with [`ReplayWindow::set_fence`] when
+//! the load begins (events that arrive during a load are re-applied on top of
+//! its snapshot, so they must already be checked against it);
+//! [`ReplayWindow::not_before_ms`] gives the bound that
+//! [`crate::protocol::parse_event_since`] enforces on signed events. A load
+//! that fails leaves the fence at its start: the next one, started later,
+//! covers what it refused.
 //!
 //! Thread-safe: one short lock per `seen`/`remember` call; the fence is an
 //! atomic.
@@ -91,8 +95,8 @@ pub struct ReplayWindow {
     chunk_cap: usize,
     /// The remembered ids.
     chunks: Mutex<Chunks>,
-    /// Epoch ms at which the latest successful full load started, or
-    /// [`NO_FENCE`]; only ever moves forward.
+    /// Epoch ms at which the latest full load started, or [`NO_FENCE`]; only
+    /// ever moves forward.
     fence_ms: AtomicI64,
 }
 
@@ -102,10 +106,10 @@ impl Default for ReplayWindow {
     }
 }
 
-/// The wall clock in epoch ms: the same clock the parser checks timestamps
-/// against, so the window and the timestamp check agree.
+/// The wall clock in epoch ms: the clock the subscriber gives the parser, so
+/// the window and the timestamp check agree.
 fn wall_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    crate::metrics::now_ms()
 }
 
 impl ReplayWindow {
@@ -189,16 +193,15 @@ impl ReplayWindow {
         }
     }
 
-    /// Records that a successful full load started at `load_started_ms` (epoch
-    /// ms). Only moves forward: an older value never replaces a newer one, so
-    /// overlapping loads finishing out of order are harmless.
+    /// Records that a full load started at `load_started_ms` (epoch ms): call
+    /// it when the load begins. Only moves forward: an older value never
+    /// replaces a newer one.
     pub fn set_fence(&self, load_started_ms: i64) {
         self.fence_ms.fetch_max(load_started_ms, Ordering::AcqRel);
     }
 
     /// The bound for [`crate::protocol::parse_event_since`]: the start of the
-    /// latest successful full load minus `max_clock_skew`, or `None` before the
-    /// first one.
+    /// latest full load minus `max_clock_skew`, or `None` before the first one.
     pub fn not_before_ms(&self, max_clock_skew: Duration) -> Option<i64> {
         let fence = self.fence_ms.load(Ordering::Acquire);
         let skew = i64::try_from(max_clock_skew.as_millis()).unwrap_or(i64::MAX);

@@ -2,7 +2,8 @@
 //! canonical form and the signature of each message must match exactly, and a
 //! consumer configured with the vector's secret must accept the signed message,
 //! alone or as any member of a rotation list (SPEC §3), and one configured
-//! without it must reject it.
+//! without it must reject it. The `rotation` cases: a publisher's list signs
+//! with its first secret, and each listed consumer accepts or rejects as stated.
 
 use serde_json::{Map, Value};
 use smart_crm_core::config::Secret;
