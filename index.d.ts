@@ -56,9 +56,12 @@ export declare class NativeConsumer {
 
 /** The native publisher; see `lib/publisher.js`. */
 export declare class NativePublisher {
-  /** Publishes one event; resolves to the number of receivers. */
+  /**
+   * Publishes one event; resolves to the number of receivers. Concurrent
+   * calls share one connection; see `Publisher::publish`.
+   */
   publish(topic: string, eventType: string, data: any, version?: number | undefined | null): Promise<number>
-  /** Closes the connection. */
+  /** Closes the publisher: waiting and later publishes reject with SHUTDOWN. */
   close(): void
 }
 
@@ -80,8 +83,13 @@ export declare function canonicalize(json: string): string
  */
 export declare function checkId(name: string, id: string): void
 
-/** Connects a publisher. `options`: `{ redisUrl, tenantId, channelPrefix, signingSecret? }`. */
-export declare function connectPublisher(redisUrl: string, tenantId: string, channelPrefix: string, signingSecret?: string | undefined | null): Promise<NativePublisher>
+/**
+ * Creates a publisher: validates `options` (`{ redisUrl, tenantId,
+ * channelPrefix, signingSecret, connectTimeoutMs }`, throwing a
+ * TypeError/RangeError naming the option) and returns at once; it connects on
+ * the first publish.
+ */
+export declare function createPublisher(options: any): NativePublisher
 
 /**
  * `health()` as the core sees it; `lib/consumer.js` adds `ready` and

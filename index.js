@@ -841,5 +841,5 @@ module.exports.__panicForTests = nativeBinding.__panicForTests
 module.exports.__panicForTestsAsync = nativeBinding.__panicForTestsAsync
 module.exports.canonicalize = nativeBinding.canonicalize
 module.exports.checkId = nativeBinding.checkId
-module.exports.connectPublisher = nativeBinding.connectPublisher
+module.exports.createPublisher = nativeBinding.createPublisher
 module.exports.signMessage = nativeBinding.signMessage

@@ -434,7 +434,7 @@ test('signed events: applied when valid; unsigned, tampered, wrong-secret and ex
   const { createPublisher, signMessage } = require('../lib/index.js')
   const f = await setup(t, { consumer: { signingSecret: 'sekret' } })
   const { consumer, event, tenantId } = f
-  const pub = await createPublisher({ redisUrl: f.redis.url, tenantId, signingSecret: 'sekret' })
+  const pub = createPublisher({ redisUrl: f.redis.url, tenantId, signingSecret: 'sekret' })
   t.teardown(() => pub.close())
   await pub.publish('credit-configs', 'credit-config-changed', {
     operationCode: 'crm.leads.create',

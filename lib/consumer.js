@@ -34,31 +34,6 @@ const ENV_VARS = [
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error']
 const MAX_SYNC_ARG_LENGTH = 64 * 1024
 
-/**
- * Copies `options` into plain JSON for the core, checking on the way what JSON
- * cannot carry (functions, non-finite numbers, ...). Errors name the option.
- */
-function toJsonOptions(value, path) {
-  if (value === null || typeof value === 'string' || typeof value === 'boolean') return value
-  if (typeof value === 'number') {
-    if (!Number.isFinite(value))
-      throw errors.optionError(RangeError, `option \`${path}\` must be a finite number`)
-    return value
-  }
-  if (typeof value === 'object' && !Array.isArray(value)) {
-    const out = {}
-    for (const [k, v] of Object.entries(value)) {
-      if (v === undefined) continue
-      out[k] = toJsonOptions(v, path ? `${path}.${k}` : k)
-    }
-    return out
-  }
-  throw errors.optionError(
-    TypeError,
-    `option \`${path}\` has an unsupported type (${typeof value})`,
-  )
-}
-
 function checkLogger(logger) {
   if (logger === undefined || logger === null) return console
   if (typeof logger !== 'object' && typeof logger !== 'function') {
@@ -111,7 +86,7 @@ class SmartCRMConsumer extends EventEmitter {
     this._logger = checkLogger(logger)
     const env = {}
     for (const name of ENV_VARS) if (process.env[name]) env[name] = process.env[name]
-    const json = toJsonOptions(rest, '')
+    const json = errors.toJsonOptions(rest, '')
     this._native = new NativeConsumer(json, env)
     this.tenantId = json.tenantId
     this._replica = new Replica()

@@ -34,8 +34,18 @@ export interface SmartCRMConsumerOptions {
   wrapperToken?: string
   /** Default 'crm'. */
   channelPrefix?: string
-  /** When set, unsigned or badly signed events are rejected. */
-  signingSecret?: string
+  /**
+   * When set, unsigned or badly signed events are rejected. A list (non-empty,
+   * at most 16) accepts a signature made with any of its secrets, so a fleet can
+   * rotate its secret without rejecting events.
+   */
+  signingSecret?: string | string[]
+  /**
+   * With a `signingSecret`: a signed event whose timestamp predates the start of
+   * the latest full load by more than this is rejected as `expired`
+   * (it cannot be told from a replay after a restart); 0–300000, default 30000.
+   */
+  maxClockSkewMs?: number
   ttl?: TtlOptions
   /** How long past expiry a reference entry may be served while the Wrapper fails; default 3600000. */
   staleIfErrorMs?: number
@@ -211,24 +221,40 @@ export interface PublisherOptions {
   tenantId: string
   /** Default 'crm'. */
   channelPrefix?: string
-  signingSecret?: string
+  /** Signs every message; with a list (non-empty, at most 16), with its first secret. */
+  signingSecret?: string | string[]
+  /** How long a publish waits for an unreachable Redis before it rejects with `REDIS_UNAVAILABLE`; 1–600000, default 5000. */
+  connectTimeoutMs?: number
 }
 
 export type Topic =
   'credit-configs' | 'roles' | 'users' | 'hierarchy' | 'configs' | 'cache' | 'control'
 
+/**
+ * Connects on first use and reconnects by itself. Safe to share: concurrent
+ * publishes use one connection.
+ */
 export interface Publisher {
-  /** Resolves to the number of receivers. */
+  /**
+   * Resolves to the number of receivers, once Redis has taken the message. While
+   * Redis is unreachable it waits up to `connectTimeoutMs`, then rejects with
+   * code `REDIS_UNAVAILABLE`; after `close()` it rejects with code `SHUTDOWN`.
+   */
   publish(
     topic: Topic,
     eventType: string,
     data?: Record<string, JsonValue>,
     options?: { version?: number },
   ): Promise<number>
+  /** Pending and later publishes reject with code `SHUTDOWN`. Idempotent. */
   close(): Promise<void>
 }
 
-export declare function createPublisher(options: PublisherOptions): Promise<Publisher>
+/**
+ * Returns the publisher at once (no I/O); throws a `TypeError`/`RangeError`
+ * naming the option when one is invalid.
+ */
+export declare function createPublisher(options: PublisherOptions): Publisher
 /** Hex HMAC-SHA256 of the RFC 8785 form of `message` without its `signature` member. */
 export declare function signMessage(message: object | string, secret: string): string
 /** The RFC 8785 (JCS) canonical form. */

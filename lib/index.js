@@ -10,13 +10,13 @@ const errors = require('./errors.js')
 function signMessage(message, secret) {
   const text = typeof message === 'string' ? message : JSON.stringify(message)
   if (typeof secret !== 'string') throw errors.typeError('secret must be a string')
-  return errors.callNative(() => native.signMessage(text, secret))
+  return native.signMessage(text, secret)
 }
 
 /** The RFC 8785 (JCS) canonical form of a JSON value or JSON text. */
 function canonicalize(value) {
   const text = typeof value === 'string' ? value : JSON.stringify(value)
-  return errors.callNative(() => native.canonicalize(text))
+  return native.canonicalize(text)
 }
 
 module.exports = { SmartCRMConsumer, createPublisher, signMessage, canonicalize }

@@ -1,40 +1,53 @@
 'use strict'
 // createPublisher: the publishing side of SPEC §3, for a Wrapper written in
 // Node. Messages get `eventId`, `timestamp` and `tenantId`, and a signature
-// when `signingSecret` is set; the signing itself happens in the Rust core,
-// the same code the consumer verifies with.
+// (with the first secret) when `signingSecret` is set; the signing itself
+// happens in the Rust core, the same code the consumer verifies with.
+//
+// The factory is synchronous: it validates (TypeError/RangeError naming the
+// option) and returns the publisher; the Rust core connects on the first
+// publish, reconnects by itself after a lost connection or a Redis restart, and
+// makes a publish wait up to `connectTimeoutMs` for an unreachable Redis before
+// it rejects with REDIS_UNAVAILABLE.
 
-const { connectPublisher } = require('../index.js')
+const { createPublisher: createNativePublisher } = require('../index.js')
 const errors = require('./errors.js')
 
+function closedError() {
+  const e = new Error('the publisher has been closed')
+  e.code = 'SHUTDOWN'
+  return e
+}
+
 /**
- * Connects a publisher: `{ redisUrl, tenantId, channelPrefix = 'crm', signingSecret }`.
- * Resolves to `{ publish(topic, eventType, data = {}, { version }), close() }`.
+ * Creates a publisher: `{ redisUrl = REDIS_URL || 'redis://127.0.0.1:6379',
+ * tenantId, channelPrefix = 'crm', signingSecret, connectTimeoutMs = 5000 }`.
+ * `signingSecret` is a string or a non-empty array of strings (it signs with
+ * the first). Returns `{ publish(topic, eventType, data = {}, { version }),
+ * close() }` at once; it connects on first use. Not a thenable, so
+ * `await createPublisher(...)` yields the publisher too.
  */
-async function createPublisher(options = {}) {
-  if (options === null || typeof options !== 'object')
-    throw errors.typeError('options must be an object')
-  const {
-    redisUrl = process.env.REDIS_URL || 'redis://127.0.0.1:6379',
-    tenantId,
-    channelPrefix = 'crm',
-    signingSecret,
-  } = options
-  for (const [name, v] of Object.entries({ redisUrl, tenantId, channelPrefix })) {
-    if (typeof v !== 'string') throw errors.typeError(`option \`${name}\` must be a string`)
+function createPublisher(options = {}) {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw errors.typeError('options must be an object with at least `tenantId`')
   }
-  if (signingSecret !== undefined && signingSecret !== null && typeof signingSecret !== 'string') {
-    throw errors.typeError('option `signingSecret` must be a string')
+  const json = {}
+  for (const [name, value] of Object.entries(options)) {
+    if (value !== undefined) json[name] = errors.toJsonOptions(value, name)
   }
-  const native = await connectPublisher(
-    redisUrl,
-    tenantId,
-    channelPrefix,
-    signingSecret ?? null,
-  ).catch(errors.rethrow)
+  if (json.redisUrl === undefined || json.redisUrl === null) {
+    json.redisUrl = process.env.REDIS_URL || 'redis://127.0.0.1:6379'
+  }
+  const native = createNativePublisher(json)
+  let closed = false
   return {
-    /** Publishes one event; resolves to the number of receivers. */
+    /**
+     * Publishes one event; resolves to the number of receivers. While Redis is
+     * unreachable it waits up to `connectTimeoutMs`, then rejects with code
+     * REDIS_UNAVAILABLE; after close() it rejects with code SHUTDOWN.
+     */
     async publish(topic, eventType, data = {}, { version } = {}) {
+      if (closed) throw closedError()
       if (typeof topic !== 'string') throw errors.typeError('topic must be a string')
       if (typeof eventType !== 'string') throw errors.typeError('eventType must be a string')
       if (data === null || typeof data !== 'object' || Array.isArray(data)) {
@@ -43,10 +56,15 @@ async function createPublisher(options = {}) {
       if (version !== undefined && !(Number.isSafeInteger(version) && version >= 0)) {
         throw errors.rangeError('version must be a non-negative safe integer')
       }
-      return native.publish(topic, eventType, data, version ?? null).catch(errors.rethrow)
+      try {
+        return await native.publish(topic, eventType, data, version ?? null)
+      } catch (err) {
+        throw err && err.code === 'SHUTDOWN' ? closedError() : err
+      }
     },
-    /** Closes the connection. */
+    /** Closes the publisher: pending and later publishes reject with SHUTDOWN. Idempotent. */
     async close() {
+      closed = true
       native.close()
     },
   }

@@ -32,7 +32,7 @@ use smart_crm_core::config::Secret;
 use smart_crm_core::ids::{self, RefKind};
 use smart_crm_core::outbox::{Batch, Sink};
 use smart_crm_core::protocol::Rejection;
-use smart_crm_core::publisher::{Publisher, PublisherOptions};
+use smart_crm_core::publisher::Publisher;
 use smart_crm_core::reference::Lookup;
 use smart_crm_core::{ArgKind, Config, Consumer, CoreError};
 
@@ -461,36 +461,28 @@ pub fn check_id(name: String, id: String) -> Outcome<()> {
 /// The native publisher; see `lib/publisher.js`.
 #[napi]
 pub struct NativePublisher {
-    /// Connected publisher; `None` after `close()`.
+    /// The publisher; `None` after `close()`. Publishes run on clones of it.
     inner: std::sync::Mutex<Option<Publisher>>,
 }
 
-/// Connects a publisher. `options`: `{ redisUrl, tenantId, channelPrefix, signingSecret? }`.
-#[napi(ts_return_type = "Promise<NativePublisher>")]
-pub async fn connect_publisher(
-    redis_url: String,
-    tenant_id: String,
-    channel_prefix: String,
-    signing_secret: Option<String>,
-) -> Outcome<NativePublisher> {
-    guard_async(async move {
-        let p = Publisher::connect(PublisherOptions {
-            redis_url: Secret::new(redis_url),
-            tenant_id,
-            channel_prefix,
-            signing_secret: signing_secret.map(Secret::new),
-        })
-        .await?;
+/// Creates a publisher: validates `options` (`{ redisUrl, tenantId,
+/// channelPrefix, signingSecret, connectTimeoutMs }`, throwing a
+/// TypeError/RangeError naming the option) and returns at once; it connects on
+/// the first publish.
+#[napi(ts_return_type = "NativePublisher")]
+pub fn create_publisher(options: serde_json::Value) -> Outcome<NativePublisher> {
+    guard(|| {
+        let p = Publisher::from_json(&options)?;
         Ok(NativePublisher {
             inner: std::sync::Mutex::new(Some(p)),
         })
     })
-    .await
 }
 
 #[napi]
 impl NativePublisher {
-    /// Publishes one event; resolves to the number of receivers.
+    /// Publishes one event; resolves to the number of receivers. Concurrent
+    /// calls share one connection; see `Publisher::publish`.
     #[napi(ts_return_type = "Promise<number>")]
     pub async fn publish(
         &self,
@@ -515,10 +507,12 @@ impl NativePublisher {
         .await
     }
 
-    /// Closes the connection.
+    /// Closes the publisher: waiting and later publishes reject with SHUTDOWN.
     #[napi]
     pub fn close(&self) {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(p) = self.inner.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            p.close();
+        }
     }
 }
 

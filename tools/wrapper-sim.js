@@ -514,12 +514,16 @@ class WrapperSim {
     this.url = `http://${host.includes(':') ? `[${host}]` : host}:${this.port}`
   }
 
-  /** Connects the publisher when a `redisUrl` was given (the package's createPublisher). */
+  /**
+   * Creates the publisher when a `redisUrl` was given (the package's
+   * createPublisher: synchronous, it connects on the first publish and
+   * reconnects by itself). Async for its callers' sake.
+   */
   async _connectPublisher() {
     if (!this._redisUrl) return
     // Loaded only here, so a sim without Redis needs nothing but Node built-ins.
     const { createPublisher } = require('../lib/index.js')
-    this._publisher = await createPublisher({
+    this._publisher = createPublisher({
       redisUrl: this._redisUrl,
       tenantId: this.tenantId,
       channelPrefix: this._channelPrefix,

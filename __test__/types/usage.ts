@@ -1,6 +1,6 @@
 // Compiled by package.spec.js: every public member is typed as documented.
 import { SmartCRMConsumer, createPublisher, signMessage, canonicalize } from 'smart-crm-consumer'
-import type { Metrics, Health, ChangeEvent, ConsumerError, DeductError } from 'smart-crm-consumer'
+import type { Metrics, Health, ChangeEvent, ConsumerError, DeductError, Publisher } from 'smart-crm-consumer'
 import { requirePermission, requireCredits, metricsHandler } from 'smart-crm-consumer/express'
 
 async function main(): Promise<void> {
@@ -53,7 +53,21 @@ async function main(): Promise<void> {
   consumer.on('resync', (e) => e.reason)
   consumer.on('error', (err: ConsumerError) => err.code)
   await consumer.shutdown()
-  const pub = await createPublisher({ tenantId: 't', redisUrl: 'redis://x', signingSecret: 's' })
+  const rotating = new SmartCRMConsumer({
+    tenantId: 't',
+    signingSecret: ['new', 'old'],
+    maxClockSkewMs: 30000,
+  })
+  await rotating.shutdown()
+  // createPublisher returns the publisher (not a promise); awaiting it still works.
+  const pub: Publisher = createPublisher({
+    tenantId: 't',
+    redisUrl: 'redis://x',
+    signingSecret: ['new', 'old'],
+    connectTimeoutMs: 1000,
+  })
+  const awaited: Publisher = await createPublisher({ tenantId: 't', signingSecret: 's' })
+  await awaited.close()
   const receivers: number = await pub.publish(
     'credit-configs',
     'credit-config-changed',

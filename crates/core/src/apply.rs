@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use crate::critical::CriticalStore;
 use crate::delta::{Delta, Notice};
 use crate::metrics::{now_ms, Metrics};
-use crate::protocol::{parse_event, Context, Event, Rejection, Topic};
+use crate::protocol::{parse_event_since, Context, Event, Rejection, Topic};
 use crate::reload::{Reason, Reloads};
 use crate::tenant::Tenant;
 
@@ -58,8 +58,9 @@ impl<'a> Applier<'a> {
             signing_secret: tenant.config.signing_secret.as_ref(),
             now_ms: now,
         };
-        match parse_event(payload, &ctx) {
-            Ok(ev) => self.apply(ev, payload.len(), reloads),
+        let not_before = tenant.replay.not_before_ms(tenant.config.max_clock_skew);
+        match parse_event_since(payload, &ctx, not_before) {
+            Ok(p) => self.apply(p.event, p.timestamp_ms, payload.len(), reloads),
             Err(r) => self.reject(r, topic.name()),
         }
     }
@@ -88,7 +89,7 @@ impl<'a> Applier<'a> {
     /// Applies a validated event live. An event that is stale against the
     /// store is still recorded while a reload downloads: the snapshot being
     /// loaded may be older than it.
-    fn apply(&self, ev: Event, bytes: usize, reloads: &mut Reloads) {
+    fn apply(&self, ev: Event, timestamp_ms: Option<i64>, bytes: usize, reloads: &mut Reloads) {
         let tenant = self.tenant;
         if let Some(id) = &ev.event_id {
             if tenant.replay.seen(id) {
@@ -138,14 +139,14 @@ impl<'a> Applier<'a> {
             Err(r) => {
                 if recorded {
                     if let Some(id) = &ev.event_id {
-                        tenant.replay.remember(id);
+                        tenant.replay.remember_event(id, timestamp_ms);
                     }
                 }
                 self.reject(r, "stale")
             }
             Ok(a) => {
                 if let Some(id) = &ev.event_id {
-                    tenant.replay.remember(id);
+                    tenant.replay.remember_event(id, timestamp_ms);
                 }
                 Metrics::inc(&tenant.metrics.events_applied);
                 for key in &a.invalidate {
@@ -158,13 +159,7 @@ impl<'a> Applier<'a> {
     /// Installs a reloaded store: re-applies the recorded events to it, tells
     /// the replica the differences, swaps it in, and reports the consumer
     /// synced. The old store is freed off this task.
-    pub fn install(
-        &self,
-        mut new: CriticalStore,
-        recorded: &[Event],
-        reason: Reason,
-        started_ms: i64,
-    ) {
+    pub fn install(&self, mut new: CriticalStore, recorded: &[Event], reason: Reason) {
         let tenant = self.tenant;
         let mut scratch = Delta::default();
         for ev in recorded {
@@ -182,7 +177,6 @@ impl<'a> Applier<'a> {
         };
         // Dropping a million-row table takes a while: not on this task.
         tokio::task::spawn_blocking(move || drop(old));
-        tenant.data_as_of.store(started_ms, Relaxed);
         if reason.drops_reference() {
             tenant.reference.clear();
         }

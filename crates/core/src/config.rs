@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::error::{CoreError, Result};
+use crate::signature::SigningKeys;
 
 /// A string that must never be printed: `Debug` shows `[redacted]`.
 #[derive(Clone, PartialEq, Eq)]
@@ -67,8 +68,15 @@ pub struct Config {
     pub wrapper_token: Option<Secret>,
     /// First segment of every channel name.
     pub channel_prefix: String,
-    /// When set, events must be signed with it.
-    pub signing_secret: Option<Secret>,
+    /// When set, events must be signed with one of these keys (a list lets a
+    /// fleet rotate its secret; SPEC §3).
+    pub signing_secret: Option<SigningKeys>,
+    /// With a signing secret: how far a signed event's timestamp may predate the
+    /// start of the latest full load and still be accepted
+    /// (`maxClockSkewMs`, default 30 s). Older ones are `expired`: after a
+    /// restart the replay window is empty, and the load already holds their
+    /// effect. Allows for clock skew between publisher and consumer.
+    pub max_clock_skew: Duration,
     /// Reference cache TTLs.
     pub ttl: Ttls,
     /// How long past expiry a reference entry may be served while the Wrapper fails.
@@ -132,6 +140,7 @@ const TOP_LEVEL: &[&str] = &[
     "wrapperToken",
     "channelPrefix",
     "signingSecret",
+    "maxClockSkewMs",
     "ttl",
     "staleIfErrorMs",
     "heartbeatMs",
@@ -146,6 +155,10 @@ const TOP_LEVEL: &[&str] = &[
 ];
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
+
+/// Default of `maxClockSkewMs`: generous for NTP-synced hosts, small next to
+/// the 5-minute replay window it closes after a restart.
+pub const DEFAULT_MAX_CLOCK_SKEW_MS: u64 = 30_000;
 
 /// True when `id` is a valid tenant id: `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`.
 pub fn is_valid_tenant_id(id: &str) -> bool {
@@ -259,13 +272,7 @@ impl Config {
                 "1-64 characters of [A-Za-z0-9._:-]",
             ));
         }
-        let signing_secret = opt_string(obj, "signingSecret")?;
-        if signing_secret.as_deref() == Some("") {
-            return Err(CoreError::option_range(
-                "signingSecret",
-                "a non-empty string",
-            ));
-        }
+        let signing_secret = SigningKeys::from_option("signingSecret", obj.get("signingSecret"))?;
 
         let ttl = parse_ttls(obj.get("ttl"))?;
         let ms = |name: &str, default: u64, min: u64, max: u64| -> Result<Duration> {
@@ -284,6 +291,14 @@ impl Config {
             ));
         }
         let request_timeout = ms("requestTimeoutMs", 2_000, 1, 600_000)?;
+        // At most the timestamp window: a larger allowance would never reject
+        // anything that window does not.
+        let max_clock_skew = ms(
+            "maxClockSkewMs",
+            DEFAULT_MAX_CLOCK_SKEW_MS,
+            0,
+            crate::protocol::TIMESTAMP_WINDOW_MS as u64,
+        )?;
         let init_timeout = ms("initTimeoutMs", 10_000, 1, DAY_MS)?;
         let (breaker_failures, breaker_cool_down) = parse_breaker(obj.get("circuitBreaker"))?;
         let resync_jitter = ms("resyncJitterMs", 5_000, 0, 600_000)?;
@@ -295,7 +310,8 @@ impl Config {
             redis_url_redacted,
             wrapper_token: wrapper_token.map(Secret::new),
             channel_prefix,
-            signing_secret: signing_secret.map(Secret::new),
+            signing_secret,
+            max_clock_skew,
             ttl,
             stale_if_error,
             heartbeat,
@@ -496,6 +512,8 @@ mod tests {
         assert_eq!(c.refresh_interval, Some(Duration::from_secs(300)));
         assert_eq!(c.request_timeout, Duration::from_secs(2));
         assert_eq!(c.init_timeout, Duration::from_secs(10));
+        assert_eq!(c.signing_secret, None);
+        assert_eq!(c.max_clock_skew, Duration::from_secs(30));
         assert_eq!(c.channel("roles"), "crm:t1:roles");
     }
 
@@ -602,5 +620,47 @@ mod tests {
             !dbg.contains("hunter2") && !dbg.contains("hunter3"),
             "{dbg}"
         );
+        let mut v = base();
+        v["signingSecret"] = json!(["hunter4", "hunter5"]);
+        let c = Config::from_json(&v, &env(&[])).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("hunter"), "{dbg}");
+        v["signingSecret"] = json!(["hunter4", ""]);
+        let e = err_of(v);
+        assert!(
+            e.contains("`signingSecret[1]`") && !e.contains("hunter"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn signing_secret_string_or_list() {
+        let mut v = base();
+        v["signingSecret"] = json!("one");
+        let c = Config::from_json(&v, &env(&[])).unwrap();
+        assert_eq!(c.signing_secret.unwrap().primary().expose(), "one");
+        v["signingSecret"] = json!(["new", "old"]);
+        let c = Config::from_json(&v, &env(&[])).unwrap();
+        let keys = c.signing_secret.unwrap();
+        assert_eq!(keys.primary().expose(), "new");
+        assert_eq!(keys.all().len(), 2);
+        for bad in [json!(""), json!([]), json!([""]), json!(1)] {
+            v["signingSecret"] = bad.clone();
+            assert!(err_of(v.clone()).contains("`signingSecret"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn max_clock_skew() {
+        let mut v = base();
+        v["maxClockSkewMs"] = json!(0);
+        let c = Config::from_json(&v, &env(&[])).unwrap();
+        assert_eq!(c.max_clock_skew, Duration::ZERO);
+        v["maxClockSkewMs"] = json!(300_000);
+        assert!(Config::from_json(&v, &env(&[])).is_ok());
+        for bad in [json!(-1), json!(300_001), json!(1.5), json!("5")] {
+            v["maxClockSkewMs"] = bad.clone();
+            assert!(err_of(v.clone()).contains("`maxClockSkewMs`"), "{bad}");
+        }
     }
 }

@@ -4,16 +4,23 @@
 //!
 //! Everything a message must satisfy *by itself* is checked here: size, JSON,
 //! field types, tenant, topic, id syntax, cost range, and (when a signing secret
-//! is set) signature and timestamp window. What depends on state (replayed
-//! `eventId`s, stale versions) is checked by [`crate::critical::CriticalStore`].
+//! is set) signature, timestamp window and load fence. What depends on state
+//! (replayed `eventId`s, stale versions) is checked by the subscriber with
+//! [`crate::replay::ReplayWindow`] and [`crate::critical::CriticalStore`].
+//!
+//! With a signing secret, a signature made with any of the configured keys is
+//! accepted (rotation, SPEC §3), and [`parse_event_since`] also rejects as
+//! `expired` a signed event whose timestamp predates a caller-given bound (the
+//! start of the consumer's latest full load minus the clock-skew allowance): a
+//! restarted consumer's replay window is empty, so this is what stops a
+//! captured signed event from being replayed into it.
 //! The parser is pure and allocation-bounded (64 KiB input, serde_json's
 //! recursion limit of 128), so it is safe on hostile input.
 
 use serde_json::{Map, Value};
 
-use crate::config::Secret;
 use crate::ids::{is_valid_id, parse_key, MAX_ID_BYTES};
-use crate::signature;
+use crate::signature::{self, SigningKeys};
 
 /// Largest accepted message, in bytes (SPEC §3).
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
@@ -78,7 +85,8 @@ pub enum Rejection {
     Malformed,
     /// Unsigned or badly signed while a signing secret is set.
     BadSignature,
-    /// Timestamp outside the ±5 min window while a signing secret is set.
+    /// Timestamp outside the ±5 min window, or older than the load fence, while
+    /// a signing secret is set.
     Expired,
     /// `tenantId` is not the channel's tenant.
     WrongTenant,
@@ -246,16 +254,44 @@ pub struct Context<'a> {
     pub tenant_id: &'a str,
     /// The topic of the channel the message arrived on.
     pub topic: Topic,
-    /// When set, signatures and timestamps are enforced.
-    pub signing_secret: Option<&'a Secret>,
+    /// When set, signatures and timestamps are enforced; a signature made with
+    /// any of the keys is accepted.
+    pub signing_secret: Option<&'a SigningKeys>,
     /// The local clock, epoch ms (a parameter so tests can pin it).
     pub now_ms: i64,
+}
+
+/// An accepted event with what the replay window needs besides its id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    /// The validated event.
+    pub event: Event,
+    /// Its `timestamp` as epoch ms, when it has one: the replay window keeps the
+    /// id until the later of this and the arrival, plus the window
+    /// ([`crate::replay::ReplayWindow::remember_event`]).
+    pub timestamp_ms: Option<i64>,
 }
 
 type Check<T> = std::result::Result<T, Rejection>;
 
 /// Parses and validates one raw message. Pure; never panics on any input.
+/// Same as [`parse_event_since`] without a load fence.
 pub fn parse_event(payload: &[u8], ctx: &Context<'_>) -> Check<Event> {
+    parse_event_since(payload, ctx, None).map(|p| p.event)
+}
+
+/// Parses and validates one raw message; with a signing secret in `ctx`, a
+/// signed event whose timestamp is before `not_before_ms` is also rejected as
+/// [`Rejection::Expired`]. `not_before_ms` is the start of the consumer's
+/// latest full load minus the clock-skew allowance
+/// ([`crate::replay::ReplayWindow::not_before_ms`]); `None` (no load yet)
+/// checks nothing. Without a signing secret it is ignored: unsigned events can
+/// be forged anyway. Pure; never panics on any input.
+pub fn parse_event_since(
+    payload: &[u8],
+    ctx: &Context<'_>,
+    not_before_ms: Option<i64>,
+) -> Check<Parsed> {
     if payload.len() > MAX_EVENT_BYTES {
         return Err(Rejection::TooLarge);
     }
@@ -293,10 +329,13 @@ pub fn parse_event(payload: &[u8], ctx: &Context<'_>) -> Check<Event> {
             None | Some(Value::Null) => return Err(Rejection::BadSignature),
             Some(_) => return Err(Rejection::Malformed),
         };
-        if !signature::verify(&msg, secret, sig) {
+        if !signature::verify_any(&msg, secret, sig) {
             return Err(Rejection::BadSignature);
         }
         if (ts - ctx.now_ms).abs() > TIMESTAMP_WINDOW_MS {
+            return Err(Rejection::Expired);
+        }
+        if not_before_ms.is_some_and(|nb| ts < nb) {
             return Err(Rejection::Expired);
         }
     }
@@ -316,11 +355,14 @@ pub fn parse_event(payload: &[u8], ctx: &Context<'_>) -> Check<Event> {
         return Err(Rejection::WrongTopic);
     }
     let change = parse_change(event_type, data)?;
-    Ok(Event {
-        event_id: event_id.map(str::to_owned),
-        event_type,
-        version,
-        change,
+    Ok(Parsed {
+        event: Event {
+            event_id: event_id.map(str::to_owned),
+            event_type,
+            version,
+            change,
+        },
+        timestamp_ms: ts_ms,
     })
 }
 
@@ -600,6 +642,115 @@ mod tests {
         let v =
             json!({"eventType":"cache-invalidate","tenantId":"t1","data":{"keys":["credit:1"]}});
         assert_eq!(parse(Topic::Cache, v), Err(Rejection::Malformed));
+    }
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn iso(ms: i64) -> String {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    }
+
+    /// A signed `user-status-changed` stamped `ts_ms`, signed with `secret`.
+    fn signed_user_event(ts_ms: i64, secret: &str) -> Vec<u8> {
+        let mut m = json!({"eventId": format!("e{ts_ms}"), "eventType": "user-status-changed",
+            "tenantId": "t1", "timestamp": iso(ts_ms),
+            "data": {"userId": "u", "status": "active"}});
+        let sig = signature::sign(m.as_object().unwrap(), &crate::config::Secret::new(secret));
+        m["signature"] = json!(sig);
+        m.to_string().into_bytes()
+    }
+
+    fn keys(v: Value) -> SigningKeys {
+        SigningKeys::from_option("signingSecret", Some(&v))
+            .unwrap()
+            .unwrap()
+    }
+
+    fn signed_ctx(keys: &SigningKeys) -> Context<'_> {
+        Context {
+            tenant_id: "t1",
+            topic: Topic::Users,
+            signing_secret: Some(keys),
+            now_ms: NOW,
+        }
+    }
+
+    #[test]
+    fn any_configured_key_verifies() {
+        let rotating = keys(json!(["new", "old"]));
+        let ctx = signed_ctx(&rotating);
+        for secret in ["new", "old"] {
+            let p = parse_event_since(&signed_user_event(NOW, secret), &ctx, None).unwrap();
+            assert_eq!(p.timestamp_ms, Some(NOW));
+        }
+        assert_eq!(
+            parse_event(&signed_user_event(NOW, "retired"), &ctx),
+            Err(Rejection::BadSignature)
+        );
+        let only_new = keys(json!("new"));
+        assert_eq!(
+            parse_event(&signed_user_event(NOW, "old"), &signed_ctx(&only_new)),
+            Err(Rejection::BadSignature)
+        );
+    }
+
+    #[test]
+    fn signed_events_older_than_the_load_fence_are_expired() {
+        let k = keys(json!("k"));
+        let signed = signed_ctx(&k);
+        let ctx = &signed;
+        let loaded = NOW - 10_000; // the latest full load started 10 s ago
+        let skew = 2_000;
+        let fence = Some(loaded - skew);
+        // 4 minutes old: inside the ±5 min window, but older than the load.
+        let replayed = signed_user_event(NOW - 240_000, "k");
+        assert!(parse_event(&replayed, ctx).is_ok(), "no fence, no check");
+        assert_eq!(
+            parse_event_since(&replayed, ctx, fence),
+            Err(Rejection::Expired)
+        );
+        // Within the skew allowance before the load, or after it: accepted.
+        for ts in [loaded - skew, loaded - 1, loaded, NOW, NOW + 60_000] {
+            let p = parse_event_since(&signed_user_event(ts, "k"), ctx, fence)
+                .unwrap_or_else(|r| panic!("ts {ts}: {r:?}"));
+            assert_eq!(p.timestamp_ms, Some(ts));
+        }
+        assert_eq!(
+            parse_event_since(&signed_user_event(loaded - skew - 1, "k"), ctx, fence),
+            Err(Rejection::Expired)
+        );
+        // A bad signature is reported as such, whatever its age.
+        assert_eq!(
+            parse_event_since(&signed_user_event(NOW - 240_000, "x"), ctx, fence),
+            Err(Rejection::BadSignature)
+        );
+        // Without a secret the fence is not applied (unsigned events can be forged).
+        let unsigned = json!({"eventType":"user-changed","tenantId":"t1",
+            "timestamp": iso(NOW - 240_000), "data":{"userId":"u"}});
+        let p = parse_event_since(
+            unsigned.to_string().as_bytes(),
+            &self::ctx(Topic::Users),
+            fence,
+        )
+        .unwrap();
+        assert_eq!(p.timestamp_ms, Some(NOW - 240_000));
+    }
+
+    #[test]
+    fn the_timestamp_window_still_applies_both_ways() {
+        let k = keys(json!("k"));
+        let ctx = signed_ctx(&k);
+        for ts in [NOW - TIMESTAMP_WINDOW_MS - 1, NOW + TIMESTAMP_WINDOW_MS + 1] {
+            assert_eq!(
+                parse_event(&signed_user_event(ts, "k"), &ctx),
+                Err(Rejection::Expired)
+            );
+        }
+        for ts in [NOW - TIMESTAMP_WINDOW_MS, NOW + TIMESTAMP_WINDOW_MS] {
+            assert!(parse_event(&signed_user_event(ts, "k"), &ctx).is_ok());
+        }
     }
 
     #[test]

@@ -23,6 +23,9 @@
 //!   looked stale against the *old* store is lost. When the bound is hit the
 //!   recording stops, the reload still completes and is installed, and one
 //!   more reload follows at once (counted in `queueOverflows`).
+//! * **The replay fence moves when a reload starts**: with a signing secret,
+//!   signed events stamped more than `maxClockSkewMs` before the start of the
+//!   latest load are `expired` (its snapshot already holds their effect).
 
 use std::time::Duration;
 
@@ -35,6 +38,7 @@ use crate::critical::CriticalStore;
 use crate::error::{CoreError, Result};
 use crate::metrics::now_ms;
 use crate::protocol::Event;
+use crate::replay::ReplayWindow;
 use crate::wrapper::WrapperClient;
 
 /// Why a full reload runs.
@@ -95,8 +99,6 @@ struct Running {
 pub struct Finished {
     /// Why it ran.
     pub reason: Reason,
-    /// Epoch ms at which it started.
-    pub started_ms: i64,
     /// The new store, or why it could not be loaded.
     pub result: Result<CriticalStore>,
     /// The events recorded meanwhile (empty after an overflow).
@@ -191,10 +193,11 @@ impl Reloads {
         false
     }
 
-    /// Starts the scheduled reload once its time has come, then waits for
-    /// the running one to finish. Pending for ever when idle. Cancel-safe:
-    /// dropping this future loses nothing (the task stays in `self`).
-    pub async fn next(&mut self) -> Finished {
+    /// Starts the scheduled reload once its time has come (moving the
+    /// replay window's load fence to its start), then waits for the running
+    /// one to finish. Pending for ever when idle. Cancel-safe: dropping this
+    /// future loses nothing (the task stays in `self`).
+    pub async fn next(&mut self, replay: &ReplayWindow) -> Finished {
         if self.running.is_none() {
             match self.scheduled {
                 Some((at, _)) => tokio::time::sleep_until(at).await,
@@ -202,6 +205,9 @@ impl Reloads {
             }
             if let Some((_, reason)) = self.scheduled.take() {
                 self.launch(reason);
+                if let Some(run) = &self.running {
+                    replay.set_fence(run.started_ms);
+                }
             }
         }
         let Some(run) = self.running.as_mut() else {
@@ -216,7 +222,6 @@ impl Reloads {
         let run = self.running.take().expect("running was checked above");
         Finished {
             reason: run.reason,
-            started_ms: run.started_ms,
             result,
             recorded: run.recorded.unwrap_or_default(),
         }

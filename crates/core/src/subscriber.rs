@@ -333,10 +333,10 @@ async fn session(tenant: &Tenant, mut link: Link, reason: Reason) -> (End, Durat
                     }
                 }
             }
-            done = reloads.next() => {
+            done = reloads.next(&tenant.replay) => {
                 match done.result {
                     Ok(store) => {
-                        applier.install(store, &done.recorded, done.reason, done.started_ms);
+                        applier.install(store, &done.recorded, done.reason);
                         reloads.done(done.reason, true);
                         refresh_at = next_refresh(config.refresh_interval);
                         connected_since.get_or_insert_with(Instant::now);

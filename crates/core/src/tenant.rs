@@ -65,9 +65,6 @@ pub(crate) struct Tenant {
     pub init: watch::Sender<InitState>,
     /// Epoch ms of the last rejection log line (rate limit: one per second).
     pub last_reject_log: AtomicI64,
-    /// Epoch ms at which the latest successful full load started: the data
-    /// is at least that fresh (0 before the first load).
-    pub data_as_of: AtomicI64,
 }
 
 impl Tenant {
@@ -92,7 +89,6 @@ impl Tenant {
             shutdown: CancellationToken::new(),
             init,
             last_reject_log: AtomicI64::new(0),
-            data_as_of: AtomicI64::new(0),
         })
     }
 

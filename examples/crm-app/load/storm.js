@@ -23,7 +23,7 @@ async function main() {
     rate = 5000,
     ops = 1000,
   } = JSON.parse(process.argv[2] || '{}')
-  const publisher = await createPublisher({ redisUrl, tenantId, signingSecret })
+  const publisher = createPublisher({ redisUrl, tenantId, signingSecret })
   const perTick = Math.max(1, Math.round((rate * TICK_MS) / 1000))
   const base = Date.now() * 100 // > 5,000 events/s of any earlier storm, < 2^53
   let seq = 0
