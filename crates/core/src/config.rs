@@ -87,6 +87,13 @@ pub struct Config {
     pub breaker_failures: u32,
     /// How long the open circuit fails fast before one probe is let through.
     pub breaker_cool_down: Duration,
+    /// Largest Wrapper response body read (`maxResponseBytes`, default 64 MiB):
+    /// a larger one is `INVALID_RESPONSE` and is not buffered past the limit, so
+    /// a broken or hostile Wrapper cannot make the process allocate without
+    /// bound. One snapshot load reads at most
+    /// [`LOAD_BYTES_FACTOR`](crate::wrapper::LOAD_BYTES_FACTOR) times this over
+    /// all its pages.
+    pub max_response_bytes: u64,
 }
 
 /// Names of the environment variables consulted for defaults.
@@ -99,7 +106,7 @@ pub const ENV_VARS: [&str; 6] = [
     "WRAPPER_URL",
 ];
 
-const TOP_LEVEL: [&str; 16] = [
+const TOP_LEVEL: [&str; 17] = [
     "tenantId",
     "wrapperUrl",
     "redisUrl",
@@ -114,6 +121,7 @@ const TOP_LEVEL: [&str; 16] = [
     "requestTimeoutMs",
     "initTimeoutMs",
     "circuitBreaker",
+    "maxResponseBytes",
     // Handled on the JS side, accepted here so one list names every option.
     "logger",
     "env",
@@ -260,6 +268,7 @@ impl Config {
         let request_timeout = ms("requestTimeoutMs", 2_000, 1, 600_000)?;
         let init_timeout = ms("initTimeoutMs", 10_000, 1, DAY_MS)?;
         let (breaker_failures, breaker_cool_down) = parse_breaker(obj.get("circuitBreaker"))?;
+        let max_response_bytes = opt_int(obj, "maxResponseBytes", 64 * 1024 * 1024, 1, 1 << 40)?;
 
         Ok(Config {
             tenant_id,
@@ -278,6 +287,7 @@ impl Config {
             init_timeout,
             breaker_failures,
             breaker_cool_down,
+            max_response_bytes,
         })
     }
 
@@ -454,6 +464,7 @@ mod tests {
         assert_eq!(c.refresh_interval, Some(Duration::from_secs(300)));
         assert_eq!(c.request_timeout, Duration::from_secs(2));
         assert_eq!(c.init_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_response_bytes, 64 * 1024 * 1024);
         assert_eq!(c.channel("roles"), "crm:t1:roles");
     }
 
@@ -504,6 +515,20 @@ mod tests {
         let mut v = base();
         v["channelPrefix"] = json!("crm*");
         assert!(err_of(v).contains("`channelPrefix`"));
+        for bad in [json!(0), json!(-1), json!(1.5), json!(2_199_023_255_552u64)] {
+            let mut v = base();
+            v["maxResponseBytes"] = bad;
+            assert!(err_of(v).contains("`maxResponseBytes`"));
+        }
+        let mut v = base();
+        v["maxResponseBytes"] = json!("1024");
+        assert!(err_of(v).contains("`maxResponseBytes`"));
+        let mut v = base();
+        v["maxResponseBytes"] = json!(1);
+        assert_eq!(
+            Config::from_json(&v, &env(&[])).unwrap().max_response_bytes,
+            1
+        );
         let mut v = base();
         v["bogus"] = json!(1);
         assert!(err_of(v).contains("`bogus`"));
