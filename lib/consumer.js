@@ -150,13 +150,13 @@ class SmartCRMConsumer extends EventEmitter {
         this._notice(n)
       } catch (err) {
         // A throwing listener must not stop the rest of the batch.
-        this._logger.error(`[smart-crm-consumer] a '${n.t}' listener threw: ${err && err.stack}`)
+        this._logger.error(`[smart-crm-consumer] a '${n.kind}' listener threw: ${err && err.stack}`)
       }
     }
   }
 
   _notice(n) {
-    switch (n.t) {
+    switch (n.kind) {
       case 'change':
         this.emit('change', { eventType: n.eventType, keys: n.keys })
         break

@@ -28,6 +28,11 @@ function compileRole(perms) {
   return { perms: Object.freeze(perms), exact, prefixes, all }
 }
 
+/** A replica user entry; its compiled access is filled on first check. */
+function userEntry(status, roles) {
+  return { status, roles: Object.freeze(roles), access: undefined, accessGen: -1 }
+}
+
 class Replica {
   constructor() {
     /** operationCode -> cost, or null when inactive */
@@ -35,13 +40,14 @@ class Replica {
     /** roleId -> compiled role */
     this.roles = new Map()
     /**
-     * userId -> { status, roles, c (compiled access), g (roles generation of c) }.
-     * Filled on first access from the core (the first load ships no users), and
-     * by every later batch that changes a user.
+     * userId -> { status, roles, access (compiled, or undefined), accessGen
+     * (the rolesGen it was compiled at) }. Filled on first access from the
+     * core, and by every batch that changes a user; emptied by a batch with
+     * `usersReset` (a full reload: users are read again on first access).
      */
     this.users = new Map()
     /** batches applied so far (compared with the core's count on a first access) */
-    this.batches = 0
+    this.batchesApplied = 0
     /** configId -> JSON text of the value */
     this.configs = new Map()
     /** bumped on every role change: invalidates compiled user access */
@@ -51,15 +57,14 @@ class Replica {
   /** Applies one batch (JSON text); returns its notices, in order. */
   apply(json) {
     const b = JSON.parse(json)
-    this.batches++
+    this.batchesApplied++
     for (const [op, cost] of b.credits) this.credits.set(op, cost)
     for (const op of b.creditsDel) this.credits.delete(op)
     for (const [id, perms] of b.roles) this.roles.set(id, compileRole(perms))
     for (const id of b.rolesDel) this.roles.delete(id)
     if (b.roles.length > 0 || b.rolesDel.length > 0) this.rolesGen++
-    for (const [id, status, roles] of b.users) {
-      this.users.set(id, { status, roles: Object.freeze(roles), c: undefined, g: -1 })
-    }
+    if (b.usersReset) this.users = new Map()
+    for (const [id, status, roles] of b.users) this.users.set(id, userEntry(status, roles))
     for (const id of b.usersDel) this.users.delete(id)
     for (const [id, text] of b.configs) this.configs.set(id, text)
     for (const id of b.configsDel) this.configs.delete(id)
@@ -69,22 +74,22 @@ class Replica {
   /**
    * The user's entry, reading it from the core on first access (`load(id)` is
    * the native read). The answer is kept only when no batch is still on its
-   * way (`seq` equals the batches applied), so a batch older than the read can
-   * never overwrite it; unknown users are not kept.
+   * way (`batchesSent` equals the batches applied), so a batch older than the
+   * read can never overwrite it; unknown users are not kept.
    */
   user(id, load) {
     const u = this.users.get(id)
     if (u !== undefined) return u
     const r = load(id)
     if (!r.found) return undefined
-    const entry = { status: r.status, roles: Object.freeze(r.roles), c: undefined, g: -1 }
-    if (r.seq === this.batches) this.users.set(id, entry)
+    const entry = userEntry(r.status, r.roles)
+    if (r.seq === this.batchesApplied) this.users.set(id, entry)
     return entry
   }
 
   /** The user's compiled access (cached until the user or a role changes). */
   access(user) {
-    if (user.c !== undefined && user.g === this.rolesGen) return user.c
+    if (user.access !== undefined && user.accessGen === this.rolesGen) return user.access
     let all = false
     const exact = new Set()
     const prefixes = []
@@ -95,10 +100,10 @@ class Replica {
       for (const p of r.exact) exact.add(p)
       for (const p of r.prefixes) if (!prefixes.includes(p)) prefixes.push(p)
     }
-    const c = { all, exact, prefixes, memo: new Map() }
-    user.c = c
-    user.g = this.rolesGen
-    return c
+    const compiled = { all, exact, prefixes, memo: new Map() }
+    user.access = compiled
+    user.accessGen = this.rolesGen
+    return compiled
   }
 }
 

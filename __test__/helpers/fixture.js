@@ -68,6 +68,8 @@ async function setup(t, { sim: simOpts = {}, consumer: consumerOpts = {}, init =
     wrapperUrl: sim.url,
     redisUrl: redis.url,
     heartbeatMs: 500,
+    // No jitter unless a test asks for it: a resync-required reloads at once.
+    resyncJitterMs: 0,
     logger,
     ...consumerOpts,
   })

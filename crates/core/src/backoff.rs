@@ -49,11 +49,23 @@ impl Backoff {
         nominal.mul_f64(keep)
     }
 
-    /// Back to the first delay (after 60 s of healthy connection).
+    /// Back to the first delay.
     pub fn reset(&mut self) {
         self.attempt = 0;
     }
+
+    /// After a session ends: back to the first delay only when the consumer
+    /// was *connected* (subscribed and resynced) for at least [`HEALTHY_RESET`]
+    /// in it. A long session spent failing its reloads does not count.
+    pub fn after_session(&mut self, connected_for: Duration) {
+        if connected_for >= HEALTHY_RESET {
+            self.reset();
+        }
+    }
 }
+
+/// How long a healthy connection resets the reconnect schedule (SPEC §3).
+pub const HEALTHY_RESET: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {
@@ -70,6 +82,19 @@ mod tests {
             assert!(d <= nominal && d >= nominal / 2, "{d:?} vs {nominal:?}");
         }
         b.reset();
+        assert_eq!(b.nominal(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn only_a_healthy_minute_resets_the_schedule() {
+        let mut b = Backoff::reconnect();
+        b.next_delay();
+        b.next_delay();
+        b.after_session(Duration::from_secs(59));
+        assert_eq!(b.nominal(), Duration::from_secs(4), "59 s connected: kept");
+        b.after_session(Duration::ZERO);
+        assert_eq!(b.nominal(), Duration::from_secs(4), "never connected: kept");
+        b.after_session(HEALTHY_RESET);
         assert_eq!(b.nominal(), Duration::from_secs(1));
     }
 }

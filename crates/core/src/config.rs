@@ -94,6 +94,42 @@ pub struct Config {
     /// [`LOAD_BYTES_FACTOR`](crate::wrapper::LOAD_BYTES_FACTOR) times this over
     /// all its pages.
     pub max_response_bytes: u64,
+    /// `resyncJitterMs`: a `resync-required` reload waits a random 0–this,
+    /// and such reloads start at least this far apart (SPEC §7).
+    pub resync_jitter: Duration,
+    /// Bounds of the internal queues (not options: Rust tests lower them).
+    pub limits: Limits,
+}
+
+/// Bounds of the queues between Redis, the core and the JS thread. Each has a
+/// defined, counted (`queueOverflows`) behaviour when it is hit.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Push messages waiting between the Redis connection and the
+    /// subscription task: beyond it the link is treated as lost (resync).
+    pub push_messages: usize,
+    /// Payload bytes of those messages.
+    pub push_bytes: usize,
+    /// Events recorded during one reload: beyond it recording stops, the
+    /// reload is installed and one more follows.
+    pub recorded_events: usize,
+    /// Message bytes of those events.
+    pub recorded_bytes: usize,
+    /// `'change'` notices waiting for the JS thread: beyond it they collapse
+    /// into one `'resync'` notice with reason `change-overflow`.
+    pub pending_changes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            push_messages: 100_000,
+            push_bytes: 64 * 1024 * 1024,
+            recorded_events: 1_000_000,
+            recorded_bytes: 64 * 1024 * 1024,
+            pending_changes: 100_000,
+        }
+    }
 }
 
 /// Names of the environment variables consulted for defaults.
@@ -106,7 +142,7 @@ pub const ENV_VARS: [&str; 6] = [
     "WRAPPER_URL",
 ];
 
-const TOP_LEVEL: [&str; 17] = [
+const TOP_LEVEL: [&str; 18] = [
     "tenantId",
     "wrapperUrl",
     "redisUrl",
@@ -122,6 +158,7 @@ const TOP_LEVEL: [&str; 17] = [
     "initTimeoutMs",
     "circuitBreaker",
     "maxResponseBytes",
+    "resyncJitterMs",
     // Handled on the JS side, accepted here so one list names every option.
     "logger",
     "env",
@@ -269,6 +306,7 @@ impl Config {
         let init_timeout = ms("initTimeoutMs", 10_000, 1, DAY_MS)?;
         let (breaker_failures, breaker_cool_down) = parse_breaker(obj.get("circuitBreaker"))?;
         let max_response_bytes = opt_int(obj, "maxResponseBytes", 64 * 1024 * 1024, 1, 1 << 40)?;
+        let resync_jitter = ms("resyncJitterMs", 5_000, 0, 600_000)?;
 
         Ok(Config {
             tenant_id,
@@ -288,6 +326,8 @@ impl Config {
             breaker_failures,
             breaker_cool_down,
             max_response_bytes,
+            resync_jitter,
+            limits: Limits::default(),
         })
     }
 

@@ -1,25 +1,32 @@
 //! The critical store: credit costs, role permissions, user access and active
 //! configs, with per-entity versions and delete tombstones (SPEC §3 rules).
 //!
-//! The store is the authoritative in-process copy. Every change it makes is also
-//! written into a [`Delta`], which the outbox ships to the JS read replica, so
-//! the replica always converges to exactly this state. The store itself is not
-//! synchronised: the consumer keeps it behind one mutex, touched only by the
-//! subscription task and by snapshot reloads.
+//! The store is the authoritative in-process copy. All four tables are one
+//! type, [`Table`], which owns the version rule, the tombstones and a live
+//! count kept as it goes (so sizes are O(1)). Every change an event makes is
+//! also written into a [`Delta`], which the outbox ships to the JS read
+//! replica, so the replica converges to exactly this state.
+//!
+//! A full reload never rebuilds a table in place: [`CriticalStore::from_snapshot`]
+//! builds a complete new store from the snapshot rows, off any lock, and the
+//! consumer swaps it in whole (see `reload.rs`). [`CriticalStore::diff_into`]
+//! then tells the replica what changed: the small tables key by key, users by
+//! one "reset" (the replica reads users from the store on first access, so a
+//! reload of a million users ships none of them).
+//!
+//! The store itself is not synchronised; the consumer keeps it behind one
+//! `RwLock`, written only by the subscription task.
 
 use std::collections::HashMap as StdHashMap;
 
 use crate::delta::Delta;
+use crate::ids::is_valid_id;
 use crate::model::{Access, Credit, Snapshot};
 use crate::protocol::{Change, Event, Rejection};
 
 /// The tables' map: foldhash (randomly seeded, several times faster than
 /// SipHash on short keys) matters when a full load inserts a million users.
 type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
-
-fn map_with_capacity<V>(n: usize) -> HashMap<String, V> {
-    HashMap::with_capacity_and_hasher(n, Default::default())
-}
 
 /// An entry with its version; `value == None` is a delete tombstone.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +35,105 @@ struct Slot<T> {
     value: Option<T>,
     /// The highest version applied to this entity, if any was given.
     version: Option<u64>,
+}
+
+/// One versioned table: entity id → value, with tombstones and a live count.
+#[derive(Debug, Clone)]
+pub struct Table<T> {
+    /// Entries and tombstones.
+    map: HashMap<String, Slot<T>>,
+    /// Entries that are not tombstones (kept up to date by every write).
+    live: usize,
+}
+
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Table {
+            map: HashMap::default(),
+            live: 0,
+        }
+    }
+}
+
+impl<T: PartialEq> Table<T> {
+    fn with_capacity(n: usize) -> Self {
+        Table {
+            map: HashMap::with_capacity_and_hasher(n, Default::default()),
+            live: 0,
+        }
+    }
+
+    /// The live value of `key`.
+    pub fn get(&self, key: &str) -> Option<&T> {
+        self.map.get(key)?.value.as_ref()
+    }
+
+    /// Live entries (tombstones excluded). O(1).
+    pub fn live(&self) -> usize {
+        self.live
+    }
+
+    /// The version rule: an event whose version is not newer than the one
+    /// held is stale.
+    fn check(&self, key: &str, version: Option<u64>) -> Result<(), Rejection> {
+        match (self.map.get(key).and_then(|s| s.version), version) {
+            (Some(held), Some(v)) if v <= held => Err(Rejection::Stale),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes `value` (`None` = tombstone) under `key`, keeping the higher of
+    /// the held and the given version.
+    fn put(&mut self, key: &str, value: Option<T>, version: Option<u64>) {
+        let is_live = value.is_some();
+        let old = match self.map.get_mut(key) {
+            Some(slot) => {
+                let was_live = slot.value.is_some();
+                slot.value = value;
+                slot.version = version.or(slot.version);
+                Some(was_live)
+            }
+            None => {
+                self.map.insert(key.to_owned(), Slot { value, version });
+                None
+            }
+        };
+        if old == Some(true) {
+            self.live -= 1;
+        }
+        if is_live {
+            self.live += 1;
+        }
+    }
+
+    /// Adds a snapshot row (a repeated id: the later row wins).
+    fn insert_row(&mut self, key: String, value: T, version: Option<u64>) {
+        let slot = Slot {
+            value: Some(value),
+            version,
+        };
+        if let Some(old) = self.map.insert(key, slot) {
+            if old.value.is_some() {
+                self.live -= 1;
+            }
+        }
+        self.live += 1;
+    }
+
+    /// Calls `emit(key, new)` for every key whose live value differs between
+    /// `self` (old) and `new` (`None` = now absent).
+    fn diff(&self, new: &Table<T>, mut emit: impl FnMut(&str, Option<&T>)) {
+        for (k, slot) in &new.map {
+            if slot.value.as_ref() != self.get(k) {
+                emit(k, slot.value.as_ref());
+            }
+        }
+        for (k, slot) in &self.map {
+            if slot.value.is_some() && new.get(k).is_none() {
+                emit(k, None);
+            }
+        }
+    }
 }
 
 /// What applying an event did, beyond the delta.
@@ -45,37 +151,29 @@ pub struct Applied {
 #[derive(Debug, Default)]
 pub struct CriticalStore {
     /// `operationCode` → credit config.
-    credits: HashMap<String, Slot<Credit>>,
+    credits: Table<Credit>,
     /// `roleId` → permission list.
-    roles: HashMap<String, Slot<Vec<String>>>,
+    roles: Table<Vec<String>>,
     /// `userId` → access.
-    users: HashMap<String, Slot<Access>>,
+    users: Table<Access>,
     /// `configId` → compact JSON text of the value.
-    configs: HashMap<String, Slot<String>>,
+    configs: Table<String>,
 }
 
-/// Version rule: an event whose version is not newer than the one held is stale.
-fn check_version<T>(slot: Option<&Slot<T>>, version: Option<u64>) -> Result<(), Rejection> {
-    match (slot.and_then(|s| s.version), version) {
-        (Some(held), Some(v)) if v <= held => Err(Rejection::Stale),
-        _ => Ok(()),
-    }
-}
-
-fn upsert<T>(
-    map: &mut HashMap<String, Slot<T>>,
+/// Writes one entity: the version rule, then `value(old)` as the new value
+/// (`None` = delete), recorded into the delta by `emit`.
+fn write<T: PartialEq + Clone>(
+    table: &mut Table<T>,
     key: &str,
-    value: Option<T>,
     version: Option<u64>,
-) {
-    let held = map.get(key).and_then(|s| s.version);
-    map.insert(
-        key.to_owned(),
-        Slot {
-            value,
-            version: version.or(held),
-        },
-    );
+    value: impl FnOnce(Option<&T>) -> Option<T>,
+    emit: impl FnOnce(&str, Option<&T>),
+) -> Result<(), Rejection> {
+    table.check(key, version)?;
+    let new = value(table.get(key));
+    emit(key, new.as_ref());
+    table.put(key, new, version);
+    Ok(())
 }
 
 impl CriticalStore {
@@ -92,38 +190,44 @@ impl CriticalStore {
                 cost,
                 is_active,
             } => {
-                let slot = self.credits.get(op);
-                check_version(slot, v)?;
-                let active = is_active
-                    .or_else(|| slot.and_then(|s| s.value.as_ref()).map(|c| c.active))
-                    .unwrap_or(true);
-                let credit = Credit {
-                    cost: *cost,
-                    active,
+                let cost = *cost;
+                let set = |old: Option<&Credit>| {
+                    Some(Credit {
+                        cost,
+                        active: is_active.or(old.map(|c| c.active)).unwrap_or(true),
+                    })
                 };
-                delta.set_credit(op, Some(&credit));
-                upsert(&mut self.credits, op, Some(credit), v);
+                write(&mut self.credits, op, v, set, |k, c| delta.set_credit(k, c))?;
                 out.keys.push(format!("credit:{op}"));
             }
             Change::CreditDelete { operation_code: op } => {
-                check_version(self.credits.get(op), v)?;
-                upsert(&mut self.credits, op, None, v);
-                delta.set_credit(op, None);
+                write(
+                    &mut self.credits,
+                    op,
+                    v,
+                    |_| None,
+                    |k, c| delta.set_credit(k, c),
+                )?;
                 out.keys.push(format!("credit:{op}"));
             }
             Change::RoleSet {
                 role_id,
                 permissions,
             } => {
-                check_version(self.roles.get(role_id), v)?;
-                delta.set_role(role_id, Some(permissions));
-                upsert(&mut self.roles, role_id, Some(permissions.clone()), v);
+                let set = |_: Option<&Vec<String>>| Some(permissions.clone());
+                write(&mut self.roles, role_id, v, set, |k, p| {
+                    delta.set_role(k, p)
+                })?;
                 out.keys.push(format!("role:{role_id}"));
             }
             Change::RoleDelete { role_id } => {
-                check_version(self.roles.get(role_id), v)?;
-                upsert(&mut self.roles, role_id, None, v);
-                delta.set_role(role_id, None);
+                write(
+                    &mut self.roles,
+                    role_id,
+                    v,
+                    |_| None,
+                    |k, p| delta.set_role(k, p),
+                )?;
                 out.keys.push(format!("role:{role_id}"));
             }
             Change::UserStatus {
@@ -131,19 +235,18 @@ impl CriticalStore {
                 status,
                 roles,
             } => {
-                let slot = self.users.get(user_id);
-                check_version(slot, v)?;
-                let roles = roles.clone().unwrap_or_else(|| {
-                    slot.and_then(|s| s.value.as_ref())
-                        .map(|a| a.roles.clone())
-                        .unwrap_or_default()
-                });
-                let access = Access {
-                    status: status.clone(),
-                    roles,
+                let set = |old: Option<&Access>| {
+                    Some(Access {
+                        status: status.clone(),
+                        roles: roles
+                            .clone()
+                            .or_else(|| old.map(|a| a.roles.clone()))
+                            .unwrap_or_default(),
+                    })
                 };
-                delta.set_user(user_id, Some(&access));
-                upsert(&mut self.users, user_id, Some(access), v);
+                write(&mut self.users, user_id, v, set, |k, a| {
+                    delta.set_user(k, a)
+                })?;
                 out.keys.push(format!("access:{user_id}"));
             }
             Change::UserChanged { user_id } => {
@@ -152,9 +255,13 @@ impl CriticalStore {
                 out.keys.push(key);
             }
             Change::UserDeleted { user_id } => {
-                check_version(self.users.get(user_id), v)?;
-                upsert(&mut self.users, user_id, None, v);
-                delta.set_user(user_id, None);
+                write(
+                    &mut self.users,
+                    user_id,
+                    v,
+                    |_| None,
+                    |k, a| delta.set_user(k, a),
+                )?;
                 let key = format!("user:{user_id}");
                 out.invalidate.push(key.clone());
                 out.keys.push(format!("access:{user_id}"));
@@ -166,15 +273,20 @@ impl CriticalStore {
                 out.keys.push(key);
             }
             Change::ConfigSet { config_id, json } => {
-                check_version(self.configs.get(config_id), v)?;
-                delta.set_config(config_id, Some(json));
-                upsert(&mut self.configs, config_id, Some(json.clone()), v);
+                let set = |_: Option<&String>| Some(json.clone());
+                write(&mut self.configs, config_id, v, set, |k, j| {
+                    delta.set_config(k, j)
+                })?;
                 out.keys.push(format!("config:{config_id}"));
             }
             Change::ConfigDelete { config_id } => {
-                check_version(self.configs.get(config_id), v)?;
-                upsert(&mut self.configs, config_id, None, v);
-                delta.set_config(config_id, None);
+                write(
+                    &mut self.configs,
+                    config_id,
+                    v,
+                    |_| None,
+                    |k, j| delta.set_config(k, j),
+                )?;
                 out.keys.push(format!("config:{config_id}"));
             }
             Change::CacheInvalidate { keys } => {
@@ -186,159 +298,102 @@ impl CriticalStore {
         Ok(out)
     }
 
-    /// Replaces everything (tombstones included) with `snap`, writing into
-    /// `delta` exactly the differences the replica needs to match. With
-    /// `ship_users` false only the users already in the old table (put there
-    /// by events) are written to `delta`: the JS replica reads every other user
-    /// from the store on first access, so the first load of a tenant with a
-    /// million users ships none of them.
-    pub fn replace(&mut self, snap: Snapshot, delta: &mut Delta, ship_users: bool) {
-        let mut credits = map_with_capacity(snap.credits.len());
+    /// Builds a complete store from snapshot rows (the rows are moved in,
+    /// never copied). Pure and lock-free: a reload runs it on its own task.
+    ///
+    /// Fails with a description when a row breaks a rule events must keep
+    /// too (SPEC §3's one id rule; a cost that is negative or not finite).
+    pub fn from_snapshot(snap: Snapshot) -> Result<CriticalStore, String> {
+        fn id(list: &str, id: &str) -> Result<(), String> {
+            if is_valid_id(id) {
+                Ok(())
+            } else {
+                Err(format!("{list}: a row has an invalid id {id:?}"))
+            }
+        }
+        let mut s = CriticalStore {
+            credits: Table::with_capacity(snap.credits.len()),
+            roles: Table::with_capacity(snap.roles.len()),
+            users: Table::with_capacity(snap.users.len()),
+            configs: Table::with_capacity(snap.configs.len()),
+        };
         for r in snap.credits {
+            id("/api/credits/configs", &r.operation_code)?;
+            if !r.credit_cost.is_finite() || r.credit_cost < 0.0 {
+                return Err(format!(
+                    "/api/credits/configs: creditCost of {:?} is not a finite, non-negative number",
+                    r.operation_code
+                ));
+            }
             let c = Credit {
                 cost: r.credit_cost + 0.0,
                 active: r.is_active.unwrap_or(true),
             };
-            credits.insert(
-                r.operation_code,
-                Slot {
-                    value: Some(c),
-                    version: r.version,
-                },
-            );
+            s.credits.insert_row(r.operation_code, c, r.version);
         }
-        let mut roles = map_with_capacity(snap.roles.len());
         for r in snap.roles {
-            roles.insert(
-                r.role_id,
-                Slot {
-                    value: Some(r.permissions),
-                    version: r.version,
-                },
-            );
+            id("/api/roles", &r.role_id)?;
+            s.roles.insert_row(r.role_id, r.permissions, r.version);
         }
-        let mut users = map_with_capacity(snap.users.len());
         for r in snap.users {
+            id("/api/users/access", &r.user_id)?;
             let a = Access {
                 status: r.status,
                 roles: r.roles,
             };
-            users.insert(
-                r.user_id,
-                Slot {
-                    value: Some(a),
-                    version: r.version,
-                },
-            );
+            s.users.insert_row(r.user_id, a, r.version);
         }
-        let mut configs = map_with_capacity(snap.configs.len());
         for r in snap.configs {
+            id("/api/configs/active", &r.config_id)?;
             let json = serde_json::to_string(&r.config).unwrap_or_else(|_| "null".into());
-            configs.insert(
-                r.config_id,
-                Slot {
-                    value: Some(json),
-                    version: r.version,
-                },
-            );
+            s.configs.insert_row(r.config_id, json, r.version);
         }
-        diff(&self.credits, &credits, |k, v| delta.set_credit(k, v));
-        diff(&self.roles, &roles, |k, v| {
-            delta.set_role(k, v.map(|p| p.as_slice()))
-        });
-        if ship_users {
-            diff(&self.users, &users, |k, v| delta.set_user(k, v));
-        } else {
-            // The replica may hold users that events put there before this
-            // load (they are in the old table, tombstones included): bring
-            // exactly those up to date; every other user is read on demand.
-            for (k, slot) in &self.users {
-                let new = users.get(k).and_then(|s| s.value.as_ref());
-                if slot.value.as_ref() != new {
-                    delta.set_user(k, new);
-                }
-            }
-        }
-        diff(&self.configs, &configs, |k, v| {
-            delta.set_config(k, v.map(String::as_str))
-        });
-        *self = CriticalStore {
-            credits,
-            roles,
-            users,
-            configs,
-        };
+        Ok(s)
     }
 
-    /// Writes the whole live state into `delta` (for a replica that starts empty).
-    pub fn dump(&self, delta: &mut Delta) {
-        let empty = CriticalStore::default();
-        diff(&empty.credits, &self.credits, |k, v| delta.set_credit(k, v));
-        diff(&empty.roles, &self.roles, |k, v| {
-            delta.set_role(k, v.map(|p| p.as_slice()))
-        });
-        diff(&empty.users, &self.users, |k, v| delta.set_user(k, v));
-        diff(&empty.configs, &self.configs, |k, v| {
-            delta.set_config(k, v.map(String::as_str))
-        });
+    /// Writes into `delta` what the replica must do to go from `self` (the
+    /// store it mirrors now) to `new`: every differing credit, role and
+    /// config, and a reset of the users (the replica reads them again from
+    /// the store on first access). O(credits + roles + configs), whatever the
+    /// number of users.
+    pub fn diff_into(&self, new: &CriticalStore, delta: &mut Delta) {
+        self.credits
+            .diff(&new.credits, |k, v| delta.set_credit(k, v));
+        self.roles.diff(&new.roles, |k, v| delta.set_role(k, v));
+        self.configs
+            .diff(&new.configs, |k, v| delta.set_config(k, v));
+        delta.reset_users();
     }
 
     /// The cost of an active operation (Rust-side read, used by tests and tools).
     pub fn credit_cost(&self, op: &str) -> Option<f64> {
-        self.credits
-            .get(op)?
-            .value
-            .as_ref()
-            .filter(|c| c.active)
-            .map(|c| c.cost)
+        self.credits.get(op).filter(|c| c.active).map(|c| c.cost)
     }
 
     /// A role's permissions.
     pub fn role_permissions(&self, role: &str) -> Option<&[String]> {
-        self.roles.get(role)?.value.as_deref()
+        self.roles.get(role).map(Vec::as_slice)
     }
 
     /// A user's access.
     pub fn user_access(&self, user: &str) -> Option<&Access> {
-        self.users.get(user)?.value.as_ref()
+        self.users.get(user)
     }
 
     /// A config's JSON text.
     pub fn config_json(&self, id: &str) -> Option<&str> {
-        self.configs.get(id)?.value.as_deref()
+        self.configs.get(id).map(String::as_str)
     }
 
-    /// Live entries (tombstones excluded) per table: credits, roles, users, configs.
+    /// Live entries (tombstones excluded) per table: credits, roles, users,
+    /// configs. O(1).
     pub fn sizes(&self) -> [usize; 4] {
-        fn live<T>(m: &HashMap<String, Slot<T>>) -> usize {
-            m.values().filter(|s| s.value.is_some()).count()
-        }
         [
-            live(&self.credits),
-            live(&self.roles),
-            live(&self.users),
-            live(&self.configs),
+            self.credits.live(),
+            self.roles.live(),
+            self.users.live(),
+            self.configs.live(),
         ]
-    }
-}
-
-/// Calls `emit(key, new)` for every key whose live value differs between `old`
-/// and `new` (`None` = now absent).
-fn diff<T: PartialEq>(
-    old: &HashMap<String, Slot<T>>,
-    new: &HashMap<String, Slot<T>>,
-    mut emit: impl FnMut(&str, Option<&T>),
-) {
-    for (k, slot) in new {
-        let before = old.get(k).and_then(|s| s.value.as_ref());
-        if slot.value.as_ref() != before {
-            emit(k, slot.value.as_ref());
-        }
-    }
-    for (k, slot) in old {
-        if slot.value.is_some() && new.get(k).and_then(|s| s.value.as_ref()).is_none() {
-            emit(k, None);
-        }
     }
 }
 
@@ -365,6 +420,15 @@ mod tests {
                 is_active: None,
             },
         )
+    }
+
+    fn credit_row(op: &str, c: f64, version: Option<u64>) -> CreditRow {
+        CreditRow {
+            operation_code: op.into(),
+            credit_cost: c,
+            is_active: None,
+            version,
+        }
     }
 
     #[test]
@@ -394,6 +458,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.credit_cost("a"), None);
+        assert_eq!(s.sizes(), [0, 0, 0, 0], "a tombstone is not live");
         // a late, older upsert stays ignored after the delete
         assert_eq!(
             s.apply(&set_cost("a", 9.0, Some(6)), &mut d),
@@ -401,19 +466,11 @@ mod tests {
         );
         assert_eq!(s.credit_cost("a"), None);
         // the snapshot of a full reload replaces tombstones too
-        s.replace(
-            Snapshot {
-                credits: vec![CreditRow {
-                    operation_code: "a".into(),
-                    credit_cost: 1.0,
-                    is_active: None,
-                    version: Some(1),
-                }],
-                ..Default::default()
-            },
-            &mut d,
-            true,
-        );
+        let mut s = CriticalStore::from_snapshot(Snapshot {
+            credits: vec![credit_row("a", 1.0, Some(1))],
+            ..Default::default()
+        })
+        .unwrap();
         s.apply(&set_cost("a", 2.0, Some(2)), &mut d).unwrap();
         assert_eq!(s.credit_cost("a"), Some(2.0));
     }
@@ -442,6 +499,7 @@ mod tests {
                 roles: vec!["r".into()]
             })
         );
+        assert_eq!(s.sizes()[2], 1);
         let out = s
             .apply(
                 &ev(
@@ -455,92 +513,63 @@ mod tests {
             .unwrap();
         assert_eq!(out.invalidate, vec!["user:u".to_string()]);
         assert!(s.user_access("u").is_none());
+        assert_eq!(s.sizes()[2], 0);
     }
 
     #[test]
-    fn a_first_load_can_leave_users_out_of_the_delta() {
-        let mut s = CriticalStore::default();
-        let mut d = Delta::default();
+    fn a_reload_resets_the_replicas_users_instead_of_shipping_them() {
         let user = UserRow {
             user_id: "u".into(),
             status: "active".into(),
             roles: vec![],
             version: None,
         };
-        s.replace(
-            Snapshot {
-                users: vec![user.clone()],
-                ..Default::default()
-            },
-            &mut d,
-            false,
-        );
-        assert_eq!(d.len(), 0);
-        assert!(s.user_access("u").is_some());
-        // A user an event put in the replica before the load is brought up to date.
-        let mut early = CriticalStore::default();
+        let old = CriticalStore::default();
+        let new = CriticalStore::from_snapshot(Snapshot {
+            users: vec![user.clone(), user],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(new.sizes()[2], 1, "a repeated row counts once");
         let mut d = Delta::default();
-        early
-            .apply(
-                &ev(
-                    None,
-                    Change::UserStatus {
-                        user_id: "u".into(),
-                        status: "suspended".into(),
-                        roles: None,
-                    },
-                ),
-                &mut d,
-            )
-            .unwrap();
-        let mut d = Delta::default();
-        early.replace(
-            Snapshot {
-                users: vec![user.clone()],
-                ..Default::default()
-            },
-            &mut d,
-            false,
-        );
-        assert_eq!(
-            d.len(),
-            1,
-            "the event-touched user is shipped with the snapshot's value"
-        );
-        let mut d = Delta::default();
-        s.replace(Snapshot::default(), &mut d, true);
-        assert_eq!(d.len(), 1, "a later reload ships the user's removal");
+        old.diff_into(&new, &mut d);
+        let wire: serde_json::Value = serde_json::from_str(&d.to_json()).unwrap();
+        assert_eq!(wire["usersReset"], true);
+        assert_eq!(wire["users"], serde_json::json!([]), "no user is shipped");
+        assert_eq!(d.len(), 1, "the reset alone");
     }
 
     #[test]
-    fn replace_emits_only_differences() {
-        let mut s = CriticalStore::default();
-        let row = |op: &str, c: f64| CreditRow {
-            operation_code: op.into(),
-            credit_cost: c,
-            is_active: None,
-            version: None,
-        };
+    fn diff_emits_only_differences() {
+        let old = CriticalStore::from_snapshot(Snapshot {
+            credits: vec![credit_row("a", 1.0, None), credit_row("b", 2.0, None)],
+            ..Default::default()
+        })
+        .unwrap();
+        let new = CriticalStore::from_snapshot(Snapshot {
+            credits: vec![credit_row("a", 1.0, None), credit_row("c", 3.0, None)],
+            ..Default::default()
+        })
+        .unwrap();
         let mut d = Delta::default();
-        s.replace(
-            Snapshot {
-                credits: vec![row("a", 1.0), row("b", 2.0)],
-                ..Default::default()
-            },
-            &mut d,
-            true,
-        );
-        assert_eq!(d.len(), 2);
-        let mut d = Delta::default();
-        s.replace(
-            Snapshot {
-                credits: vec![row("a", 1.0), row("c", 3.0)],
-                ..Default::default()
-            },
-            &mut d,
-            true,
-        );
-        assert_eq!(d.len(), 2, "b removed, c added, a unchanged");
-        assert_eq!(s.sizes(), [2, 0, 0, 0]);
+        old.diff_into(&new, &mut d);
+        let wire: serde_json::Value = serde_json::from_str(&d.to_json()).unwrap();
+        assert_eq!(wire["credits"], serde_json::json!([["c", 3.0]]), "c added");
+        assert_eq!(wire["creditsDel"], serde_json::json!(["b"]), "b removed");
+        assert_eq!(new.sizes(), [2, 0, 0, 0]);
+    }
+
+    #[test]
+    fn snapshot_rows_keep_the_event_rules() {
+        let bad_id = CriticalStore::from_snapshot(Snapshot {
+            credits: vec![credit_row("", 1.0, None)],
+            ..Default::default()
+        });
+        assert!(bad_id.is_err());
+        let bad_cost = CriticalStore::from_snapshot(Snapshot {
+            credits: vec![credit_row("a", -1.0, None)],
+            ..Default::default()
+        });
+        assert!(bad_cost.is_err());
     }
 }

@@ -12,7 +12,10 @@
 //! | [`outbox`] | coalescing, ordered delivery of batches to JS |
 //! | [`reference`] | the TTL, byte-bounded, single-flight reference cache |
 //! | [`wrapper`] | the Wrapper HTTP client |
-//! | [`subscriber`] | Redis subscription, heartbeat, reconnects, reloads |
+//! | [`tenant`] | one tenant's state, shared by the consumer and its tasks |
+//! | [`subscriber`] | the Redis link: connect, subscribe, heartbeat, reconnect backoff, the session loop |
+//! | [`reload`] | full reloads: reasons, jitter, coalescing, retries, recorded events |
+//! | [`apply`] | event application and the installation of a reloaded store |
 //! | [`replay`] | the `eventId` replay window |
 //! | [`backoff`] | jittered backoff schedules |
 //! | [`breaker`] | the Wrapper circuit breaker |
@@ -24,6 +27,7 @@
 
 #![warn(missing_docs)]
 
+pub(crate) mod apply;
 pub mod backoff;
 pub mod breaker;
 pub mod config;
@@ -38,9 +42,11 @@ pub mod outbox;
 pub mod protocol;
 pub mod publisher;
 pub mod reference;
+pub mod reload;
 pub mod replay;
 pub mod signature;
-pub mod subscriber;
+pub(crate) mod subscriber;
+pub(crate) mod tenant;
 pub mod wrapper;
 
 pub use config::Config;

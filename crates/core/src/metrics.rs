@@ -45,6 +45,12 @@ pub struct Metrics {
     pub redis_down: AtomicBool,
     /// The last Wrapper call failed with `WRAPPER_UNAVAILABLE`.
     pub wrapper_failing: AtomicBool,
+    /// The latest full reload failed; retried until one succeeds (the data
+    /// may be stale meanwhile, so health says so).
+    pub resync_failing: AtomicBool,
+    /// Times a bounded queue overflowed (push messages, recorded events,
+    /// change notices) and its defined overflow behaviour ran.
+    pub queue_overflows: AtomicU64,
     /// Epoch ms of the last event received, 0 = never.
     pub last_event_at: AtomicI64,
     /// Epoch ms of the last completed full load, 0 = never.
@@ -79,6 +85,8 @@ pub struct MetricsSnapshot {
     pub resyncs: u64,
     /// See [`Metrics`].
     pub connected: bool,
+    /// See [`Metrics`].
+    pub queue_overflows: u64,
     /// Entries in the reference cache.
     pub reference_cache_size: u64,
     /// Bytes held by the reference cache (weighted size).
@@ -95,13 +103,13 @@ pub struct Health {
     pub ready: bool,
     /// Subscribed and resynced.
     pub connected: bool,
-    /// Redis down or Wrapper failing.
+    /// Redis down, the latest reload failed, or Wrapper calls failing.
     pub degraded: bool,
     /// Epoch ms or `None`.
     pub last_event_at: Option<i64>,
     /// Epoch ms or `None`.
     pub last_sync_at: Option<i64>,
-    /// `redis-disconnected`, `wrapper-unavailable`, or `None`.
+    /// `redis-disconnected`, `resync-failed`, `wrapper-unavailable`, or `None`.
     pub reason: Option<&'static str>,
     /// The Wrapper circuit breaker: `closed`, `open` or `half-open`.
     pub circuit: &'static str,
@@ -142,6 +150,7 @@ impl Metrics {
             reconnects: l(&self.reconnects),
             resyncs: l(&self.resyncs),
             connected: self.connected.load(Relaxed),
+            queue_overflows: l(&self.queue_overflows),
             reference_cache_size: 0,
             reference_cache_bytes: 0,
             critical_cache_size: 0,
@@ -153,6 +162,8 @@ impl Metrics {
         let at = |a: &AtomicI64| Some(a.load(Relaxed)).filter(|t| *t > 0);
         let reason = if self.redis_down.load(Relaxed) {
             Some("redis-disconnected")
+        } else if self.resync_failing.load(Relaxed) {
+            Some("resync-failed")
         } else if self.wrapper_failing.load(Relaxed) {
             Some("wrapper-unavailable")
         } else {

@@ -36,7 +36,7 @@ pub struct Batch {
     _guard: InFlight,
 }
 
-struct InFlight(Arc<Shared>);
+struct InFlight(Arc<State>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -45,7 +45,7 @@ impl Drop for InFlight {
     }
 }
 
-struct Shared {
+struct State {
     /// Changes not yet serialised.
     pending: Mutex<Delta>,
     /// Wakes the flusher.
@@ -63,13 +63,13 @@ struct Shared {
 /// See the module docs. Cheap to clone; all methods are thread-safe.
 #[derive(Clone)]
 pub struct Outbox {
-    shared: Arc<Shared>,
+    state: Arc<State>,
 }
 
 impl Default for Outbox {
     fn default() -> Self {
         Outbox {
-            shared: Arc::new(Shared {
+            state: Arc::new(State {
                 pending: Mutex::new(Delta::default()),
                 wake: Notify::new(),
                 in_flight: AtomicBool::new(false),
@@ -84,11 +84,7 @@ impl Default for Outbox {
 impl Outbox {
     /// Runs `f` on the pending delta under its lock. Keep `f` short.
     pub fn with<R>(&self, f: impl FnOnce(&mut Delta) -> R) -> R {
-        let mut guard = self
-            .shared
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.state.pending.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
     }
 
@@ -98,22 +94,18 @@ impl Outbox {
         self.flush();
     }
 
-    /// Sends what is pending now if no batch is in flight (serialising on the
-    /// calling thread), else as soon as the JS side takes the current one.
-    pub fn flush(&self) {
-        self.try_deliver();
-    }
-
     /// Batches sent so far. A reader that holds the store lock and sees this
     /// equal to the number of batches the JS side has applied knows that no
     /// batch older than its read is still on its way.
     pub fn batches_sent(&self) -> u64 {
-        self.shared.batches_sent.load(SeqCst)
+        self.state.batches_sent.load(SeqCst)
     }
 
-    /// Delivers the pending delta unless a batch is in flight or there is no sink.
-    fn try_deliver(&self) {
-        let sh = &self.shared;
+    /// Sends what is pending now if no batch is in flight (serialising on the
+    /// calling thread), else as soon as the JS side takes the current one.
+    /// Does nothing without a sink.
+    pub fn flush(&self) {
+        let sh = &self.state;
         if sh
             .in_flight
             .compare_exchange(false, true, SeqCst, SeqCst)
@@ -154,18 +146,18 @@ impl Outbox {
 
     /// Installs or removes the sink. Removing it releases the JS callback.
     pub fn set_sink(&self, sink: Option<Arc<dyn Sink>>) {
-        *self.shared.sink.lock().unwrap_or_else(|p| p.into_inner()) = sink;
+        *self.state.sink.lock().unwrap_or_else(|p| p.into_inner()) = sink;
         self.flush();
     }
 
     /// Turns `'change'` notices on or off.
     pub fn set_listen_changes(&self, on: bool) {
-        self.shared.listen_changes.store(on, SeqCst);
+        self.state.listen_changes.store(on, SeqCst);
     }
 
     /// Whether `'change'` notices are wanted.
     pub fn listen_changes(&self) -> bool {
-        self.shared.listen_changes.load(SeqCst)
+        self.state.listen_changes.load(SeqCst)
     }
 
     /// The flusher loop: sends what accumulated while a batch was in flight.
@@ -174,13 +166,13 @@ impl Outbox {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = self.shared.wake.notified() => {}
+                _ = self.state.wake.notified() => {}
             }
-            self.try_deliver();
+            self.flush();
         }
     }
 }
 
-fn sink_is_set(sh: &Shared) -> bool {
+fn sink_is_set(sh: &State) -> bool {
     sh.sink.lock().unwrap_or_else(|p| p.into_inner()).is_some()
 }

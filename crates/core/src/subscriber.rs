@@ -1,126 +1,148 @@
 //! The subscription task: connects to Redis, subscribes to the tenant's seven
-//! channels, keeps the link alive with a heartbeat, applies events, and runs
-//! every full reload of critical data (initial, after a reconnect, on
-//! `resync-required`, and periodically).
+//! channels, keeps the link alive with a heartbeat, and runs one session per
+//! connection, in which events are applied (`apply.rs`) and full reloads run
+//! (`reload.rs`). Between sessions it backs off (SPEC §3 schedule).
 //!
-//! One task owns one connection at a time, so a reconnect can never leave two
-//! live subscriptions: the old connection's driver is aborted when its stream
-//! is dropped, before the next connection is opened.
+//! The link is a RESP3 connection (Redis ≥ 6) whose push messages go into a
+//! queue bounded by count and bytes; a queue that overflows (this process
+//! cannot keep up) is treated like a lost link: the session ends, and the
+//! next one resyncs. One task owns one connection at a time and drops every
+//! handle of it before the next connect, so a reconnect can never leave two
+//! live subscriptions.
 //!
-//! A reload never pauses event application. Events keep being applied while the
-//! snapshot is fetched, and are recorded; when the snapshot arrives it replaces
-//! the store and the recorded events are applied again on top of it (quietly:
-//! no metrics, no replay check), so an event published during the fetch is
-//! never overwritten by an older snapshot. Only then does the consumer report
-//! itself connected.
+//! A reload never pauses event application: events keep being applied while
+//! the snapshot downloads, and are recorded; the new store is swapped in with
+//! them re-applied, and only then does the consumer report itself connected.
 
-use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use rand::Rng;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::apply::Applier;
 use crate::backoff::Backoff;
-use crate::consumer::{InitState, Shared};
-use crate::delta::{Delta, Notice};
-use crate::error::{CoreError, Result};
-use crate::metrics::{now_ms, Metrics};
-use crate::model::Snapshot;
-use crate::protocol::{parse_event, Context, Event, Rejection, Topic};
+use crate::config::Limits;
+use crate::delta::Notice;
+use crate::error::CoreError;
+use crate::metrics::Metrics;
+use crate::protocol::Topic;
+use crate::reload::{Reason, RecordLimits, Reloads};
+use crate::tenant::Tenant;
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// A connection that stayed healthy this long resets the reconnect backoff.
-const HEALTHY_RESET: Duration = Duration::from_secs(60);
 /// Most messages handled before the outbox is flushed.
 const DRAIN_BATCH: usize = 4096;
-/// Most events recorded during one reload; beyond it the reload restarts.
-const MAX_RECORDED: usize = 1_000_000;
+
+/// The bounded-queue state shared with the connection's push sender.
+#[derive(Default)]
+struct PushQueue {
+    /// Payload bytes waiting in the channel.
+    bytes: AtomicUsize,
+    /// A message did not fit: the session must end and resync.
+    overflowed: AtomicBool,
+}
+
+/// One connected, subscribed link.
+struct Link {
+    /// The connection (its driver task ends when every handle is dropped).
+    conn: MultiplexedConnection,
+    /// Push messages (events, disconnection), bounded.
+    messages: mpsc::Receiver<PushInfo>,
+    /// Shared with the sender: bytes waiting, overflow flag.
+    queue: Arc<PushQueue>,
+}
 
 /// Why a session ended.
 enum End {
-    /// The link was lost (EOF, error or silence).
+    /// The link was lost (EOF, error, silence or queue overflow).
     Lost,
     /// Shutdown was requested.
     Shutdown,
 }
 
-type ReloadFuture = Pin<Box<dyn std::future::Future<Output = Result<Snapshot>> + Send>>;
-
 /// The task body: connect, run a session, back off, repeat until shutdown.
-pub(crate) async fn run(shared: Arc<Shared>) {
-    let cancel = shared.shutdown.clone();
-    let client = match redis::Client::open(shared.config.redis_url.expose()) {
+pub(crate) async fn run(tenant: Arc<Tenant>) {
+    let cancel = tenant.shutdown.clone();
+    let client = match client(tenant.config.redis_url.expose()) {
         Ok(c) => c,
         Err(_) => {
-            shared.init_failed(CoreError::RedisUnavailable("invalid redis URL".into()));
+            tenant.redis_failed(Some(CoreError::RedisUnavailable(
+                "invalid redis URL".into(),
+            )));
             return;
         }
     };
+    let limits = tenant.config.limits;
     let mut backoff = Backoff::reconnect();
     let mut ever_connected = false;
     loop {
         let attempt = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = tokio::time::timeout(CONNECT_TIMEOUT, connect(&client, &shared)) => r,
+            r = tokio::time::timeout(CONNECT_TIMEOUT, connect(&client, &tenant, limits)) => r,
         };
-        let pubsub = match attempt {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
-                fail_connect(
-                    &shared,
-                    &format!("{} ({})", e.kind_str(), shared.config.redis_url_redacted),
+        let why = match attempt {
+            Ok(Ok(link)) => {
+                if ever_connected {
+                    Metrics::inc(&tenant.metrics.reconnects);
+                }
+                let reason = if ever_connected {
+                    Reason::Reconnect
+                } else {
+                    Reason::Initial
+                };
+                ever_connected = true;
+                tenant.metrics.redis_down.store(false, Relaxed);
+                tenant.redis_failed(None);
+                tenant.log(
+                    if reason == Reason::Initial {
+                        "debug"
+                    } else {
+                        "info"
+                    },
+                    format!(
+                        "subscribed to {} ({})",
+                        tenant.config.redis_url_redacted,
+                        reason.name()
+                    ),
                 );
-                if !sleep_or_cancel(&cancel, backoff.next_delay()).await {
+                let (end, connected_for) = session(&tenant, link, reason).await;
+                let was_connected = tenant.metrics.connected.swap(false, Relaxed);
+                tenant.metrics.redis_down.store(true, Relaxed);
+                if let End::Shutdown = end {
                     return;
                 }
-                continue;
-            }
-            Err(_) => {
-                fail_connect(
-                    &shared,
-                    &format!("connect timed out ({})", shared.config.redis_url_redacted),
-                );
-                if !sleep_or_cancel(&cancel, backoff.next_delay()).await {
-                    return;
+                if was_connected {
+                    tenant
+                        .outbox
+                        .notice(Notice::Connection { connected: false });
                 }
-                continue;
+                backoff.after_session(connected_for);
+                None
             }
+            Ok(Err(e)) => Some(format!(
+                "{} ({})",
+                describe(&e),
+                tenant.config.redis_url_redacted
+            )),
+            Err(_) => Some(format!(
+                "connect timed out ({})",
+                tenant.config.redis_url_redacted
+            )),
         };
-        if ever_connected {
-            Metrics::inc(&shared.metrics.reconnects);
-        }
-        let reason = if ever_connected {
-            "reconnect"
-        } else {
-            "initial"
-        };
-        let level = if ever_connected { "info" } else { "debug" };
-        shared.metrics.redis_down.store(false, Relaxed);
-        shared.log(
-            level,
-            format!(
-                "subscribed to {} ({reason})",
-                shared.config.redis_url_redacted
-            ),
-        );
-        ever_connected = true;
-        let began = Instant::now();
-        let end = session(&shared, pubsub, reason).await;
-        let was_connected = shared.metrics.connected.swap(false, Relaxed);
-        shared.metrics.redis_down.store(true, Relaxed);
-        if let End::Shutdown = end {
-            return;
-        }
-        if was_connected {
-            shared
-                .outbox
-                .notice(Notice::Connection { connected: false });
-        }
-        if began.elapsed() >= HEALTHY_RESET {
-            backoff.reset();
+        if let Some(why) = why {
+            tenant.metrics.redis_down.store(true, Relaxed);
+            let e = CoreError::RedisUnavailable(why);
+            tenant.report(&e, "");
+            tenant.redis_failed(Some(e));
         }
         if !sleep_or_cancel(&cancel, backoff.next_delay()).await {
             return;
@@ -128,33 +150,27 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
 }
 
-trait KindStr {
-    fn kind_str(&self) -> String;
+/// A client for `url` that speaks RESP3 (push messages on a normal connection).
+fn client(url: &str) -> redis::RedisResult<redis::Client> {
+    let info = url.into_connection_info()?;
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    redis::Client::open(info.set_redis_settings(settings))
 }
 
-impl KindStr for redis::RedisError {
-    /// A description without the URL (which may hold a password).
-    fn kind_str(&self) -> String {
-        if self.is_connection_refusal() {
-            "connection refused".into()
-        } else if self.is_timeout() {
-            "timed out".into()
-        } else if self.kind() == redis::ErrorKind::AuthenticationFailed {
-            "authentication failed".into()
-        } else {
-            format!("{:?}", self.kind())
-        }
+/// A description of a Redis error without the URL (which may hold a password).
+fn describe(e: &redis::RedisError) -> String {
+    if e.is_connection_refusal() {
+        "connection refused".into()
+    } else if e.is_timeout() {
+        "timed out".into()
+    } else if e.kind() == redis::ErrorKind::AuthenticationFailed {
+        "authentication failed".into()
+    } else {
+        format!("{:?}", e.kind())
     }
-}
-
-fn fail_connect(shared: &Shared, why: &str) {
-    shared.metrics.redis_down.store(true, Relaxed);
-    let e = CoreError::RedisUnavailable(why.to_owned());
-    shared.outbox.notice(Notice::Error {
-        code: e.code().to_owned(),
-        message: e.to_string(),
-    });
-    shared.init_failed(e);
 }
 
 /// Sleeps; false when shutdown came first.
@@ -165,297 +181,183 @@ async fn sleep_or_cancel(cancel: &CancellationToken, d: Duration) -> bool {
     }
 }
 
+/// Payload bytes of a push message (what the queue bound counts).
+fn push_bytes(info: &PushInfo) -> usize {
+    info.data
+        .iter()
+        .map(|v| match v {
+            redis::Value::BulkString(b) => b.len(),
+            _ => 16,
+        })
+        .sum()
+}
+
 async fn connect(
     client: &redis::Client,
-    shared: &Shared,
-) -> redis::RedisResult<redis::aio::PubSub> {
-    let mut pubsub = client.get_async_pubsub().await?;
+    tenant: &Tenant,
+    limits: Limits,
+) -> redis::RedisResult<Link> {
+    let (tx, messages) = mpsc::channel(limits.push_messages.max(1));
+    let queue = Arc::new(PushQueue::default());
+    let q = queue.clone();
+    let sender = move |info: PushInfo| -> Result<(), ()> {
+        if !matches!(info.kind, PushKind::Message | PushKind::Disconnection) {
+            return Ok(()); // subscription confirmations: the client tracks them
+        }
+        let bytes = push_bytes(&info);
+        if q.bytes.load(Relaxed) + bytes > limits.push_bytes {
+            q.overflowed.store(true, Relaxed);
+            return Ok(());
+        }
+        match tx.try_send(info) {
+            Ok(()) => {
+                q.bytes.fetch_add(bytes, Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                q.overflowed.store(true, Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+        }
+    };
+    let config = AsyncConnectionConfig::new()
+        .set_push_sender(sender)
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(None);
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
     let channels: Vec<String> = Topic::ALL
         .iter()
-        .map(|t| shared.config.channel(t.name()))
+        .map(|t| tenant.config.channel(t.name()))
         .collect();
-    pubsub.subscribe(&channels).await?;
-    Ok(pubsub)
+    conn.subscribe(&channels).await?;
+    Ok(Link {
+        conn,
+        messages,
+        queue,
+    })
 }
 
-/// State of one connected session.
-struct Session<'a> {
-    shared: &'a Shared,
-    /// `{prefix}:{tenant}:` — stripped from channel names to find the topic.
-    channel_head: String,
-    /// Events applied during the running reload, to re-apply on its snapshot.
-    recorded: Option<Vec<Event>>,
-    /// A reload was asked for while one was running.
-    reload_again: Option<&'static str>,
+/// When the next periodic refresh is due: the interval ±10 % (SPEC §7).
+fn next_refresh(every: Option<Duration>) -> Option<Instant> {
+    every.map(|d| Instant::now() + d.mul_f64(rand::rng().random_range(0.9..=1.1)))
 }
 
-async fn session(shared: &Shared, pubsub: redis::aio::PubSub, reason: &'static str) -> End {
-    let cancel = shared.shutdown.child_token();
-    let _stop_heartbeat = cancel.clone().drop_guard();
-    let (sink, mut stream) = pubsub.split();
-    let hb = shared.config.heartbeat;
-    let last_traffic = Arc::new(AtomicI64::new(now_ms()));
-    tokio::spawn(heartbeat(sink, hb, last_traffic.clone(), cancel.clone()));
+/// Runs one connected session until the link is lost or shutdown. Returns
+/// why it ended and how long the consumer was connected (resynced) in it.
+async fn session(tenant: &Tenant, mut link: Link, reason: Reason) -> (End, Duration) {
+    let cancel = tenant.shutdown.clone();
+    let config = &tenant.config;
+    let applier = Applier::new(tenant);
+    let mut reloads = Reloads::new(
+        tenant.wrapper.clone(),
+        config.resync_jitter,
+        RecordLimits {
+            events: config.limits.recorded_events,
+            bytes: config.limits.recorded_bytes,
+        },
+    );
+    reloads.request(reason);
+    let heartbeat = config.heartbeat;
+    let mut last_traffic = Instant::now();
+    let mut tick = tokio::time::interval(heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ping: Option<BoxFuture<'static, redis::RedisResult<redis::Value>>> = None;
+    let mut refresh_at: Option<Instant> = None;
+    let mut connected_since: Option<Instant> = None;
+    let connected_for = |since: Option<Instant>| since.map_or(Duration::ZERO, |t| t.elapsed());
 
-    let mut s = Session {
-        shared,
-        channel_head: format!(
-            "{}:{}:",
-            shared.config.channel_prefix, shared.config.tenant_id
-        ),
-        recorded: Some(Vec::new()),
-        reload_again: None,
-    };
-    let mut reload_reason = reason;
-    let mut reload: Option<ReloadFuture> = Some(start_reload(shared));
-    let mut retry: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    let mut wrapper_backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-    let mut check = tokio::time::interval(hb / 2);
-    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let refresh_every = shared.config.refresh_interval;
-    let mut refresh =
-        tokio::time::interval(refresh_every.unwrap_or(Duration::from_secs(3600 * 24 * 365)));
-    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    refresh.reset();
-
-    loop {
+    let end = loop {
         tokio::select! {
-            _ = cancel.cancelled() => return End::Shutdown,
-            msg = stream.next() => {
-                let Some(msg) = msg else {
-                    shared.log("warn", "redis subscription closed by the server");
-                    return End::Lost;
+            _ = cancel.cancelled() => break End::Shutdown,
+            msg = link.messages.recv() => {
+                let Some(first) = msg else {
+                    tenant.log("warn", "redis subscription closed");
+                    break End::Lost;
                 };
-                last_traffic.store(now_ms(), Relaxed);
-                s.handle(&msg);
-                let mut n = 1;
-                while n < DRAIN_BATCH {
-                    match stream.next().now_or_never() {
-                        Some(Some(m)) => { s.handle(&m); n += 1; }
-                        Some(None) => { shared.outbox.flush(); return End::Lost; }
-                        None => break,
+                last_traffic = Instant::now();
+                let mut next = Some(first);
+                let mut n = 0;
+                let mut lost = false;
+                while let Some(info) = next.take() {
+                    link.queue.bytes.fetch_sub(push_bytes(&info), Relaxed);
+                    match info.kind {
+                        PushKind::Message => {
+                            if let [redis::Value::BulkString(ch), redis::Value::BulkString(payload)] = &info.data[..] {
+                                applier.handle(&String::from_utf8_lossy(ch), payload, &mut reloads);
+                            }
+                        }
+                        PushKind::Disconnection => {
+                            lost = true;
+                            break;
+                        }
+                        _ => {}
+                    }
+                    n += 1;
+                    if n < DRAIN_BATCH {
+                        next = link.messages.try_recv().ok();
                     }
                 }
-                shared.outbox.flush();
-                if s.recorded.as_ref().is_some_and(|r| r.len() > MAX_RECORDED) {
-                    s.reload_again.get_or_insert(reload_reason);
+                tenant.outbox.flush();
+                if lost {
+                    tenant.log("warn", "redis connection lost");
+                    break End::Lost;
+                }
+                if link.queue.overflowed.load(Relaxed) {
+                    Metrics::inc(&tenant.metrics.queue_overflows);
+                    tenant.log("warn", "events arrived faster than they could be applied and the queue bound was hit: reconnecting to resync");
+                    break End::Lost;
                 }
             }
-            _ = check.tick() => {
-                let silent = now_ms() - last_traffic.load(Relaxed);
-                if silent > 2 * hb.as_millis() as i64 {
-                    shared.log("warn", format!("no traffic on the subscription for {silent} ms: treating the link as lost"));
-                    return End::Lost;
+            _ = tick.tick() => {
+                let silent = last_traffic.elapsed();
+                if silent > heartbeat * 2 {
+                    tenant.log("warn", format!("no traffic on the subscription for {} ms: treating the link as lost", silent.as_millis()));
+                    break End::Lost;
+                }
+                if ping.is_none() {
+                    let mut conn = link.conn.clone();
+                    ping = Some(async move { redis::cmd("PING").query_async(&mut conn).await }.boxed());
                 }
             }
-            res = async { reload.as_mut().unwrap().await }, if reload.is_some() => {
-                reload = None;
+            res = async { ping.as_mut().expect("guarded").await }, if ping.is_some() => {
+                ping = None;
                 match res {
-                    Ok(snap) => {
-                        s.finish_reload(snap, reload_reason);
-                        wrapper_backoff.reset();
-                        refresh.reset();
+                    Ok(_) => last_traffic = Instant::now(),
+                    Err(e) if e.is_timeout() => {}
+                    Err(_) => {
+                        tenant.log("warn", "redis connection lost (ping failed)");
+                        break End::Lost;
+                    }
+                }
+            }
+            done = reloads.next() => {
+                match done.result {
+                    Ok(store) => {
+                        applier.install(store, &done.recorded, done.reason, done.started_ms);
+                        reloads.done(done.reason, true);
+                        refresh_at = next_refresh(config.refresh_interval);
+                        connected_since.get_or_insert_with(Instant::now);
                     }
                     Err(e) => {
-                        s.recorded = None;
-                        shared.outbox.notice(Notice::Error {
-                            code: e.code().to_owned(),
-                            message: format!("critical reload failed: {e}"),
-                        });
-                        shared.init_failed(e);
-                        retry = Some(Box::pin(tokio::time::sleep(wrapper_backoff.next_delay())));
+                        let delay = reloads.done(done.reason, false).unwrap_or_default();
+                        tenant.metrics.resync_failing.store(true, Relaxed);
+                        tenant.report(&e, &format!(
+                            "critical reload ({}) failed, retrying in {} ms: ",
+                            done.reason.name(),
+                            delay.as_millis()
+                        ));
+                        tenant.load_failed(e);
                     }
                 }
             }
-            _ = async { retry.as_mut().unwrap().await }, if retry.is_some() => {
-                retry = None;
-                s.recorded = Some(Vec::new());
-                reload = Some(start_reload(shared));
-            }
-            _ = refresh.tick(), if refresh_every.is_some() && reload.is_none() && retry.is_none() => {
-                s.reload_again.get_or_insert("refresh");
+            _ = async { tokio::time::sleep_until(refresh_at.expect("guarded")).await }, if refresh_at.is_some() => {
+                refresh_at = next_refresh(config.refresh_interval);
+                reloads.request(Reason::Refresh);
             }
         }
-        if let Some(why) = s.reload_again.take() {
-            // A reload already running restarts so that its snapshot is newer than the request.
-            reload_reason = if reload_reason == "reconnect" && reload.is_some() {
-                "reconnect"
-            } else {
-                why
-            };
-            s.recorded = Some(Vec::new());
-            retry = None;
-            reload = Some(start_reload(shared));
-        }
-    }
-}
-
-fn start_reload(shared: &Shared) -> ReloadFuture {
-    let wrapper = shared.wrapper.clone();
-    Box::pin(async move { wrapper.snapshot().await })
-}
-
-/// Pings the subscription every `hb`; a reply counts as traffic.
-async fn heartbeat(
-    mut sink: redis::aio::PubSubSink,
-    hb: Duration,
-    last_traffic: Arc<AtomicI64>,
-    cancel: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(hb) => {}
-        }
-        let ping = tokio::time::timeout(hb * 2, sink.ping::<redis::Value>());
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = ping => match r {
-                Ok(Ok(_)) => last_traffic.store(now_ms(), Relaxed),
-                Ok(Err(_)) => return, // the connection is gone; the stream ends too
-                Err(_) => {}          // no answer: silence detection decides
-            }
-        }
-    }
-}
-
-impl Session<'_> {
-    /// Handles one raw message.
-    fn handle(&mut self, msg: &redis::Msg) {
-        let shared = self.shared;
-        Metrics::inc(&shared.metrics.events_received);
-        let now = now_ms();
-        shared.metrics.last_event_at.store(now, Relaxed);
-        let topic = msg
-            .get_channel_name()
-            .strip_prefix(self.channel_head.as_str())
-            .and_then(Topic::from_name);
-        let Some(topic) = topic else {
-            return self.reject(Rejection::WrongTopic, "unknown channel");
-        };
-        let ctx = Context {
-            tenant_id: &shared.config.tenant_id,
-            topic,
-            signing_secret: shared.config.signing_secret.as_ref(),
-            now_ms: now,
-        };
-        match parse_event(msg.get_payload_bytes(), &ctx) {
-            Ok(ev) => self.apply(ev),
-            Err(r) => self.reject(r, topic.name()),
-        }
-    }
-
-    fn reject(&self, r: Rejection, channel: &str) {
-        self.shared.metrics.reject(r);
-        let now = now_ms();
-        let last = self.shared.last_reject_log.load(Relaxed);
-        if now - last >= 1000
-            && self
-                .shared
-                .last_reject_log
-                .compare_exchange(last, now, Relaxed, Relaxed)
-                .is_ok()
-        {
-            self.shared.log("warn", format!("rejected an event on {channel}: {} (further rejections this second are only counted)", r.name()));
-        }
-    }
-
-    /// Applies a validated event live.
-    fn apply(&mut self, ev: Event) {
-        let shared = self.shared;
-        if let Some(id) = &ev.event_id {
-            if shared.replay.seen(id) {
-                return self.reject(Rejection::Replay, "replay");
-            }
-        }
-        let listen = shared.outbox.listen_changes();
-        let applied = {
-            let mut store = shared.store();
-            shared.outbox.with(|delta| {
-                let out = store.apply(&ev, delta);
-                if let (Ok(a), true) = (&out, listen) {
-                    if !a.keys.is_empty() {
-                        delta.notice(Notice::Change {
-                            event_type: ev.event_type.to_owned(),
-                            keys: a.keys.clone(),
-                        });
-                    }
-                }
-                out
-            })
-        };
-        match applied {
-            Err(r) => self.reject(r, "stale"),
-            Ok(a) => {
-                if let Some(id) = &ev.event_id {
-                    shared.replay.remember(id);
-                }
-                Metrics::inc(&shared.metrics.events_applied);
-                for key in &a.invalidate {
-                    shared.reference.invalidate(key);
-                }
-                if a.resync {
-                    self.reload_again = Some("resync-required");
-                } else if let Some(rec) = self.recorded.as_mut() {
-                    rec.push(ev);
-                }
-            }
-        }
-    }
-
-    /// Installs a loaded snapshot, re-applies what arrived meanwhile, and
-    /// reports the consumer synced.
-    fn finish_reload(&mut self, snap: Snapshot, reason: &'static str) {
-        let shared = self.shared;
-        let recorded = self.recorded.take().unwrap_or_default();
-        let first = !shared.metrics.ready.load(Relaxed);
-        {
-            let mut store = shared.store();
-            let mut delta = Delta::default();
-            // The first load ships no users: the replica reads them on first access.
-            store.replace(snap, &mut delta, !first);
-            for ev in &recorded {
-                let _ = store.apply(ev, &mut delta); // stale here just means the snapshot was newer
-            }
-            shared.outbox.with(|d| d.merge(delta));
-        }
-        if reason != "refresh" && reason != "initial" {
-            shared.reference.clear();
-        }
-        let m = &shared.metrics;
-        m.last_sync_at.store(now_ms(), Relaxed);
-        m.ready.store(true, Relaxed);
-        if !first {
-            Metrics::inc(&m.resyncs);
-        }
-        let was_connected = m.connected.swap(true, Relaxed);
-        let level = if reason == "refresh" || reason == "initial" {
-            "debug"
-        } else {
-            "info"
-        };
-        shared.outbox.with(|d| {
-            d.notice(Notice::Log {
-                level,
-                msg: format!("critical data loaded ({reason})"),
-            });
-            d.notice(Notice::Resync {
-                reason: reason.to_owned(),
-            });
-            if first {
-                d.notice(Notice::Ready);
-            }
-            if !was_connected {
-                d.notice(Notice::Connection { connected: true });
-            }
-        });
-        shared.outbox.flush();
-        shared.init.send_if_modified(|s| {
-            let pending = matches!(s, InitState::Pending(_));
-            if pending {
-                *s = InitState::Ready;
-            }
-            pending
-        });
-    }
+    };
+    (end, connected_for(connected_since))
 }

@@ -1,0 +1,222 @@
+//! Event application: from one raw message to the store, the replica delta,
+//! the reference cache and the counters; and the installation of a reloaded
+//! store with the events recorded during its download.
+//!
+//! Called only from the subscription task (the store's one writer). Each
+//! event takes the store's write lock once, for the few microseconds of the
+//! write and of recording its replica change (lock order: store, then the
+//! outbox's pending delta). An installation builds nothing under the lock:
+//! the new store was built by the reload task; here the recorded events are
+//! re-applied to it, the small tables are compared under a read lock, and
+//! the swap itself is O(1).
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::critical::CriticalStore;
+use crate::delta::{Delta, Notice};
+use crate::metrics::{now_ms, Metrics};
+use crate::protocol::{parse_event, Context, Event, Rejection, Topic};
+use crate::reload::{Reason, Reloads};
+use crate::tenant::Tenant;
+
+/// Applies messages of one tenant's channels.
+pub struct Applier<'a> {
+    /// The tenant whose store is written.
+    tenant: &'a Tenant,
+    /// `{prefix}:{tenant}:`, stripped from channel names to find the topic.
+    channel_head: String,
+}
+
+impl<'a> Applier<'a> {
+    /// An applier for `tenant`'s channels.
+    pub fn new(tenant: &'a Tenant) -> Self {
+        Applier {
+            tenant,
+            channel_head: format!(
+                "{}:{}:",
+                tenant.config.channel_prefix, tenant.config.tenant_id
+            ),
+        }
+    }
+
+    /// Handles one raw message: parse, replay check, apply, record.
+    /// A `resync-required` becomes a reload request.
+    pub fn handle(&self, channel: &str, payload: &[u8], reloads: &mut Reloads) {
+        let tenant = self.tenant;
+        Metrics::inc(&tenant.metrics.events_received);
+        let now = now_ms();
+        tenant.metrics.last_event_at.store(now, Relaxed);
+        let topic = channel
+            .strip_prefix(self.channel_head.as_str())
+            .and_then(Topic::from_name);
+        let Some(topic) = topic else {
+            return self.reject(Rejection::WrongTopic, "unknown channel");
+        };
+        let ctx = Context {
+            tenant_id: &tenant.config.tenant_id,
+            topic,
+            signing_secret: tenant.config.signing_secret.as_ref(),
+            now_ms: now,
+        };
+        match parse_event(payload, &ctx) {
+            Ok(ev) => self.apply(ev, payload.len(), reloads),
+            Err(r) => self.reject(r, topic.name()),
+        }
+    }
+
+    fn reject(&self, r: Rejection, channel: &str) {
+        let tenant = self.tenant;
+        tenant.metrics.reject(r);
+        let now = now_ms();
+        let last = tenant.last_reject_log.load(Relaxed);
+        if now - last >= 1000
+            && tenant
+                .last_reject_log
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            tenant.log(
+                "warn",
+                format!(
+                    "rejected an event on {channel}: {} (further rejections this second are only counted)",
+                    r.name()
+                ),
+            );
+        }
+    }
+
+    /// Applies a validated event live. An event that is stale against the
+    /// store is still recorded while a reload downloads: the snapshot being
+    /// loaded may be older than it.
+    fn apply(&self, ev: Event, bytes: usize, reloads: &mut Reloads) {
+        let tenant = self.tenant;
+        if let Some(id) = &ev.event_id {
+            if tenant.replay.seen(id) {
+                return self.reject(Rejection::Replay, "replay");
+            }
+        }
+        let listen = tenant.outbox.listen_changes();
+        let limit = tenant.config.limits.pending_changes;
+        let mut overflowed = false;
+        let applied = {
+            let mut store = tenant.store_mut();
+            tenant.outbox.with(|delta| {
+                let out = store.apply(&ev, delta);
+                if let (Ok(a), true) = (&out, listen) {
+                    if !a.keys.is_empty() {
+                        overflowed = delta.push_change(ev.event_type, a.keys.clone(), limit);
+                    }
+                }
+                out
+            })
+        };
+        if overflowed {
+            Metrics::inc(&tenant.metrics.queue_overflows);
+            tenant.log(
+                "warn",
+                format!("more than {limit} 'change' notices waited for the JS thread: they were replaced by one 'resync' (change-overflow)"),
+            );
+        }
+        let recorded = match &applied {
+            Ok(a) if a.resync => {
+                reloads.request(Reason::ResyncRequired);
+                false
+            }
+            Ok(_) | Err(Rejection::Stale) => {
+                if reloads.record(&ev, bytes) {
+                    Metrics::inc(&tenant.metrics.queue_overflows);
+                    tenant.log(
+                        "warn",
+                        "too many events arrived during one reload: it completes, and one more reload follows",
+                    );
+                }
+                true
+            }
+            Err(_) => false,
+        };
+        match applied {
+            Err(r) => {
+                if recorded {
+                    if let Some(id) = &ev.event_id {
+                        tenant.replay.remember(id);
+                    }
+                }
+                self.reject(r, "stale")
+            }
+            Ok(a) => {
+                if let Some(id) = &ev.event_id {
+                    tenant.replay.remember(id);
+                }
+                Metrics::inc(&tenant.metrics.events_applied);
+                for key in &a.invalidate {
+                    tenant.reference.invalidate(key);
+                }
+            }
+        }
+    }
+
+    /// Installs a reloaded store: re-applies the recorded events to it, tells
+    /// the replica the differences, swaps it in, and reports the consumer
+    /// synced. The old store is freed off this task.
+    pub fn install(
+        &self,
+        mut new: CriticalStore,
+        recorded: &[Event],
+        reason: Reason,
+        started_ms: i64,
+    ) {
+        let tenant = self.tenant;
+        let mut scratch = Delta::default();
+        for ev in recorded {
+            // Stale here just means the snapshot was newer.
+            let _ = new.apply(ev, &mut scratch);
+        }
+        let mut delta = Delta::default();
+        tenant.store().diff_into(&new, &mut delta);
+        let first = !tenant.metrics.ready.load(Relaxed);
+        let old = {
+            let mut store = tenant.store_mut();
+            let old = std::mem::replace(&mut *store, new);
+            tenant.outbox.with(|d| d.merge(delta));
+            old
+        };
+        // Dropping a million-row table takes a while: not on this task.
+        tokio::task::spawn_blocking(move || drop(old));
+        tenant.data_as_of.store(started_ms, Relaxed);
+        if reason.drops_reference() {
+            tenant.reference.clear();
+        }
+        let m = &tenant.metrics;
+        m.last_sync_at.store(now_ms(), Relaxed);
+        m.resync_failing.store(false, Relaxed);
+        m.ready.store(true, Relaxed);
+        if !first {
+            Metrics::inc(&m.resyncs);
+        }
+        let was_connected = m.connected.swap(true, Relaxed);
+        let level = if matches!(reason, Reason::Refresh | Reason::Initial) {
+            "debug"
+        } else {
+            "info"
+        };
+        tenant.outbox.with(|d| {
+            d.notice(Notice::Log {
+                level,
+                msg: format!("critical data loaded ({})", reason.name()),
+            });
+            d.notice(Notice::Resync {
+                reason: reason.name().to_owned(),
+            });
+            if first {
+                d.notice(Notice::Ready);
+            }
+            if !was_connected {
+                d.notice(Notice::Connection { connected: true });
+            }
+        });
+        tenant.outbox.flush();
+        if first {
+            tenant.settle_init(crate::tenant::InitState::Ready);
+        }
+    }
+}

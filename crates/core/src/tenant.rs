@@ -1,0 +1,159 @@
+//! One tenant's state, shared by the consumer's handle (`consumer.rs`) and its
+//! background tasks (`subscriber.rs`, `reload.rs`, `apply.rs`).
+//!
+//! Everything here is either immutable (the config), internally synchronised
+//! (metrics, caches, the outbox, the replay window) or behind the one lock of
+//! the critical store. Lock order, where two are held: the store first, then
+//! the outbox's pending delta (so a batch can never be sent between a store
+//! write and the delta that mirrors it; see ARCHITECTURE.md).
+
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::critical::CriticalStore;
+use crate::delta::Notice;
+use crate::error::CoreError;
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::reference::ReferenceCache;
+use crate::replay::ReplayWindow;
+use crate::wrapper::WrapperClient;
+use std::sync::Arc;
+
+/// Where the first full load stands.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum InitState {
+    /// Not loaded yet, with the latest failure of each side: `initialize()`
+    /// reports the one that is blocking now.
+    Pending {
+        /// The latest Redis failure (cleared when a connection succeeds).
+        redis: Option<CoreError>,
+        /// The latest snapshot failure.
+        load: Option<CoreError>,
+    },
+    /// Loaded.
+    Ready,
+    /// Shut down before or after loading.
+    Closed,
+}
+
+/// See the module docs.
+pub(crate) struct Tenant {
+    /// Validated options.
+    pub config: Config,
+    /// Counters and health flags.
+    pub metrics: Arc<Metrics>,
+    /// HTTP client of the Wrapper.
+    pub wrapper: WrapperClient,
+    /// Profiles, hierarchy, audit logs, history.
+    pub reference: ReferenceCache,
+    /// Costs, roles, access, configs (the authoritative in-process copy).
+    /// Written only by the subscription task, in short critical sections: a
+    /// reload builds its store off the lock and swaps it in.
+    pub store: RwLock<CriticalStore>,
+    /// Applied `eventId`s.
+    pub replay: ReplayWindow,
+    /// Batches for the JS replica.
+    pub outbox: Outbox,
+    /// The one shutdown signal every task selects on.
+    pub shutdown: CancellationToken,
+    /// First-load status, watched by `wait_ready`.
+    pub init: watch::Sender<InitState>,
+    /// Epoch ms of the last rejection log line (rate limit: one per second).
+    pub last_reject_log: AtomicI64,
+    /// Epoch ms at which the latest successful full load started: the data
+    /// is at least that fresh (0 before the first load).
+    pub data_as_of: AtomicI64,
+}
+
+impl Tenant {
+    /// A tenant's state before any task runs.
+    pub fn new(config: Config) -> crate::error::Result<Tenant> {
+        let metrics = Arc::new(Metrics::default());
+        metrics.redis_down.store(true, Relaxed);
+        let wrapper = WrapperClient::new(&config, metrics.clone())?;
+        let reference = ReferenceCache::new(&config, wrapper.clone(), metrics.clone());
+        let (init, _) = watch::channel(InitState::Pending {
+            redis: None,
+            load: None,
+        });
+        Ok(Tenant {
+            config,
+            metrics,
+            wrapper,
+            reference,
+            store: RwLock::new(CriticalStore::default()),
+            replay: ReplayWindow::default(),
+            outbox: Outbox::default(),
+            shutdown: CancellationToken::new(),
+            init,
+            last_reject_log: AtomicI64::new(0),
+            data_as_of: AtomicI64::new(0),
+        })
+    }
+
+    /// Sends a log line to the JS logger. `msg` must not hold secrets.
+    pub fn log(&self, level: &'static str, msg: impl Into<String>) {
+        self.outbox.notice(Notice::Log {
+            level,
+            msg: msg.into(),
+        });
+    }
+
+    /// Reads the critical store (poison-tolerant: every mutation completes
+    /// before it could panic-unwind, so the data stays consistent).
+    pub fn store(&self) -> RwLockReadGuard<'_, CriticalStore> {
+        self.store.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the critical store (the subscription task only).
+    pub fn store_mut(&self) -> RwLockWriteGuard<'_, CriticalStore> {
+        self.store.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records (or, with `None`, clears) why Redis is not usable yet.
+    pub fn redis_failed(&self, e: Option<CoreError>) {
+        self.init.send_if_modified(|s| match s {
+            InitState::Pending { redis, .. } => {
+                *redis = e;
+                true
+            }
+            _ => false,
+        });
+    }
+
+    /// Records why the first snapshot has not loaded yet.
+    pub fn load_failed(&self, e: CoreError) {
+        self.init.send_if_modified(|s| match s {
+            InitState::Pending { load, .. } => {
+                *load = Some(e);
+                true
+            }
+            _ => false,
+        });
+    }
+
+    /// Marks the first load done (or the consumer closed); false when it
+    /// already was.
+    pub fn settle_init(&self, to: InitState) -> bool {
+        self.init.send_if_modified(|s| {
+            let pending = matches!(s, InitState::Pending { .. });
+            if pending {
+                *s = to;
+            }
+            pending
+        })
+    }
+
+    /// Sends a background error to `'error'` listeners (or `logger.error`).
+    pub fn report(&self, e: &CoreError, context: &str) {
+        self.outbox.notice(Notice::Error {
+            code: e.code().to_owned(),
+            message: format!("{context}{e}"),
+        });
+    }
+}
