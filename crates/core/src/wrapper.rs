@@ -71,9 +71,9 @@ struct Limits {
     max_load_bytes: u64,
 }
 
-/// Which of the two paths a call belongs to (indexes [`WrapperClient::failing`]).
+/// Which of the two breakers a call answers to (indexes [`WrapperClient::failing`]).
 #[derive(Debug, Clone, Copy)]
-enum Path {
+enum Lane {
     /// Snapshot loads (the four list endpoints).
     Snapshot = 0,
     /// Reference reads, balances and deductions.
@@ -97,7 +97,7 @@ pub struct WrapperClient {
     snapshot_breaker: Arc<Breaker>,
     /// Fails reference and credit requests fast while they fail.
     reference_breaker: Arc<Breaker>,
-    /// Whether the latest call of each [`Path`] failed unavailable: the
+    /// Whether the latest call of each [`Lane`] failed unavailable: the
     /// metric `wrapper_failing` (health `degraded`) is true while either is,
     /// so one path's success does not hide the other's outage.
     failing: Arc<[AtomicBool; 2]>,
@@ -238,9 +238,9 @@ impl WrapperClient {
         })
     }
 
-    /// Records whether `path` is failing and updates `wrapper_failing`.
-    fn set_failing(&self, path: Path, failing: bool) {
-        self.failing[path as usize].store(failing, Relaxed);
+    /// Records whether `lane` is failing and updates `wrapper_failing`.
+    fn set_failing(&self, lane: Lane, failing: bool) {
+        self.failing[lane as usize].store(failing, Relaxed);
         let any = self.failing.iter().any(|f| f.load(Relaxed));
         self.metrics.wrapper_failing.store(any, Relaxed);
     }
@@ -255,7 +255,7 @@ impl WrapperClient {
         idempotency_key: Option<&str>,
     ) -> Result<Outcome> {
         let Some(permit) = self.reference_breaker.try_acquire() else {
-            self.set_failing(Path::Reference, true);
+            self.set_failing(Lane::Reference, true);
             return Err(CoreError::WrapperUnavailable(format!(
                 "{}: circuit open",
                 label_of(&method, path)
@@ -264,17 +264,17 @@ impl WrapperClient {
         match self.exchange(method, path, body, idempotency_key).await {
             Exchange::Answered(outcome) => {
                 permit.success();
-                self.set_failing(Path::Reference, false);
+                self.set_failing(Lane::Reference, false);
                 Ok(outcome)
             }
             Exchange::Refused(e) => {
                 permit.success();
-                self.set_failing(Path::Reference, false);
+                self.set_failing(Lane::Reference, false);
                 Err(e)
             }
             Exchange::Down(msg) => {
                 permit.failure();
-                self.set_failing(Path::Reference, true);
+                self.set_failing(Lane::Reference, true);
                 Err(CoreError::WrapperUnavailable(msg))
             }
         }
@@ -387,7 +387,7 @@ impl WrapperClient {
             })??;
             if !budget.take(body.len()) {
                 return Err(bad(format!(
-                    "the load is over {} bytes ({LOAD_BYTES_FACTOR} × maxResponseBytes) over all its pages",
+                    "the load passed {} bytes ({LOAD_BYTES_FACTOR} × maxResponseBytes) over all its pages",
                     budget.max
                 )));
             }
@@ -471,7 +471,7 @@ impl WrapperClient {
     /// once, at the end. Loads may run concurrently, each with its own budget.
     pub async fn snapshot(&self) -> Result<Snapshot> {
         let Some(permit) = self.snapshot_breaker.try_acquire() else {
-            self.set_failing(Path::Snapshot, true);
+            self.set_failing(Lane::Snapshot, true);
             return Err(CoreError::WrapperUnavailable(
                 "snapshot load: circuit open".into(),
             ));
@@ -479,10 +479,10 @@ impl WrapperClient {
         let result = self.load().await;
         if let Err(CoreError::WrapperUnavailable(_)) = &result {
             permit.failure();
-            self.set_failing(Path::Snapshot, true);
+            self.set_failing(Lane::Snapshot, true);
         } else {
             permit.success();
-            self.set_failing(Path::Snapshot, false);
+            self.set_failing(Lane::Snapshot, false);
         }
         result
     }
@@ -799,7 +799,7 @@ mod tests {
 
         let w = client(&url, json!({}));
         let msg = invalid(w.list("/l", &budget(200)).await);
-        assert!(msg.contains("over 200 bytes"), "{msg}");
+        assert!(msg.contains("passed 200 bytes"), "{msg}");
     }
 
     #[tokio::test]
