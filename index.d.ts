@@ -12,39 +12,44 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 /** The native half of `SmartCRMConsumer`; see `lib/consumer.js`. */
 export declare class NativeConsumer {
   /**
-   * Validates `options` (plain JSON, without `logger`) with `env` as the
-   * source of fallbacks. Throws `TypeError`/`RangeError` naming the option.
+   * Validates `options` (plain JSON, without `logger`) with `envVars` (the
+   * environment variables `lib/consumer.js` reads) as the source of
+   * fallbacks. Throws `TypeError`/`RangeError` naming the option.
    */
-  constructor(options: any, env: Record<string, string>)
+  constructor(options: any, envVars: Record<string, string>)
   /** Starts the background tasks; `onBatch(json)` receives replica batches. */
   start(onBatch: (arg: string) => void): void
   /** Resolves after the first full load; rejects with the cause after `initTimeoutMs`. */
   waitReady(): Promise<void>
   /**
-   * Synchronous reference hit: the JSON text, `""` for a remembered 404, or
-   * `null` on a miss.
+   * Synchronous reference read of `kind` (`user`, `hierarchy`, `audit`,
+   * `historical`) and `id`: the JSON text of a fresh entry, or `null` on a
+   * miss (then call `refGet`). Throws a `RangeError` for an id outside the
+   * id rule and `NOT_FOUND` for a remembered 404.
    */
-  refLookup(key: string): string | null
+  refLookup(kind: string, id: string): string | null
   /** Reference read with a shared fetch on a miss; resolves to JSON text. */
   refGet(kind: string, id: string): Promise<string>
-  /** A user's access from the core's store (see [`UserAccess`]). */
-  userAccess(userId: string): UserAccess
-  /** Drops one reference key. */
+  /** A user's access from the core's store, or `null` for an unknown user. */
+  userAccess(userId: string): UserAccess | null
+  /** Drops one reference key (a key the cache cannot hold is a no-op). */
   invalidate(key: string): void
   /** Expiry (epoch ms) of a held reference entry, or `null`. */
   cacheExpiry(key: string): number | null
   /** The user's available credits. */
   userCredits(userId: string): Promise<number>
-  /** Deducts `amount` with `idempotencyKey`; resolves to the remaining balance. */
+  /**
+   * Deducts `amount` with `idempotencyKey`; resolves to the remaining
+   * balance. The arguments are checked in order (`userId`, `amount`,
+   * `idempotencyKey`) before anything is sent.
+   */
   deduct(userId: string, amount: number, operationCode: string | undefined | null, idempotencyKey: string): Promise<number>
   /** Turns `'change'` batches on or off. */
   setListenChanges(on: boolean): void
-  /** Rust-side metrics as JSON text. */
-  metricsJson(): string
-  /** Rust-side health as JSON text. */
-  healthJson(): string
-  /** Subscribed and resynced (Rust side). */
-  isConnected(): boolean
+  /** The Rust-side metrics. */
+  metrics(): NativeMetrics
+  /** The Rust-side health. */
+  health(): NativeHealth
   /** Stops everything and releases the JS callback. */
   shutdown(): Promise<void>
 }
@@ -69,20 +74,91 @@ export declare function __panicForTestsAsync(message: string): Promise<void>
 /** The RFC 8785 canonical form of a JSON text. */
 export declare function canonicalize(json: string): string
 
+/**
+ * Checks an id argument against the one id rule (`RangeError` naming `name`);
+ * for methods that check an id before deciding whether to send it.
+ */
+export declare function checkId(name: string, id: string): void
+
 /** Connects a publisher. `options`: `{ redisUrl, tenantId, channelPrefix, signingSecret? }`. */
 export declare function connectPublisher(redisUrl: string, tenantId: string, channelPrefix: string, signingSecret?: string | undefined | null): Promise<NativePublisher>
+
+/**
+ * `health()` as the core sees it; `lib/consumer.js` adds `ready` and
+ * `connected` as the JS replica sees them.
+ */
+export interface NativeHealth {
+  /**
+   * Redis down, the latest full reload failed, or the Wrapper failing
+   * with `WRAPPER_UNAVAILABLE`.
+   */
+  degraded: boolean
+  /** Epoch ms of the last event received, `null` before the first. */
+  lastEventAt: number | null
+  /** Epoch ms of the last completed full load, `null` before the first. */
+  lastSyncAt: number | null
+  /**
+   * `redis-disconnected`, `resync-failed`, `wrapper-unavailable`, or
+   * `null` when not degraded.
+   */
+  reason: string | null
+  /** The Wrapper circuit breaker: `closed`, `open` or `half-open`. */
+  circuit: string
+}
+
+/**
+ * The Rust-side figures of `getMetrics()`; `lib/consumer.js` adds the critical
+ * read counters (those reads never enter Rust) and the rates.
+ */
+export interface NativeMetrics {
+  /** Reference reads answered from the cache (fresh or remembered 404). */
+  referenceHits: number
+  /** Reference reads that asked the Wrapper (or joined a fetch). */
+  referenceMisses: number
+  /** HTTP requests sent to the Wrapper, retries included. */
+  wrapperRequests: number
+  /** Wrapper requests that failed (any code). */
+  wrapperErrors: number
+  /** Reference misses that joined a fetch already in flight. */
+  coalescedRequests: number
+  /** Expired entries served because the Wrapper was unavailable. */
+  staleServed: number
+  /** Messages received on the subscription. */
+  eventsReceived: number
+  /** Events applied. */
+  eventsApplied: number
+  /**
+   * Rejected events by reason (`malformed`, `badSignature`, ...): every
+   * reason of SPEC §3 is present, 0 when none was rejected; in name order,
+   * so the Prometheus text lists them the same way every time.
+   */
+  eventsRejected: Record<string, number>
+  /** Subscription connections re-established after a loss. */
+  reconnects: number
+  /** Full reloads after the first one. */
+  resyncs: number
+  /** Times a bounded internal queue overflowed (and its defined behaviour ran). */
+  queueOverflows: number
+  /** Entries in the reference cache. */
+  referenceCacheSize: number
+  /** Bytes held by the reference cache (weighted size). */
+  referenceCacheBytes: number
+  /** Live critical entries: credits, roles, users, configs. */
+  criticalCacheSize: number
+}
 
 /** Signs a message the way publishers must (test vectors, other publishers). */
 export declare function signMessage(messageJson: string, secret: string): string
 
-/** A user's access as the core holds it, for the JS replica's first access. */
+/** A known user's access as the core holds it, for the JS replica's first access. */
 export interface UserAccess {
-  /** False when the user is unknown (then `status` is empty). */
-  found: boolean
-  /** The user's status. */
+  /** The user's status (`checkPermission` needs exactly `active`). */
   status: string
-  /** The user's role ids. */
+  /** The user's role ids (their permissions are in the replica's roles). */
   roles: Array<string>
-  /** Replica batches sent when this was read: cache it only if that many were applied. */
+  /**
+   * Replica batches sent when this was read: the replica may keep the
+   * answer only if it has applied that many (no older batch can overwrite it).
+   */
   seq: number
 }

@@ -840,5 +840,6 @@ module.exports.NativePublisher = nativeBinding.NativePublisher
 module.exports.__panicForTests = nativeBinding.__panicForTests
 module.exports.__panicForTestsAsync = nativeBinding.__panicForTestsAsync
 module.exports.canonicalize = nativeBinding.canonicalize
+module.exports.checkId = nativeBinding.checkId
 module.exports.connectPublisher = nativeBinding.connectPublisher
 module.exports.signMessage = nativeBinding.signMessage

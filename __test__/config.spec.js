@@ -43,6 +43,11 @@ const invalid = [
   [{ ...base, logger: {} }, TypeError, 'logger'],
   [{ ...base, bogus: 1 }, TypeError, 'bogus'],
   [{ ...base, ttl: { userProfiles: () => 1 } }, TypeError, 'ttl.userProfiles'],
+  // this build cannot skip certificate checks: refused here, not at every connect
+  [{ ...base, redisUrl: 'rediss://127.0.0.1:6380/#insecure' }, RangeError, 'redisUrl'],
+  [{ ...base, redisUrl: 'rediss://:pw@127.0.0.1:6380/0#insecure' }, RangeError, 'redisUrl'],
+  // `env` was accepted and ignored; the environment is read from process.env
+  [{ ...base, env: { WRAPPER_URL: 'http://x' } }, TypeError, 'env'],
 ]
 
 for (const [options, Cls, name] of invalid) {

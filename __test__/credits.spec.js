@@ -237,3 +237,66 @@ test('deductCredits: a non-number amount is a TypeError, NaN/negative/Infinity a
   t.is(sim.requests.length, before, 'no request')
   t.is(sim.data.balances.get('u-alice'), 100)
 })
+
+// ---- the idempotency key on rejections ------------------------------------------------
+
+const answerLost = test.macro({
+  async exec(t, spec, given) {
+    const { sim, consumer } = await setup(t)
+    // The Wrapper applies the deduction every time, but the answer never arrives.
+    const fault = sim.fault(deductPath('u-alice'), { ...spec, apply: true })
+    const err = await t.throwsAsync(
+      () => consumer.deductCredits('u-alice', 3, { idempotencyKey: given }),
+      { code: 'WRAPPER_UNAVAILABLE' },
+    )
+    t.is(typeof err.idempotencyKey, 'string', 'the rejection carries the key it used')
+    if (given) t.is(err.idempotencyKey, given)
+    else t.regex(err.idempotencyKey, UUID)
+    t.is(sim.data.balances.get('u-alice'), 97, 'the Wrapper did apply it')
+    fault.remove()
+    const retry = await consumer.deductCredits('u-alice', 3, { idempotencyKey: err.idempotencyKey })
+    t.deepEqual(retry, { remaining: 97, idempotencyKey: err.idempotencyKey })
+    t.is(sim.data.balances.get('u-alice'), 97, 'the retry is charged once in all')
+    t.is(
+      sim.deductions.filter((d) => !d.replay && d.status === 200).length,
+      1,
+      'one real deduction',
+    )
+    const keys = new Set(
+      deductRequests(sim, 'u-alice').map((r) => JSON.parse(r.body).idempotencyKey),
+    )
+    t.deepEqual([...keys], [err.idempotencyKey], 'every attempt and the retry used one key')
+  },
+  title: (_, spec, given) =>
+    `an applied deduction whose answer is lost (${JSON.stringify(spec)}, key ${given ? 'given' : 'generated'}) rejects with err.idempotencyKey; a retry with it is charged once`,
+})
+
+test(answerLost, { status: 503 }, undefined)
+test(answerLost, { reset: true }, undefined)
+test(answerLost, { status: 503 }, 'order-7')
+
+test('every rejection of deductCredits carries the idempotency key', async (t) => {
+  const { sim, consumer } = await setup(t)
+  const rejections = [
+    [() => consumer.deductCredits('u-carol', 5), 'INSUFFICIENT_CREDITS'],
+    [() => consumer.deductCredits('u-alice', -1), 'ERR_OUT_OF_RANGE'],
+    [() => consumer.deductCredits('u-alice', '5'), 'ERR_INVALID_ARG_TYPE'],
+    [() => consumer.deductCredits('..', 1), 'ERR_OUT_OF_RANGE'],
+    [() => consumer.deductCredits('u-alice', 1, { operationCode: 7 }), 'ERR_INVALID_ARG_TYPE'],
+  ]
+  for (const [call, code] of rejections) {
+    const err = await t.throwsAsync(call, { code }, call.toString())
+    t.regex(err.idempotencyKey, UUID, call.toString())
+  }
+  sim.fault(deductPath('u-alice'), { status: 500 })
+  const given = await t.throwsAsync(
+    () => consumer.deductCredits('u-alice', 1, { idempotencyKey: 'k-1' }),
+    { code: 'WRAPPER_UNAVAILABLE' },
+  )
+  t.is(given.idempotencyKey, 'k-1')
+  const badKey = await t.throwsAsync(
+    () => consumer.deductCredits('u-alice', 1, { idempotencyKey: 42 }),
+    { instanceOf: TypeError },
+  )
+  t.false('idempotencyKey' in badKey, 'a key that is not a string is not a key')
+})

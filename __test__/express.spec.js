@@ -90,6 +90,52 @@ test('requireCredits: 401, 404 for unknown or inactive, 402, and req.creditCost'
   t.is(sim.data.balances.get('alice'), 100, 'the middleware deducts nothing')
 })
 
+test('a numeric req.user.id is taken as its decimal string', async (t) => {
+  const { consumer, sim } = await setup(t, {
+    sim: {
+      data: {
+        ...data,
+        users: [...data.users, { userId: '42', status: 'active', roles: ['sales'] }],
+        balances: { ...data.balances, 42: 100 },
+      },
+    },
+  })
+  const app = express()
+  app.use((req, res, next) => {
+    const id = req.get('x-test-user')
+    if (id !== undefined) req.user = { id: JSON.parse(id) }
+    next()
+  })
+  app.get('/leads', requirePermission(consumer, 'crm.leads.create'), (req, res) =>
+    res.json({ ok: true }),
+  )
+  app.post('/leads', requireCredits(consumer, 'crm.leads.create'), (req, res) =>
+    res.json({ cost: req.creditCost }),
+  )
+  t.is((await request(app).get('/leads').set('x-test-user', '42')).status, 200)
+  const paid = await request(app).post('/leads').set('x-test-user', '42')
+  t.is(paid.status, 200)
+  t.deepEqual(paid.body, { cost: 5 })
+  t.true(
+    sim.requests.some((r) => r.path === '/api/users/42/credits'),
+    'asked for user "42"',
+  )
+  t.is((await request(app).get('/leads').set('x-test-user', '7')).status, 403, 'an unknown user')
+  for (const notAnId of ['""', 'null', 'true', '{}', '[42]']) {
+    const r = await request(app).get('/leads').set('x-test-user', notAnId)
+    t.is(r.status, 401, notAnId)
+  }
+  for (const notFinite of [NaN, Infinity, -Infinity]) {
+    const guarded = express()
+    guarded.get(
+      '/leads',
+      requirePermission(consumer, 'crm.leads.create', { getUserId: () => notFinite }),
+      (req, res) => res.json({ ok: true }),
+    )
+    t.is((await request(guarded).get('/leads')).status, 401, String(notFinite))
+  }
+})
+
 test('requireCredits passes Wrapper failures to the error handler', async (t) => {
   const { consumer, sim } = await setup(t, { sim: { data } })
   sim.fault('/api/users/alice/credits', { status: 500 })

@@ -46,7 +46,7 @@ test('the golden batch takes the replica from its "before" to its "after" state'
 
 test('a users reset drops every user, also those read lazily from the core', (t) => {
   const r = new Replica()
-  const load = (id) => ({ found: true, status: 'active', roles: ['sales'], seq: r.batchesApplied })
+  const load = () => ({ status: 'active', roles: ['sales'], seq: r.batchesApplied })
   t.is(r.user('u1', load).status, 'active')
   t.true(r.users.has('u1'), 'kept: no batch was on its way')
   r.apply(vector.wire)
@@ -56,7 +56,7 @@ test('a users reset drops every user, also those read lazily from the core', (t)
 
 test('a user read while a batch is on its way is answered but not kept', (t) => {
   const r = new Replica()
-  const load = () => ({ found: true, status: 'active', roles: [], seq: r.batchesApplied + 1 })
+  const load = () => ({ status: 'active', roles: [], seq: r.batchesApplied + 1 })
   t.is(r.user('u1', load).status, 'active')
   t.false(r.users.has('u1'))
 })

@@ -1,15 +1,24 @@
 'use strict'
 // SmartCRMConsumer: the public class (SPEC §2).
 //
-// A thin shell over the native core: it validates what only JS can see (types
-// of values, the logger), keeps the read replica that answers critical reads
-// synchronously, turns replica notices into EventEmitter events, and maps
-// native errors to JS errors. Everything that does I/O runs in Rust.
+// A thin shell over the native core: it checks what only JS can see (the JS
+// types of arguments, values JSON cannot carry, the logger), keeps the read
+// replica that answers critical reads synchronously, and turns replica notices
+// into EventEmitter events. Everything else is the core's: the id rule, amounts,
+// idempotency keys and options are validated there, once, and native errors
+// arrive already as the TypeError/RangeError/Error (with `code`) to throw.
+// Everything that does I/O runs in Rust.
+//
+// Critical reads take any string (up to 64 Ki characters, beyond that a
+// RangeError, except on the getCreditCost/checkPermission hot paths): an id
+// outside the id rule (crates/core/src/ids.rs) cannot name an entity, so it
+// reads as null (false for checkPermission), like any unknown id. Methods that
+// send an id to the Wrapper reject an id outside the rule with a RangeError.
 
 const { EventEmitter } = require('node:events')
 const { randomUUID } = require('node:crypto')
 
-const { NativeConsumer } = require('../index.js')
+const { NativeConsumer, checkId } = require('../index.js')
 const { Replica, grants } = require('./replica.js')
 const { metricsText } = require('./prometheus.js')
 const errors = require('./errors.js')
@@ -23,7 +32,7 @@ const ENV_VARS = [
   'WRAPPER_URL',
 ]
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error']
-const MAX_ARG_LENGTH = 64 * 1024
+const MAX_SYNC_ARG_LENGTH = 64 * 1024
 
 /**
  * Copies `options` into plain JSON for the core, checking on the way what JSON
@@ -33,7 +42,7 @@ function toJsonOptions(value, path) {
   if (value === null || typeof value === 'string' || typeof value === 'boolean') return value
   if (typeof value === 'number') {
     if (!Number.isFinite(value))
-      throw errors.rangeError(`option \`${path}\` must be a finite number`)
+      throw errors.optionError(RangeError, `option \`${path}\` must be a finite number`)
     return value
   }
   if (typeof value === 'object' && !Array.isArray(value)) {
@@ -44,39 +53,43 @@ function toJsonOptions(value, path) {
     }
     return out
   }
-  throw errors.typeError(`option \`${path}\` has an unsupported type (${typeof value})`)
+  throw errors.optionError(
+    TypeError,
+    `option \`${path}\` has an unsupported type (${typeof value})`,
+  )
 }
 
 function checkLogger(logger) {
   if (logger === undefined || logger === null) return console
   if (typeof logger !== 'object' && typeof logger !== 'function') {
-    throw errors.typeError(
+    throw errors.optionError(
+      TypeError,
       'option `logger` must be an object with debug, info, warn and error methods',
     )
   }
   for (const level of LOG_LEVELS) {
     if (typeof logger[level] !== 'function') {
-      throw errors.typeError(`option \`logger\` must have a \`${level}\` method`)
+      throw errors.optionError(TypeError, `option \`logger\` must have a \`${level}\` method`)
     }
   }
   return logger
 }
 
+/** The check JS makes of an argument the core validates: its JS type. */
 function checkString(name, value) {
   if (typeof value !== 'string')
     throw errors.typeError(`${name} must be a string, got ${typeof value}`)
-  if (value.length > MAX_ARG_LENGTH)
-    throw errors.rangeError(`${name} is longer than ${MAX_ARG_LENGTH} characters`)
 }
 
-/** An id that is sent as one URL path segment. */
-function checkId(name, value) {
+/**
+ * An argument of a synchronous read that the core does not validate: its JS
+ * type, and a bound on its length (a guard against pathological input on a
+ * path that hashes or copies it; not the id rule, which is the core's).
+ */
+function checkSyncArg(name, value) {
   checkString(name, value)
-  if (value === '' || value === '.' || value === '..') {
-    throw errors.rangeError(
-      `${name} must not be empty, '.' or '..' (it is sent as one URL path segment)`,
-    )
-  }
+  if (value.length > MAX_SYNC_ARG_LENGTH)
+    throw errors.rangeError(`${name} is longer than ${MAX_SYNC_ARG_LENGTH} characters`)
 }
 
 function rate(hits, misses) {
@@ -92,14 +105,14 @@ class SmartCRMConsumer extends EventEmitter {
   constructor(options) {
     super()
     if (options === null || typeof options !== 'object') {
-      throw errors.typeError('options must be an object with at least `tenantId`')
+      throw errors.optionError(TypeError, 'options must be an object with at least `tenantId`')
     }
     const { logger, ...rest } = options
     this._logger = checkLogger(logger)
     const env = {}
     for (const name of ENV_VARS) if (process.env[name]) env[name] = process.env[name]
     const json = toJsonOptions(rest, '')
-    this._native = errors.callNative(() => new NativeConsumer(json, env))
+    this._native = new NativeConsumer(json, env)
     this.tenantId = json.tenantId
     this._replica = new Replica()
     this._loadUser = (id) => this._native.userAccess(id)
@@ -130,9 +143,9 @@ class SmartCRMConsumer extends EventEmitter {
     if (this._closed) throw errors.shutdownError()
     if (!this._started) {
       this._started = true
-      errors.callNative(() => this._native.start((json) => this._onBatch(json)))
+      this._native.start((json) => this._onBatch(json))
     }
-    await this._native.waitReady().catch(errors.rethrow)
+    await this._native.waitReady()
     await this._replicaReady
   }
 
@@ -218,7 +231,7 @@ class SmartCRMConsumer extends EventEmitter {
   /** A copy of the role's permissions, or null. */
   getRolePermissions(roleId) {
     this._open()
-    checkString('roleId', roleId)
+    checkSyncArg('roleId', roleId)
     const r = this._counted(this._replica.roles.get(roleId))
     return r === undefined ? null : r.perms.slice()
   }
@@ -226,7 +239,7 @@ class SmartCRMConsumer extends EventEmitter {
   /** A copy of the user's role ids, or null. */
   getUserRoles(userId) {
     this._open()
-    checkString('userId', userId)
+    checkSyncArg('userId', userId)
     const u = this._counted(this._replica.user(userId, this._loadUser))
     return u === undefined ? null : u.roles.slice()
   }
@@ -234,7 +247,7 @@ class SmartCRMConsumer extends EventEmitter {
   /** The user's status, or null. */
   getUserStatus(userId) {
     this._open()
-    checkString('userId', userId)
+    checkSyncArg('userId', userId)
     const u = this._counted(this._replica.user(userId, this._loadUser))
     return u === undefined ? null : u.status
   }
@@ -242,7 +255,7 @@ class SmartCRMConsumer extends EventEmitter {
   /** A fresh copy of the config's JSON value, or null. */
   getActiveConfig(configId) {
     this._open()
-    checkString('configId', configId)
+    checkSyncArg('configId', configId)
     const text = this._counted(this._replica.configs.get(configId))
     return text === undefined ? null : JSON.parse(text)
   }
@@ -268,23 +281,21 @@ class SmartCRMConsumer extends EventEmitter {
 
   // ---- reference reads: async, TTL-cached ----------------------------------
 
+  /**
+   * A cache hit is answered without a thread hop: `refLookup` returns the
+   * JSON text, null on a miss (then `refGet` fetches), or throws (a RangeError
+   * for the id, NOT_FOUND for a remembered 404).
+   */
   _reference(kind, name, id) {
     try {
       this._open()
-      checkId(name, id)
-      const text = errors.callNative(() => this._native.refLookup(`${kind}:${id}`))
-      if (text !== null) {
-        if (text === '') {
-          const e = new Error(`not found: ${kind}:${id}`)
-          e.code = 'NOT_FOUND'
-          return Promise.reject(e)
-        }
-        return Promise.resolve(JSON.parse(text))
-      }
+      checkString(name, id)
+      const text = this._native.refLookup(kind, id)
+      if (text !== null) return Promise.resolve(JSON.parse(text))
     } catch (err) {
       return Promise.reject(err)
     }
-    return this._native.refGet(kind, id).then(JSON.parse, errors.rethrow)
+    return this._native.refGet(kind, id).then(JSON.parse)
   }
 
   /** The user's profile (`user:{id}`, 5 min by default). */
@@ -310,15 +321,15 @@ class SmartCRMConsumer extends EventEmitter {
   /** Expiry (epoch ms) of the held entry for `key`, or null. */
   getCacheExpiry(key) {
     this._open()
-    checkString('key', key)
-    return errors.callNative(() => this._native.cacheExpiry(key))
+    checkSyncArg('key', key)
+    return this._native.cacheExpiry(key)
   }
 
   /** Drops the reference entry for `key`. */
   invalidate(key) {
     this._open()
-    checkString('key', key)
-    errors.callNative(() => this._native.invalidate(key))
+    checkSyncArg('key', key)
+    this._native.invalidate(key)
   }
 
   // ---- credits --------------------------------------------------------------
@@ -326,14 +337,16 @@ class SmartCRMConsumer extends EventEmitter {
   /** The user's available credits, from the Wrapper (never cached). */
   async getUserCredits(userId) {
     this._open()
-    checkId('userId', userId)
-    return this._native.userCredits(userId).catch(errors.rethrow)
+    checkString('userId', userId)
+    return this._native.userCredits(userId)
   }
 
   /** False if the operation is not configured or inactive, else available >= cost. */
   async checkCredits(operationCode, userId) {
     this._open()
     checkString('operationCode', operationCode)
+    checkString('userId', userId)
+    // Refused whatever the operation, so the answer never depends on the data.
     checkId('userId', userId)
     const cost = this.getCreditCost(operationCode)
     if (cost === null) return false
@@ -344,27 +357,30 @@ class SmartCRMConsumer extends EventEmitter {
    * Deducts `amount` credits. Retries (bounded, with backoff) reuse the same
    * idempotency key, generated when not given, so a deduction is never applied
    * twice. Resolves to `{ remaining, idempotencyKey }`; a 402 rejects with code
-   * INSUFFICIENT_CREDITS.
+   * INSUFFICIENT_CREDITS. Every rejection carries the key as
+   * `err.idempotencyKey` (unless the key given is not a string), so a caller
+   * that retries after an error the Wrapper may have applied is charged once.
    */
-  async deductCredits(userId, amount, { operationCode, idempotencyKey } = {}) {
-    this._open()
-    checkId('userId', userId)
-    if (typeof amount !== 'number')
-      throw errors.typeError(`amount must be a number, got ${typeof amount}`)
-    if (!Number.isFinite(amount) || amount < 0)
-      throw errors.rangeError('amount must be a finite, non-negative number')
-    if (operationCode !== undefined && operationCode !== null)
-      checkString('operationCode', operationCode)
-    let key = idempotencyKey
-    if (key === undefined || key === null) key = randomUUID()
-    checkString('idempotencyKey', key)
-    if (key.length === 0 || key.length > 256 || /[^\x21-\x7e]/.test(key)) {
-      throw errors.rangeError('idempotencyKey must be 1-256 visible ASCII characters')
+  async deductCredits(userId, amount, options) {
+    const opts = options ?? {}
+    if (typeof opts !== 'object') throw errors.typeError('options must be an object')
+    const key = opts.idempotencyKey ?? randomUUID()
+    if (typeof key !== 'string')
+      throw errors.typeError(`idempotencyKey must be a string, got ${typeof key}`)
+    try {
+      this._open()
+      checkString('userId', userId)
+      if (typeof amount !== 'number')
+        throw errors.typeError(`amount must be a number, got ${typeof amount}`)
+      const { operationCode } = opts
+      if (operationCode !== undefined && operationCode !== null)
+        checkString('operationCode', operationCode)
+      const remaining = await this._native.deduct(userId, amount, operationCode ?? null, key)
+      return { remaining, idempotencyKey: key }
+    } catch (err) {
+      err.idempotencyKey = key
+      throw err
     }
-    const remaining = await this._native
-      .deduct(userId, amount, operationCode ?? null, key)
-      .catch(errors.rethrow)
-    return { remaining, idempotencyKey: key }
   }
 
   // ---- operations -----------------------------------------------------------
@@ -376,21 +392,21 @@ class SmartCRMConsumer extends EventEmitter {
 
   /** `{ ready, connected, degraded, lastEventAt, lastSyncAt, reason, circuit }`. */
   health() {
-    const h = JSON.parse(errors.callNative(() => this._native.healthJson()))
+    const h = this._native.health()
     return {
       ready: this._ready,
       connected: this.isConnected,
       degraded: h.degraded,
-      lastEventAt: h.lastEventAt ?? null,
-      lastSyncAt: h.lastSyncAt ?? null,
-      reason: h.reason ?? null,
+      lastEventAt: h.lastEventAt,
+      lastSyncAt: h.lastSyncAt,
+      reason: h.reason,
       circuit: h.circuit,
     }
   }
 
   /** Every figure of SPEC §2 (and a few more). */
   getMetrics() {
-    const n = JSON.parse(errors.callNative(() => this._native.metricsJson()))
+    const n = this._native.metrics()
     const criticalHits = this._hits
     const criticalMisses = this._misses
     const hits = criticalHits + n.referenceHits
@@ -418,6 +434,7 @@ class SmartCRMConsumer extends EventEmitter {
       eventsRejected: n.eventsRejected,
       reconnects: n.reconnects,
       resyncs: n.resyncs,
+      queueOverflows: n.queueOverflows,
       connected: this.isConnected,
     }
   }
@@ -436,7 +453,7 @@ class SmartCRMConsumer extends EventEmitter {
       this._closed = true
       this._connected = false
       this._resolveReplicaReady()
-      this._shutdownPromise = this._native.shutdown().catch(errors.rethrow)
+      this._shutdownPromise = this._native.shutdown()
     }
     return this._shutdownPromise
   }

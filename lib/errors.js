@@ -1,50 +1,34 @@
 'use strict'
-// Error translation between the native binding and JavaScript.
+// Errors made on the JavaScript side.
 //
-// The binding prefixes each native error message with `[CODE] ` (napi errors
-// carry only a fixed set of statuses); this module strips the prefix into
-// `err.code` and rethrows argument errors as `TypeError`/`RangeError`, so every
-// error a user sees has a clear class, message and code.
+// Native errors need no translation: the binding (src/lib.rs) builds each one
+// as the JS error it stands for, with its class, `code` and message. The few
+// errors JS makes itself (an argument of the wrong JS type, an option JSON
+// cannot carry, a call after shutdown) use the same family of codes:
+//
+//   TypeError  `ERR_INVALID_ARG_TYPE`  an argument of the wrong type
+//   RangeError `ERR_OUT_OF_RANGE`      an argument outside its rule (mostly native)
+//   TypeError/RangeError `ERR_INVALID_OPTION`  a constructor option
+//   Error      `SHUTDOWN`              any call after shutdown()
 
-const PREFIX = /^\[([A-Za-z]+Error:)?([A-Z_]+)\] /
-
-/** Rebuilds a native error as the JS error it stands for. */
-function fromNative(err) {
-  if (!err || typeof err.message !== 'string') return err
-  const m = PREFIX.exec(err.message)
-  if (!m) return err
-  const message = err.message.slice(m[0].length)
-  const Cls = m[1] === 'TypeError:' ? TypeError : m[1] === 'RangeError:' ? RangeError : Error
-  const out = new Cls(message)
-  out.code = m[2]
-  return out
-}
-
-/** Calls a native function, rethrowing its errors translated. */
-function callNative(fn) {
-  try {
-    return fn()
-  } catch (err) {
-    throw fromNative(err)
-  }
-}
-
-/** Translates the rejection of a native promise. */
-function rethrow(err) {
-  throw fromNative(err)
-}
-
-/** A TypeError with a code (Node's ERR_INVALID_ARG_TYPE convention). */
+/** A TypeError for an argument of the wrong type. */
 function typeError(message) {
   const e = new TypeError(message)
   e.code = 'ERR_INVALID_ARG_TYPE'
   return e
 }
 
-/** A RangeError with a code (Node's ERR_OUT_OF_RANGE convention). */
+/** A RangeError for an argument outside its range. */
 function rangeError(message) {
   const e = new RangeError(message)
   e.code = 'ERR_OUT_OF_RANGE'
+  return e
+}
+
+/** A TypeError or RangeError (`Cls`) for a constructor option. */
+function optionError(Cls, message) {
+  const e = new Cls(message)
+  e.code = 'ERR_INVALID_OPTION'
   return e
 }
 
@@ -55,4 +39,13 @@ function shutdownError() {
   return e
 }
 
-module.exports = { fromNative, callNative, rethrow, typeError, rangeError, shutdownError }
+// Pass-throughs kept only while lib/index.js and lib/publisher.js still call
+// them; native errors already arrive as they should be thrown.
+/** Calls `fn` (native errors need no translation). */
+const callNative = (fn) => fn()
+/** Rethrows `err` unchanged. */
+function rethrow(err) {
+  throw err
+}
+
+module.exports = { typeError, rangeError, optionError, shutdownError, callNative, rethrow }

@@ -1,7 +1,7 @@
 // Types of smart-crm-consumer/express (SPEC §5).
 import type { SmartCRMConsumer } from './index'
 
-type Req = { user?: { id?: string }; creditCost?: number; [key: string]: unknown }
+type Req = { user?: { id?: string | number }; creditCost?: number; [key: string]: unknown }
 type Res = {
   status(code: number): Res
   json(body: unknown): unknown
@@ -11,8 +11,8 @@ type Res = {
 type Next = (err?: unknown) => void
 
 export interface GuardOptions {
-  /** Default `req.user?.id`. */
-  getUserId?: (req: any) => string | undefined | null
+  /** Default `req.user?.id`; a finite number is taken as its decimal string. */
+  getUserId?: (req: any) => string | number | undefined | null
 }
 
 export declare function requirePermission(

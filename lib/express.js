@@ -2,7 +2,9 @@
 // Express middleware (SPEC §5): permission and credit guards, and /metrics.
 //
 // The user id comes from `getUserId(req)`, by default `req.user?.id` as set by
-// the app's own authentication; a bare header is never trusted.
+// the app's own authentication; a bare header is never trusted. A non-empty
+// string is the id; a finite number (many apps' numeric primary keys) is taken
+// as its decimal string, `42` as `'42'`; anything else means "no user" (401).
 
 const defaultGetUserId = (req) => (req.user ? req.user.id : undefined)
 
@@ -17,9 +19,12 @@ function checkArgs(consumer, name, value, opts) {
   return getUserId
 }
 
+/** The request's user id as a string, or null when there is none. */
 function userIdOf(getUserId, req) {
   const id = getUserId(req)
-  return typeof id === 'string' && id !== '' ? id : null
+  if (typeof id === 'string') return id === '' ? null : id
+  if (typeof id === 'number' && Number.isFinite(id)) return String(id)
+  return null
 }
 
 /** 401 without a user, 403 `{ error: 'Insufficient permissions' }` when denied. */

@@ -63,7 +63,12 @@ export interface SmartCRMConsumerOptions {
   logger?: Logger
 }
 
-/** Codes on errors from the consumer (`err.code`). */
+/**
+ * Codes on errors from the consumer (`err.code`). Argument errors are a
+ * `TypeError` (`ERR_INVALID_ARG_TYPE`) or a `RangeError` (`ERR_OUT_OF_RANGE`),
+ * option errors either class with `ERR_INVALID_OPTION`; `INTERNAL` is a bug
+ * (a Rust panic caught before it could abort Node).
+ */
 export type ErrorCode =
   | 'REDIS_UNAVAILABLE'
   | 'WRAPPER_UNAVAILABLE'
@@ -72,13 +77,25 @@ export type ErrorCode =
   | 'NOT_FOUND'
   | 'INSUFFICIENT_CREDITS'
   | 'SHUTDOWN'
+  | 'INTERNAL'
   | 'ERR_INVALID_OPTION'
-  | 'ERR_INVALID_ARG'
   | 'ERR_INVALID_ARG_TYPE'
   | 'ERR_OUT_OF_RANGE'
 
 export interface ConsumerError extends Error {
   code: ErrorCode
+}
+
+/** A rejection of `deductCredits()`. */
+export interface DeductError extends ConsumerError {
+  /**
+   * The idempotency key the call used (given or generated), on every
+   * rejection except a `TypeError` for a key that is not a string: retry with
+   * it after an error the Wrapper may have applied, and it is charged once.
+   */
+  idempotencyKey?: string
+  /** With `INSUFFICIENT_CREDITS`: the balance the Wrapper reported, when it did. */
+  available?: number
 }
 
 export type RejectionReason =
@@ -164,6 +181,10 @@ export declare class SmartCRMConsumer extends EventEmitter {
   getActiveConfig(configId: string): JsonValue | null
   checkPermission(userId: string, permission: string): boolean
 
+  /**
+   * Ids sent to the Wrapper follow the one id rule: 1-256 bytes of UTF-8, no
+   * control characters, not `.` or `..` (else a `RangeError`, nothing sent).
+   */
   getUserProfile(userId: string): Promise<Record<string, JsonValue>>
   getHierarchy(entityId: string): Promise<Record<string, JsonValue>>
   getAuditLog(logId: string): Promise<Record<string, JsonValue>>
@@ -173,6 +194,7 @@ export declare class SmartCRMConsumer extends EventEmitter {
 
   getUserCredits(userId: string): Promise<number>
   checkCredits(operationCode: string, userId: string): Promise<boolean>
+  /** Rejects with a {@link DeductError}: `err.idempotencyKey` is the key to retry with. */
   deductCredits(userId: string, amount: number, options?: DeductOptions): Promise<DeductResult>
 
   readonly isConnected: boolean

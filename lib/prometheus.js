@@ -15,6 +15,7 @@ const COUNTERS = [
   ['eventsApplied', 'events_applied_total', 'Events applied.'],
   ['reconnects', 'reconnects_total', 'Redis reconnects.'],
   ['resyncs', 'resyncs_total', 'Full reloads after the first load.'],
+  ['queueOverflows', 'queue_overflows_total', 'Bounded internal queues that overflowed.'],
 ]
 
 const GAUGES = [

@@ -73,7 +73,7 @@ class Replica {
 
   /**
    * The user's entry, reading it from the core on first access (`load(id)` is
-   * the native read). The answer is kept only when no batch is still on its
+   * the native read: `{ status, roles, seq }`, or null for an unknown user). The answer is kept only when no batch is still on its
    * way (`batchesSent` equals the batches applied), so a batch older than the
    * read can never overwrite it; unknown users are not kept.
    */
@@ -81,7 +81,7 @@ class Replica {
     const u = this.users.get(id)
     if (u !== undefined) return u
     const r = load(id)
-    if (!r.found) return undefined
+    if (r === null) return undefined
     const entry = userEntry(r.status, r.roles)
     if (r.seq === this.batchesApplied) this.users.set(id, entry)
     return entry

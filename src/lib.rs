@@ -1,83 +1,164 @@
 //! The napi binding: a thin translation layer over `smart-crm-core`.
 //!
-//! It converts JS values to core types and back, maps every [`CoreError`] to a
-//! JS error (all error mapping lives in [`to_js_error`]), turns the core's
-//! replica batches into calls of a JS callback through one threadsafe function,
-//! and catches panics so that none reaches Node as an abort. The public API is
-//! the JavaScript in `lib/`, which wraps the `NativeConsumer` class defined here.
+//! It converts JS values to core types and back, turns every failure into a
+//! JS error in one place ([`Failure::into_js`]), turns the core's replica
+//! batches into calls of a JS callback through one threadsafe function, and
+//! catches panics so that none reaches Node as an abort. The public API is the
+//! JavaScript in `lib/`, which wraps the `NativeConsumer` class defined here.
+//!
+//! How errors cross: a method returns an [`Outcome`]. napi converts a method's
+//! value on the JS thread (for an async method, when its promise settles), and
+//! an `Err` is converted there into the JS error object itself: a `TypeError` or
+//! `RangeError` for argument and option errors, an `Error` otherwise, with
+//! `err.code` from [`CoreError::code`], the message from the error's `Display`
+//! (no prefix), and the fields some errors carry (`available` of
+//! `INSUFFICIENT_CREDITS`). napi then throws or rejects with that very object,
+//! so `lib/` never rebuilds an error. Values cross as values: `Option` for
+//! "nothing" (no sentinel strings or flags) and `#[napi(object)]` structs for
+//! metrics and health (no JSON text).
 
 #![deny(clippy::all)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use futures_util::FutureExt;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{JsRangeError, JsTypeError};
 use napi_derive::napi;
 use smart_crm_core::config::Secret;
-use smart_crm_core::ids::RefKind;
+use smart_crm_core::ids::{self, RefKind};
 use smart_crm_core::outbox::{Batch, Sink};
+use smart_crm_core::protocol::Rejection;
 use smart_crm_core::publisher::{Publisher, PublisherOptions};
 use smart_crm_core::reference::Lookup;
 use smart_crm_core::{ArgKind, Config, Consumer, CoreError};
 
-/// Maps a core error to a JS error. napi errors carry a fixed set of status
-/// codes, so the core's code travels as a `[CODE] ` prefix of the message,
-/// which `lib/errors.js` strips into `err.code`; argument errors are prefixed
-/// `[TypeError:CODE]`/`[RangeError:CODE]` and rethrown as that class.
-fn to_js_error(e: CoreError) -> napi::Error {
-    let code = match e.arg_kind() {
-        Some(ArgKind::Type) => format!("TypeError:{}", e.code()),
-        Some(ArgKind::Range) => format!("RangeError:{}", e.code()),
-        None => e.code().to_owned(),
-    };
-    let status = match e.arg_kind() {
-        Some(_) => Status::InvalidArg,
-        None => Status::GenericFailure,
-    };
-    napi::Error::new(status, format!("[{code}] {e}"))
+// ---- errors: the one mapping --------------------------------------------------
+
+/// Everything a binding call can fail with.
+#[derive(Debug)]
+pub enum Failure {
+    /// An error of the core: its class, code and message are the JS error's.
+    Core(CoreError),
+    /// A Rust panic caught by [`guard`]/[`guard_async`]: code `INTERNAL`.
+    Panic(String),
+    /// An error napi itself raised (e.g. while wrapping a callback): passed on
+    /// as napi made it.
+    Napi(napi::Error),
 }
 
-/// Runs `f`, turning a panic into a JS error instead of an abort.
-fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(panic_error(p)))
+impl From<CoreError> for Failure {
+    fn from(e: CoreError) -> Self {
+        Failure::Core(e)
+    }
 }
 
-fn panic_error(p: Box<dyn std::any::Any + Send>) -> napi::Error {
+impl From<napi::Error> for Failure {
+    fn from(e: napi::Error) -> Self {
+        Failure::Napi(e)
+    }
+}
+
+impl Failure {
+    /// The one place where a failure becomes a JS error (see the module docs).
+    /// Runs on the JS thread. Returns a napi error that holds the JS error
+    /// object, so napi throws or rejects with exactly that object.
+    fn into_js(self, env: sys::napi_env) -> napi::Error {
+        let (class, code, message, available) = match self {
+            Failure::Napi(e) => return e,
+            Failure::Panic(what) => (
+                None,
+                "INTERNAL",
+                format!("internal error (Rust panic): {what}"),
+                None,
+            ),
+            Failure::Core(e) => {
+                let available = match &e {
+                    CoreError::InsufficientCredits { available } => *available,
+                    _ => None,
+                };
+                (e.arg_kind(), e.code(), e.to_string(), available)
+            }
+        };
+        let error = napi::Error::new(code, message.as_str());
+        // SAFETY: `env` is the live env of the JS thread this runs on.
+        let object = unsafe {
+            match class {
+                Some(ArgKind::Type) => JsTypeError::from(error).into_value(env),
+                Some(ArgKind::Range) => JsRangeError::from(error).into_value(env),
+                None => napi::JsError::from(error).into_value(env),
+            }
+        };
+        if object.is_null() {
+            // The env is tearing down: nothing can receive an object now.
+            return napi::Error::new(Status::GenericFailure, message);
+        }
+        if let Some(available) = available {
+            // SAFETY: as above; `object` is the error object just created.
+            unsafe {
+                if let Ok(v) = f64::to_napi_value(env, available) {
+                    sys::napi_set_named_property(env, object, c"available".as_ptr(), v);
+                }
+            }
+        }
+        // SAFETY: `object` is a valid value of `env`.
+        napi::Error::from(unsafe { Unknown::from_raw_unchecked(env, object) })
+    }
+}
+
+/// What a binding method returns: `Ok` converts to JS as `T`; `Err` becomes
+/// the JS error built by [`Failure::into_js`], thrown by a synchronous method
+/// and the rejection of an async one.
+pub struct Outcome<T>(
+    /// The result; its failure is converted only on the JS thread, where the
+    /// error object can be built.
+    Attempt<T>,
+);
+
+impl<T: ToNapiValue> ToNapiValue for Outcome<T> {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        match val.0 {
+            Ok(v) => unsafe { T::to_napi_value(env, v) },
+            Err(f) => Err(f.into_js(env)),
+        }
+    }
+}
+
+type Attempt<T> = std::result::Result<T, Failure>;
+
+/// Runs `f`, turning a panic into a [`Failure::Panic`] instead of an abort.
+fn guard<T>(f: impl FnOnce() -> Attempt<T>) -> Outcome<T> {
+    Outcome(catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(panic_failure(p))))
+}
+
+/// Awaits `fut`, turning a panic into a [`Failure::Panic`].
+async fn guard_async<T>(fut: impl std::future::Future<Output = Attempt<T>>) -> Outcome<T> {
+    Outcome(
+        AssertUnwindSafe(fut)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|p| Err(panic_failure(p))),
+    )
+}
+
+fn panic_failure(p: Box<dyn std::any::Any + Send>) -> Failure {
     let what = p
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into());
-    napi::Error::new(
-        Status::GenericFailure,
-        format!("[INTERNAL] internal error (Rust panic): {what}"),
-    )
+    Failure::Panic(what)
 }
 
-/// Awaits `fut`, turning a panic into a JS error.
-async fn guard_async<T>(fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    AssertUnwindSafe(fut)
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|p| Err(panic_error(p)))
+fn kind_of(kind: &str) -> Attempt<RefKind> {
+    RefKind::from_prefix(kind)
+        .ok_or_else(|| CoreError::arg_range(format!("unknown reference kind {kind:?}")).into())
 }
 
-fn kind_of(kind: &str) -> Result<RefKind> {
-    Ok(match kind {
-        "user" => RefKind::UserProfile,
-        "hierarchy" => RefKind::Hierarchy,
-        "audit" => RefKind::AuditLog,
-        "historical" => RefKind::Historical,
-        _ => {
-            return Err(to_js_error(CoreError::arg_range(format!(
-                "unknown reference kind {kind:?}"
-            ))))
-        }
-    })
-}
+// ---- the consumer ---------------------------------------------------------------
 
 /// Delivers replica batches to the JS callback, in order.
 struct TsfnSink {
@@ -94,17 +175,72 @@ impl Sink for TsfnSink {
     }
 }
 
-/// A user's access as the core holds it, for the JS replica's first access.
-#[napi(object)]
+/// A known user's access as the core holds it, for the JS replica's first access.
+#[napi(object, object_from_js = false)]
 pub struct UserAccess {
-    /// False when the user is unknown (then `status` is empty).
-    pub found: bool,
-    /// The user's status.
+    /// The user's status (`checkPermission` needs exactly `active`).
     pub status: String,
-    /// The user's role ids.
+    /// The user's role ids (their permissions are in the replica's roles).
     pub roles: Vec<String>,
-    /// Replica batches sent when this was read: cache it only if that many were applied.
+    /// Replica batches sent when this was read: the replica may keep the
+    /// answer only if it has applied that many (no older batch can overwrite it).
     pub seq: f64,
+}
+
+/// The Rust-side figures of `getMetrics()`; `lib/consumer.js` adds the critical
+/// read counters (those reads never enter Rust) and the rates.
+#[napi(object, object_from_js = false)]
+pub struct NativeMetrics {
+    /// Reference reads answered from the cache (fresh or remembered 404).
+    pub reference_hits: f64,
+    /// Reference reads that asked the Wrapper (or joined a fetch).
+    pub reference_misses: f64,
+    /// HTTP requests sent to the Wrapper, retries included.
+    pub wrapper_requests: f64,
+    /// Wrapper requests that failed (any code).
+    pub wrapper_errors: f64,
+    /// Reference misses that joined a fetch already in flight.
+    pub coalesced_requests: f64,
+    /// Expired entries served because the Wrapper was unavailable.
+    pub stale_served: f64,
+    /// Messages received on the subscription.
+    pub events_received: f64,
+    /// Events applied.
+    pub events_applied: f64,
+    /// Rejected events by reason (`malformed`, `badSignature`, ...): every
+    /// reason of SPEC §3 is present, 0 when none was rejected; in name order,
+    /// so the Prometheus text lists them the same way every time.
+    pub events_rejected: BTreeMap<String, f64>,
+    /// Subscription connections re-established after a loss.
+    pub reconnects: f64,
+    /// Full reloads after the first one.
+    pub resyncs: f64,
+    /// Times a bounded internal queue overflowed (and its defined behaviour ran).
+    pub queue_overflows: f64,
+    /// Entries in the reference cache.
+    pub reference_cache_size: f64,
+    /// Bytes held by the reference cache (weighted size).
+    pub reference_cache_bytes: f64,
+    /// Live critical entries: credits, roles, users, configs.
+    pub critical_cache_size: f64,
+}
+
+/// `health()` as the core sees it; `lib/consumer.js` adds `ready` and
+/// `connected` as the JS replica sees them.
+#[napi(object, object_from_js = false, use_nullable = true)]
+pub struct NativeHealth {
+    /// Redis down, the latest full reload failed, or the Wrapper failing
+    /// with `WRAPPER_UNAVAILABLE`.
+    pub degraded: bool,
+    /// Epoch ms of the last event received, `null` before the first.
+    pub last_event_at: Option<f64>,
+    /// Epoch ms of the last completed full load, `null` before the first.
+    pub last_sync_at: Option<f64>,
+    /// `redis-disconnected`, `resync-failed`, `wrapper-unavailable`, or
+    /// `null` when not degraded.
+    pub reason: Option<String>,
+    /// The Wrapper circuit breaker: `closed`, `open` or `half-open`.
+    pub circuit: String,
 }
 
 /// The native half of `SmartCRMConsumer`; see `lib/consumer.js`.
@@ -116,20 +252,28 @@ pub struct NativeConsumer {
 
 #[napi]
 impl NativeConsumer {
-    /// Validates `options` (plain JSON, without `logger`) with `env` as the
-    /// source of fallbacks. Throws `TypeError`/`RangeError` naming the option.
+    /// Validates `options` (plain JSON, without `logger`) with `envVars` (the
+    /// environment variables `lib/consumer.js` reads) as the source of
+    /// fallbacks. Throws `TypeError`/`RangeError` naming the option.
     #[napi(constructor)]
-    pub fn new(options: serde_json::Value, env: HashMap<String, String>) -> Result<Self> {
-        guard(|| {
-            let config = Config::from_json(&options, &env).map_err(to_js_error)?;
-            let inner = Consumer::new(config).map_err(to_js_error)?;
-            Ok(NativeConsumer { inner })
-        })
+    pub fn new(
+        env: Env,
+        options: serde_json::Value,
+        env_vars: HashMap<String, String>,
+    ) -> Result<Self> {
+        let built = guard(|| {
+            let config = Config::from_json(&options, &env_vars)?;
+            Ok(Consumer::new(config)?)
+        });
+        match built.0 {
+            Ok(inner) => Ok(NativeConsumer { inner }),
+            Err(f) => Err(f.into_js(env.raw())),
+        }
     }
 
     /// Starts the background tasks; `onBatch(json)` receives replica batches.
-    #[napi]
-    pub fn start(&self, on_batch: Function<String, ()>) -> Result<()> {
+    #[napi(ts_return_type = "void")]
+    pub fn start(&self, on_batch: Function<String, ()>) -> Outcome<()> {
         guard(|| {
             let tsfn = on_batch
                 .build_threadsafe_function::<Batch>()
@@ -142,70 +286,61 @@ impl NativeConsumer {
                 )?;
             let sink = Arc::new(TsfnSink { tsfn });
             // Tasks are spawned on napi's tokio runtime.
-            napi::bindgen_prelude::within_runtime_if_available(|| self.inner.start(sink))
-                .map_err(to_js_error)
+            napi::bindgen_prelude::within_runtime_if_available(|| self.inner.start(sink))?;
+            Ok(())
         })
     }
 
     /// Resolves after the first full load; rejects with the cause after `initTimeoutMs`.
-    #[napi]
-    pub async fn wait_ready(&self) -> Result<()> {
+    #[napi(ts_return_type = "Promise<void>")]
+    pub async fn wait_ready(&self) -> Outcome<()> {
         let c = self.inner.clone();
-        guard_async(async move { c.wait_ready().await.map_err(to_js_error) }).await
+        guard_async(async move { Ok(c.wait_ready().await?) }).await
     }
 
-    /// Synchronous reference hit: the JSON text, `""` for a remembered 404, or
-    /// `null` on a miss.
-    #[napi]
-    pub fn ref_lookup(&self, key: String) -> Result<Option<String>> {
+    /// Synchronous reference read of `kind` (`user`, `hierarchy`, `audit`,
+    /// `historical`) and `id`: the JSON text of a fresh entry, or `null` on a
+    /// miss (then call `refGet`). Throws a `RangeError` for an id outside the
+    /// id rule and `NOT_FOUND` for a remembered 404.
+    #[napi(ts_return_type = "string | null")]
+    pub fn ref_lookup(&self, kind: String, id: String) -> Outcome<Option<String>> {
         guard(|| {
-            Ok(match self.inner.reference_lookup(&key) {
-                Lookup::Hit(text) => Some(text.to_string()),
-                Lookup::NotFound => Some(String::new()),
-                Lookup::Miss => None,
-            })
+            let kind = kind_of(&kind)?;
+            match self.inner.reference_lookup(kind, &id)? {
+                Lookup::Hit(text) => Ok(Some(text.to_string())),
+                Lookup::NotFound => Err(CoreError::NotFound(kind.path(&id)).into()),
+                Lookup::Miss => Ok(None),
+            }
         })
     }
 
     /// Reference read with a shared fetch on a miss; resolves to JSON text.
-    #[napi]
-    pub async fn ref_get(&self, kind: String, id: String) -> Result<String> {
+    #[napi(ts_return_type = "Promise<string>")]
+    pub async fn ref_get(&self, kind: String, id: String) -> Outcome<String> {
         let c = self.inner.clone();
         guard_async(async move {
             let kind = kind_of(&kind)?;
-            c.reference_get(kind, &id)
-                .await
-                .map(|t| t.to_string())
-                .map_err(to_js_error)
+            Ok(c.reference_get(kind, &id).await?.to_string())
         })
         .await
     }
 
-    /// A user's access from the core's store (see [`UserAccess`]).
-    #[napi]
-    pub fn user_access(&self, user_id: String) -> Result<UserAccess> {
+    /// A user's access from the core's store, or `null` for an unknown user.
+    #[napi(ts_return_type = "UserAccess | null")]
+    pub fn user_access(&self, user_id: String) -> Outcome<Option<UserAccess>> {
         guard(|| {
             let (access, seq) = self.inner.user_access(&user_id);
-            Ok(match access {
-                Some(a) => UserAccess {
-                    found: true,
-                    status: a.status,
-                    roles: a.roles,
-                    seq: seq as f64,
-                },
-                None => UserAccess {
-                    found: false,
-                    status: String::new(),
-                    roles: Vec::new(),
-                    seq: seq as f64,
-                },
-            })
+            Ok(access.map(|a| UserAccess {
+                status: a.status,
+                roles: a.roles,
+                seq: seq as f64,
+            }))
         })
     }
 
-    /// Drops one reference key.
-    #[napi]
-    pub fn invalidate(&self, key: String) -> Result<()> {
+    /// Drops one reference key (a key the cache cannot hold is a no-op).
+    #[napi(ts_return_type = "void")]
+    pub fn invalidate(&self, key: String) -> Outcome<()> {
         guard(|| {
             self.inner.invalidate(&key);
             Ok(())
@@ -213,37 +348,40 @@ impl NativeConsumer {
     }
 
     /// Expiry (epoch ms) of a held reference entry, or `null`.
-    #[napi]
-    pub fn cache_expiry(&self, key: String) -> Result<Option<f64>> {
+    #[napi(ts_return_type = "number | null")]
+    pub fn cache_expiry(&self, key: String) -> Outcome<Option<f64>> {
         guard(|| Ok(self.inner.cache_expiry(&key).map(|t| t as f64)))
     }
 
     /// The user's available credits.
-    #[napi]
-    pub async fn user_credits(&self, user_id: String) -> Result<f64> {
+    #[napi(ts_return_type = "Promise<number>")]
+    pub async fn user_credits(&self, user_id: String) -> Outcome<f64> {
         let c = self.inner.clone();
-        guard_async(async move { c.user_credits(&user_id).await.map_err(to_js_error) }).await
+        guard_async(async move { Ok(c.user_credits(&user_id).await?) }).await
     }
 
-    /// Deducts `amount` with `idempotencyKey`; resolves to the remaining balance.
-    #[napi]
+    /// Deducts `amount` with `idempotencyKey`; resolves to the remaining
+    /// balance. The arguments are checked in order (`userId`, `amount`,
+    /// `idempotencyKey`) before anything is sent.
+    #[napi(ts_return_type = "Promise<number>")]
     pub async fn deduct(
         &self,
         user_id: String,
         amount: f64,
         operation_code: Option<String>,
         idempotency_key: String,
-    ) -> Result<f64> {
+    ) -> Outcome<f64> {
         let c = self.inner.clone();
         guard_async(async move {
-            c.deduct(
-                &user_id,
-                amount,
-                operation_code.as_deref(),
-                &idempotency_key,
-            )
-            .await
-            .map_err(to_js_error)
+            let remaining = c
+                .deduct(
+                    &user_id,
+                    amount,
+                    operation_code.as_deref(),
+                    &idempotency_key,
+                )
+                .await?;
+            Ok(remaining)
         })
         .await
     }
@@ -254,33 +392,56 @@ impl NativeConsumer {
         self.inner.set_listen_changes(on);
     }
 
-    /// Rust-side metrics as JSON text.
-    #[napi]
-    pub fn metrics_json(&self) -> Result<String> {
+    /// The Rust-side metrics.
+    #[napi(ts_return_type = "NativeMetrics")]
+    pub fn metrics(&self) -> Outcome<NativeMetrics> {
         guard(|| {
-            serde_json::to_string(&self.inner.metrics())
-                .map_err(|e| to_js_error(CoreError::InvalidResponse(e.to_string())))
+            let m = self.inner.metrics();
+            let n = |v: u64| v as f64;
+            Ok(NativeMetrics {
+                reference_hits: n(m.reference_hits),
+                reference_misses: n(m.reference_misses),
+                wrapper_requests: n(m.wrapper_requests),
+                wrapper_errors: n(m.wrapper_errors),
+                coalesced_requests: n(m.coalesced_requests),
+                stale_served: n(m.stale_served),
+                events_received: n(m.events_received),
+                events_applied: n(m.events_applied),
+                events_rejected: Rejection::ALL
+                    .iter()
+                    .map(|r| {
+                        let count = m.events_rejected.get(r.name()).copied().unwrap_or(0);
+                        (r.name().to_owned(), n(count))
+                    })
+                    .collect(),
+                reconnects: n(m.reconnects),
+                resyncs: n(m.resyncs),
+                queue_overflows: n(m.queue_overflows),
+                reference_cache_size: n(m.reference_cache_size),
+                reference_cache_bytes: n(m.reference_cache_bytes),
+                critical_cache_size: n(m.critical_cache_size),
+            })
         })
     }
 
-    /// Rust-side health as JSON text.
-    #[napi]
-    pub fn health_json(&self) -> Result<String> {
+    /// The Rust-side health.
+    #[napi(ts_return_type = "NativeHealth")]
+    pub fn health(&self) -> Outcome<NativeHealth> {
         guard(|| {
-            serde_json::to_string(&self.inner.health())
-                .map_err(|e| to_js_error(CoreError::InvalidResponse(e.to_string())))
+            let h = self.inner.health();
+            Ok(NativeHealth {
+                degraded: h.degraded,
+                last_event_at: h.last_event_at.map(|t| t as f64),
+                last_sync_at: h.last_sync_at.map(|t| t as f64),
+                reason: h.reason.map(str::to_owned),
+                circuit: h.circuit.to_owned(),
+            })
         })
-    }
-
-    /// Subscribed and resynced (Rust side).
-    #[napi]
-    pub fn is_connected(&self) -> bool {
-        self.inner.is_connected()
     }
 
     /// Stops everything and releases the JS callback.
-    #[napi]
-    pub async fn shutdown(&self) -> Result<()> {
+    #[napi(ts_return_type = "Promise<void>")]
+    pub async fn shutdown(&self) -> Outcome<()> {
         let c = self.inner.clone();
         guard_async(async move {
             c.shutdown().await;
@@ -288,6 +449,13 @@ impl NativeConsumer {
         })
         .await
     }
+}
+
+/// Checks an id argument against the one id rule (`RangeError` naming `name`);
+/// for methods that check an id before deciding whether to send it.
+#[napi(ts_return_type = "void")]
+pub fn check_id(name: String, id: String) -> Outcome<()> {
+    guard(|| Ok(ids::check_path_id(&name, &id)?))
 }
 
 /// The native publisher; see `lib/publisher.js`.
@@ -298,13 +466,13 @@ pub struct NativePublisher {
 }
 
 /// Connects a publisher. `options`: `{ redisUrl, tenantId, channelPrefix, signingSecret? }`.
-#[napi]
+#[napi(ts_return_type = "Promise<NativePublisher>")]
 pub async fn connect_publisher(
     redis_url: String,
     tenant_id: String,
     channel_prefix: String,
     signing_secret: Option<String>,
-) -> Result<NativePublisher> {
+) -> Outcome<NativePublisher> {
     guard_async(async move {
         let p = Publisher::connect(PublisherOptions {
             redis_url: Secret::new(redis_url),
@@ -312,8 +480,7 @@ pub async fn connect_publisher(
             channel_prefix,
             signing_secret: signing_secret.map(Secret::new),
         })
-        .await
-        .map_err(to_js_error)?;
+        .await?;
         Ok(NativePublisher {
             inner: std::sync::Mutex::new(Some(p)),
         })
@@ -324,28 +491,26 @@ pub async fn connect_publisher(
 #[napi]
 impl NativePublisher {
     /// Publishes one event; resolves to the number of receivers.
-    #[napi]
+    #[napi(ts_return_type = "Promise<number>")]
     pub async fn publish(
         &self,
         topic: String,
         event_type: String,
         data: serde_json::Value,
         version: Option<i64>,
-    ) -> Result<i64> {
+    ) -> Outcome<i64> {
         let p = self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone();
         guard_async(async move {
-            let p = p.ok_or_else(|| to_js_error(CoreError::Shutdown))?;
+            let p = p.ok_or(CoreError::Shutdown)?;
             let version = match version {
                 Some(v) if v < 0 => {
-                    return Err(to_js_error(CoreError::arg_range(
-                        "version must be a non-negative integer",
-                    )))
+                    return Err(
+                        CoreError::arg_range("version must be a non-negative integer").into(),
+                    )
                 }
                 v => v.map(|v| v as u64),
             };
-            p.publish(&topic, &event_type, data, version)
-                .await
-                .map_err(to_js_error)
+            Ok(p.publish(&topic, &event_type, data, version).await?)
         })
         .await
     }
@@ -359,33 +524,33 @@ impl NativePublisher {
 
 /// Test hook: panics inside a guarded entry point, so tests can show that a
 /// Rust panic reaches JS as an `Error` (code `INTERNAL`), never as an abort.
-#[napi(js_name = "__panicForTests")]
-pub fn panic_for_tests(message: String) -> Result<()> {
+#[napi(js_name = "__panicForTests", ts_return_type = "void")]
+pub fn panic_for_tests(message: String) -> Outcome<()> {
     guard(|| panic!("{message}"))
 }
 
 /// Async variant of [`panic_for_tests`]: the promise rejects.
-#[napi(js_name = "__panicForTestsAsync")]
-pub async fn panic_for_tests_async(message: String) -> Result<()> {
+#[napi(js_name = "__panicForTestsAsync", ts_return_type = "Promise<void>")]
+pub async fn panic_for_tests_async(message: String) -> Outcome<()> {
     guard_async(async move { panic!("{message}") }).await
 }
 
 /// Signs a message the way publishers must (test vectors, other publishers).
-#[napi]
-pub fn sign_message(message_json: String, secret: String) -> Result<String> {
+#[napi(ts_return_type = "string")]
+pub fn sign_message(message_json: String, secret: String) -> Outcome<String> {
     guard(|| {
         let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&message_json)
-            .map_err(|_| to_js_error(CoreError::arg_type("message must be a JSON object")))?;
+            .map_err(|_| CoreError::arg_type("message must be a JSON object"))?;
         Ok(smart_crm_core::signature::sign(&v, &Secret::new(secret)))
     })
 }
 
 /// The RFC 8785 canonical form of a JSON text.
-#[napi]
-pub fn canonicalize(json: String) -> Result<String> {
+#[napi(ts_return_type = "string")]
+pub fn canonicalize(json: String) -> Outcome<String> {
     guard(|| {
-        let v: serde_json::Value = serde_json::from_str(&json)
-            .map_err(|_| to_js_error(CoreError::arg_type("not JSON")))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&json).map_err(|_| CoreError::arg_type("not JSON"))?;
         Ok(smart_crm_core::signature::canonicalize(&v))
     })
 }

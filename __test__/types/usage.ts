@@ -1,6 +1,6 @@
 // Compiled by package.spec.js: every public member is typed as documented.
 import { SmartCRMConsumer, createPublisher, signMessage, canonicalize } from 'smart-crm-consumer'
-import type { Metrics, Health, ChangeEvent, ConsumerError } from 'smart-crm-consumer'
+import type { Metrics, Health, ChangeEvent, ConsumerError, DeductError } from 'smart-crm-consumer'
 import { requirePermission, requireCredits, metricsHandler } from 'smart-crm-consumer/express'
 
 async function main(): Promise<void> {
@@ -39,6 +39,10 @@ async function main(): Promise<void> {
     operationCode: 'op',
     idempotencyKey: 'k',
   })
+  const retryKey: string | undefined = await consumer.deductCredits('u', 1).then(
+    () => undefined,
+    (err: DeductError) => err.idempotencyKey,
+  )
   const connected: boolean = consumer.isConnected
   const health: Health = consumer.health()
   const metrics: Metrics = consumer.getMetrics()

@@ -132,17 +132,7 @@ impl Default for Limits {
     }
 }
 
-/// Names of the environment variables consulted for defaults.
-pub const ENV_VARS: [&str; 6] = [
-    "REDIS_URL",
-    "REDIS_HOST",
-    "REDIS_PORT",
-    "REDIS_USERNAME",
-    "REDIS_PASSWORD",
-    "WRAPPER_URL",
-];
-
-const TOP_LEVEL: [&str; 18] = [
+const TOP_LEVEL: &[&str] = &[
     "tenantId",
     "wrapperUrl",
     "redisUrl",
@@ -161,7 +151,6 @@ const TOP_LEVEL: [&str; 18] = [
     "resyncJitterMs",
     // Handled on the JS side, accepted here so one list names every option.
     "logger",
-    "env",
 ];
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
@@ -448,8 +437,11 @@ fn redis_url_from_parts(env_get: &dyn Fn(&str) -> Option<String>) -> Result<Stri
     Ok(u.to_string())
 }
 
-/// Checks a Redis URL and returns it with any password replaced by `***`.
-fn check_redis_url(raw: &str) -> Result<String> {
+/// Checks a Redis URL (`redis://` or `rediss://` with a host, no `#fragment`)
+/// and returns it with any password replaced by `***`. Errors name `redisUrl`
+/// and never show the value. Public so that every user of a Redis URL (the
+/// consumer, the publisher) applies the same check.
+pub fn check_redis_url(raw: &str) -> Result<String> {
     let bad = || {
         CoreError::option_range(
             "redisUrl",
@@ -459,6 +451,15 @@ fn check_redis_url(raw: &str) -> Result<String> {
     let mut u = url::Url::parse(raw).map_err(|_| bad())?;
     if !matches!(u.scheme(), "redis" | "rediss") || u.host_str().is_none() {
         return Err(bad());
+    }
+    if u.fragment().is_some() {
+        // The redis crate reads `#insecure` as "skip certificate checks", which
+        // this build cannot do (every connect would fail); any other fragment
+        // means nothing. Refused here instead of failing at each connect.
+        return Err(CoreError::option_range(
+            "redisUrl",
+            "a URL without a #fragment (`#insecure`, which turns off TLS certificate checks, is not supported)",
+        ));
     }
     redis::IntoConnectionInfo::into_connection_info(raw).map_err(|_| bad())?;
     if u.password().is_some() {
@@ -470,6 +471,7 @@ fn check_redis_url(raw: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ArgKind;
     use serde_json::json;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -572,6 +574,35 @@ mod tests {
         let mut v = base();
         v["bogus"] = json!(1);
         assert!(err_of(v).contains("`bogus`"));
+    }
+
+    #[test]
+    fn redis_url_fragments_are_refused() {
+        for url in [
+            "rediss://h:6380/#insecure",
+            "rediss://:pw-hunter2@h/0#insecure",
+            "redis://h#x",
+        ] {
+            let mut v = base();
+            v["redisUrl"] = json!(url);
+            let e = Config::from_json(&v, &env(&[])).unwrap_err();
+            assert_eq!(e.arg_kind(), Some(ArgKind::Range));
+            let msg = e.to_string();
+            assert!(
+                msg.contains("`redisUrl`") && !msg.contains("hunter2"),
+                "{msg}"
+            );
+        }
+        let mut v = base();
+        v["redisUrl"] = json!("rediss://h:6380/0");
+        assert!(Config::from_json(&v, &env(&[])).is_ok());
+    }
+
+    #[test]
+    fn the_env_option_is_unknown() {
+        let mut v = base();
+        v["env"] = json!({});
+        assert!(err_of(v).contains("`env`"));
     }
 
     #[test]

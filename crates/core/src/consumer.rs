@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::critical::CriticalStore;
 use crate::error::{CoreError, Result};
-use crate::ids::RefKind;
+use crate::ids::{check_amount, check_idempotency_key, check_path_id, RefKind};
 use crate::metrics::{Health, MetricsSnapshot};
 use crate::model::Access;
 use crate::outbox::Sink;
@@ -136,14 +136,18 @@ impl Consumer {
         }
     }
 
-    /// Synchronous reference lookup (see [`ReferenceCache::lookup`]).
-    pub fn reference_lookup(&self, key: &str) -> Lookup {
-        self.tenant().reference.lookup(key)
+    /// Synchronous reference lookup of `kind`/`id` (see
+    /// [`crate::reference::ReferenceCache::lookup`]). A `RangeError`-class error for an id
+    /// outside the id rule.
+    pub fn reference_lookup(&self, kind: RefKind, id: &str) -> Result<Lookup> {
+        check_path_id(kind.arg_name(), id)?;
+        Ok(self.tenant().reference.lookup(&kind.key(id)))
     }
 
     /// Reference read with single-flight fetch on a miss.
     pub async fn reference_get(&self, kind: RefKind, id: &str) -> Result<Arc<str>> {
         self.check_open()?;
+        check_path_id(kind.arg_name(), id)?;
         self.tenant().reference.get(kind, id).await
     }
 
@@ -172,6 +176,9 @@ impl Consumer {
         idempotency_key: &str,
     ) -> Result<f64> {
         self.check_open()?;
+        check_path_id("userId", user_id)?;
+        check_amount(amount)?;
+        check_idempotency_key(idempotency_key)?;
         self.tenant()
             .wrapper
             .deduct(user_id, amount, operation_code, idempotency_key)

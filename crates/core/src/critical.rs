@@ -20,7 +20,8 @@
 use std::collections::HashMap as StdHashMap;
 
 use crate::delta::Delta;
-use crate::ids::is_valid_id;
+use crate::error::{CoreError, Result};
+use crate::ids::check_row_id;
 use crate::model::{Access, Credit, Snapshot};
 use crate::protocol::{Change, Event, Rejection};
 
@@ -301,29 +302,27 @@ impl CriticalStore {
     /// Builds a complete store from snapshot rows (the rows are moved in,
     /// never copied). Pure and lock-free: a reload runs it on its own task.
     ///
-    /// Fails with a description when a row breaks a rule events must keep
-    /// too (SPEC §3's one id rule; a cost that is negative or not finite).
-    pub fn from_snapshot(snap: Snapshot) -> Result<CriticalStore, String> {
-        fn id(list: &str, id: &str) -> Result<(), String> {
-            if is_valid_id(id) {
-                Ok(())
-            } else {
-                Err(format!("{list}: a row has an invalid id {id:?}"))
-            }
-        }
+    /// Fails with `INVALID_RESPONSE` when a row breaks a rule events must keep
+    /// too (SPEC §3's one id rule, for role lists too; a cost that is negative
+    /// or not finite).
+    pub fn from_snapshot(snap: Snapshot) -> Result<CriticalStore> {
         let mut s = CriticalStore {
             credits: Table::with_capacity(snap.credits.len()),
             roles: Table::with_capacity(snap.roles.len()),
             users: Table::with_capacity(snap.users.len()),
             configs: Table::with_capacity(snap.configs.len()),
         };
-        for r in snap.credits {
-            id("/api/credits/configs", &r.operation_code)?;
+        for (i, r) in snap.credits.into_iter().enumerate() {
+            check_row_id(
+                "/api/credits/configs",
+                "operationCode",
+                i,
+                &r.operation_code,
+            )?;
             if !r.credit_cost.is_finite() || r.credit_cost < 0.0 {
-                return Err(format!(
-                    "/api/credits/configs: creditCost of {:?} is not a finite, non-negative number",
-                    r.operation_code
-                ));
+                return Err(CoreError::InvalidResponse(format!(
+                    "GET /api/credits/configs: row {i}: creditCost is not a finite, non-negative number"
+                )));
             }
             let c = Credit {
                 cost: r.credit_cost + 0.0,
@@ -331,20 +330,23 @@ impl CriticalStore {
             };
             s.credits.insert_row(r.operation_code, c, r.version);
         }
-        for r in snap.roles {
-            id("/api/roles", &r.role_id)?;
+        for (i, r) in snap.roles.into_iter().enumerate() {
+            check_row_id("/api/roles", "roleId", i, &r.role_id)?;
             s.roles.insert_row(r.role_id, r.permissions, r.version);
         }
-        for r in snap.users {
-            id("/api/users/access", &r.user_id)?;
+        for (i, r) in snap.users.into_iter().enumerate() {
+            check_row_id("/api/users/access", "userId", i, &r.user_id)?;
+            for role in &r.roles {
+                check_row_id("/api/users/access", "roles[]", i, role)?;
+            }
             let a = Access {
                 status: r.status,
                 roles: r.roles,
             };
             s.users.insert_row(r.user_id, a, r.version);
         }
-        for r in snap.configs {
-            id("/api/configs/active", &r.config_id)?;
+        for (i, r) in snap.configs.into_iter().enumerate() {
+            check_row_id("/api/configs/active", "configId", i, &r.config_id)?;
             let json = serde_json::to_string(&r.config).unwrap_or_else(|_| "null".into());
             s.configs.insert_row(r.config_id, json, r.version);
         }

@@ -1,10 +1,14 @@
 //! The one error type of the core, and the stable codes that JavaScript sees.
 //!
-//! Every fallible operation returns [`CoreError`]. The binding maps it to a JS
-//! error (`TypeError`/`RangeError` for argument and option errors, `Error` with a
-//! `code` property otherwise). Messages never contain secrets: they are built from
-//! option names, ids and HTTP statuses, never from URLs with credentials, tokens or
-//! the signing secret.
+//! Every fallible operation returns [`CoreError`]. The binding turns it into a
+//! JS error in one place (`src/lib.rs`): the class from [`CoreError::arg_kind`]
+//! (`TypeError`/`RangeError` for argument and option errors, `Error`
+//! otherwise), `err.code` from [`CoreError::code`], the message from `Display`.
+//! One family of codes: every argument error is `ERR_INVALID_ARG_TYPE` or
+//! `ERR_OUT_OF_RANGE` (Node's own codes) and every option error
+//! `ERR_INVALID_OPTION`, whichever layer finds it. Messages never contain
+//! secrets: they are built from option names, ids and HTTP statuses, never from
+//! URLs with credentials, tokens or the signing secret.
 
 use std::fmt;
 
@@ -67,7 +71,14 @@ impl CoreError {
     pub fn code(&self) -> &'static str {
         match self {
             CoreError::InvalidOption { .. } => "ERR_INVALID_OPTION",
-            CoreError::InvalidArgument { .. } => "ERR_INVALID_ARG",
+            CoreError::InvalidArgument {
+                kind: ArgKind::Type,
+                ..
+            } => "ERR_INVALID_ARG_TYPE",
+            CoreError::InvalidArgument {
+                kind: ArgKind::Range,
+                ..
+            } => "ERR_OUT_OF_RANGE",
             CoreError::NotFound(_) => "NOT_FOUND",
             CoreError::WrapperUnavailable(_) => "WRAPPER_UNAVAILABLE",
             CoreError::WrapperAuth(_) => "WRAPPER_AUTH",
@@ -123,3 +134,28 @@ impl CoreError {
 
 /// Result alias used across the core.
 pub type Result<T, E = CoreError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_family_of_codes() {
+        assert_eq!(CoreError::arg_type("x").code(), "ERR_INVALID_ARG_TYPE");
+        assert_eq!(CoreError::arg_range("x").code(), "ERR_OUT_OF_RANGE");
+        assert_eq!(
+            CoreError::option_type("o", "a").code(),
+            "ERR_INVALID_OPTION"
+        );
+        assert_eq!(
+            CoreError::option_range("o", "a").code(),
+            "ERR_INVALID_OPTION"
+        );
+        assert_eq!(CoreError::arg_type("x").arg_kind(), Some(ArgKind::Type));
+        assert_eq!(
+            CoreError::option_range("o", "a").arg_kind(),
+            Some(ArgKind::Range)
+        );
+        assert_eq!(CoreError::Shutdown.arg_kind(), None);
+    }
+}

@@ -232,8 +232,9 @@ pub const EVENT_TYPES: [(&str, Topic); 12] = [
     ("resync-required", Topic::Control),
 ];
 
-/// True when `s` is a valid permission or status string: 1–256 bytes, no
-/// control characters.
+/// True when `s` is a valid permission, status or `eventId`: 1–256 bytes, no
+/// control characters. Unlike an id it may be `.` or `..`: it never becomes a
+/// path segment.
 fn is_valid_text(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_ID_BYTES && !s.chars().any(char::is_control)
 }
@@ -388,13 +389,9 @@ fn parse_change(event_type: &str, d: &Map<String, Value>) -> Check<Change> {
         "config-deleted" => Change::ConfigDelete {
             config_id: id(d, "configId")?,
         },
-        "cache-invalidate" => {
-            let keys = text_list(d.get("keys"))?;
-            if !keys.iter().all(|k| parse_key(k).is_some()) {
-                return Err(Rejection::Malformed);
-            }
-            Change::CacheInvalidate { keys }
-        }
+        "cache-invalidate" => Change::CacheInvalidate {
+            keys: key_list(d.get("keys"))?,
+        },
         "resync-required" => Change::ResyncRequired,
         _ => return Err(Rejection::UnknownType),
     })
@@ -412,6 +409,8 @@ fn req_str<'a>(m: &'a Map<String, Value>, k: &str) -> Check<&'a str> {
     opt_str(m, k)?.ok_or(Rejection::Malformed)
 }
 
+/// The id in member `k`: a string that follows the one id rule of
+/// [`crate::ids`], the same rule the read methods apply.
 fn id(m: &Map<String, Value>, k: &str) -> Check<String> {
     let s = req_str(m, k)?;
     if is_valid_id(s) {
@@ -421,6 +420,7 @@ fn id(m: &Map<String, Value>, k: &str) -> Check<String> {
     }
 }
 
+/// An array of strings each satisfying [`is_valid_text`] (permissions).
 fn text_list(v: Option<&Value>) -> Check<Vec<String>> {
     let Some(Value::Array(items)) = v else {
         return Err(Rejection::Malformed);
@@ -434,6 +434,22 @@ fn text_list(v: Option<&Value>) -> Check<Vec<String>> {
         .collect()
 }
 
+/// An array of reference cache keys, each `{kind}:{id}` with an id that
+/// follows the id rule (so a key may be longer than an id by its prefix).
+fn key_list(v: Option<&Value>) -> Check<Vec<String>> {
+    let Some(Value::Array(items)) = v else {
+        return Err(Rejection::Malformed);
+    };
+    items
+        .iter()
+        .map(|i| match i {
+            Value::String(s) if parse_key(s).is_some() => Ok(s.clone()),
+            _ => Err(Rejection::Malformed),
+        })
+        .collect()
+}
+
+/// An array of ids (a user's role ids), each following the id rule.
 fn id_list(v: &Value) -> Check<Vec<String>> {
     let list = text_list(Some(v))?;
     if list.iter().all(|s| is_valid_id(s)) {
@@ -571,7 +587,8 @@ mod tests {
         let mut v = credit(json!(1));
         v["version"] = json!(1.5);
         assert_eq!(parse(Topic::CreditConfigs, v), Err(Rejection::Malformed));
-        for bad in ["", ".", "..", "a:b", "a*", "a/b", "a\u{0}b", "a\nb"] {
+        let too_long = "x".repeat(MAX_ID_BYTES + 1);
+        for bad in ["", ".", "..", "a\u{0}b", "a\nb", too_long.as_str()] {
             let mut v = credit(json!(1));
             v["data"]["operationCode"] = json!(bad);
             assert_eq!(
@@ -583,6 +600,40 @@ mod tests {
         let v =
             json!({"eventType":"cache-invalidate","tenantId":"t1","data":{"keys":["credit:1"]}});
         assert_eq!(parse(Topic::Cache, v), Err(Rejection::Malformed));
+    }
+
+    #[test]
+    fn ids_follow_the_one_id_rule() {
+        // What a read method accepts, an event can name (SPEC §3).
+        let longest = "é".repeat(MAX_ID_BYTES / 2);
+        for ok in [
+            "a:b",
+            "a*",
+            "a/b",
+            "a\\b",
+            "ü-日本語",
+            "...",
+            longest.as_str(),
+        ] {
+            let mut v = credit(json!(1));
+            v["data"]["operationCode"] = json!(ok);
+            assert!(parse(Topic::CreditConfigs, v).is_ok(), "{ok:?}");
+            let v = json!({"eventType":"user-changed","tenantId":"t1","data":{"userId": ok}});
+            assert!(parse(Topic::Users, v).is_ok(), "{ok:?}");
+            let key = format!("user:{ok}");
+            let v = json!({"eventType":"cache-invalidate","tenantId":"t1","data":{"keys":[key]}});
+            assert!(parse(Topic::Cache, v).is_ok(), "{ok:?}");
+        }
+        for bad in ["", "..", "a\u{1b}b"] {
+            let v = json!({"eventType":"user-changed","tenantId":"t1","data":{"userId": bad}});
+            assert_eq!(parse(Topic::Users, v), Err(Rejection::Malformed), "{bad:?}");
+            let key = format!("user:{bad}");
+            let v = json!({"eventType":"cache-invalidate","tenantId":"t1","data":{"keys":[key]}});
+            assert_eq!(parse(Topic::Cache, v), Err(Rejection::Malformed), "{bad:?}");
+            let v = json!({"eventType":"user-status-changed","tenantId":"t1",
+                           "data":{"userId":"u","status":"active","roles":[bad]}});
+            assert_eq!(parse(Topic::Users, v), Err(Rejection::Malformed), "{bad:?}");
+        }
     }
 
     #[test]

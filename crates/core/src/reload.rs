@@ -233,7 +233,6 @@ impl Reloads {
             tokio::task::spawn_blocking(move || CriticalStore::from_snapshot(snap))
                 .await
                 .map_err(|_| CoreError::InvalidResponse("building the snapshot failed".into()))?
-                .map_err(CoreError::InvalidResponse)
         });
         self.running = Some(Running {
             task: AbortOnDropHandle::new(task),
