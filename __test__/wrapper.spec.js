@@ -117,6 +117,7 @@ for (const status of [302, 307]) {
       consumer.deductCredits('u-alice', 1, { operationCode: 'crm.leads.create' }),
     )
     t.is(ded.code, 'INVALID_RESPONSE')
+    t.truthy(ded.idempotencyKey, 'the key to retry with')
     t.is(sim.count(deductPath), 1, 'not retried')
     const bal = await t.throwsAsync(consumer.getUserCredits('u-alice'))
     t.is(bal.code, 'INVALID_RESPONSE')
