@@ -59,8 +59,16 @@ export interface SmartCRMConsumerOptions {
   requestTimeoutMs?: number
   /** Default 10000. */
   initTimeoutMs?: number
-  /** Wrapper circuit breaker: opens after `failures` (default 5) consecutive unavailable calls, probes again after `coolDownMs` (default 5000). */
+  /**
+   * Wrapper circuit breakers: each opens after `failures` (default 5) consecutive unavailable calls and probes again after `coolDownMs` (default 5000).
+   * There are two with these settings: one for snapshot loads (a whole load is one call, and its probe admits every page of it) and one for reference reads and credit calls, so neither path fails the other fast.
+   */
   circuitBreaker?: { failures?: number; coolDownMs?: number }
+  /**
+   * Largest Wrapper response body read, in bytes; default 64 MiB (67108864). A larger one is `INVALID_RESPONSE`,
+   * is not retried and is not buffered past the limit. One snapshot load reads at most 16 × this over all its pages.
+   */
+  maxResponseBytes?: number
   /** Default console. */
   logger?: Logger
 }
@@ -146,7 +154,7 @@ export interface Health {
   lastSyncAt: number | null
   /** 'redis-disconnected' | 'wrapper-unavailable' | null */
   reason: string | null
-  /** The Wrapper circuit breaker. */
+  /** The Wrapper circuit breakers: the worse of the snapshot and the reference breaker. */
   circuit: 'closed' | 'open' | 'half-open'
 }
 

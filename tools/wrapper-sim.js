@@ -200,12 +200,23 @@ function decodeCursor(cursor) {
   return m ? Number(m[1]) : null
 }
 
-/** A list endpoint: a plain array, or `{ items, nextCursor }` pages when `sim.pageSize` is set. */
+/**
+ * A list endpoint: a plain array, or `{ items, nextCursor }` pages when `sim.pageSize` is set,
+ * or pages that follow the fixed cursor sequence `sim.cursors` (see the constructor).
+ */
 function listRoute(collection) {
   return (sim, { query }) => {
     const items = [...sim.data[collection].values()]
-    if (!sim.pageSize) return ok(items)
     const cursor = query.get('cursor')
+    if (sim.cursors) {
+      // The first page has every item; the page of a cursor has none and the
+      // cursor that follows its first occurrence in the sequence.
+      if (cursor === null) return ok({ items, nextCursor: sim.cursors[0] ?? null })
+      const at = sim.cursors.indexOf(cursor)
+      if (at === -1) return fail(400, 'bad cursor')
+      return ok({ items: [], nextCursor: sim.cursors[at + 1] ?? null })
+    }
+    if (!sim.pageSize) return ok(items)
     const start = cursor ? decodeCursor(cursor) : 0
     if (start === null) return fail(400, 'bad cursor')
     const end = start + sim.pageSize
@@ -428,6 +439,7 @@ class WrapperSim {
     port = 0,
     host = '127.0.0.1',
     pageSize,
+    cursors,
     data,
     redisUrl,
     channelPrefix = 'crm',
@@ -446,6 +458,13 @@ class WrapperSim {
     ) {
       throw new RangeError('startWrapperSim: pageSize must be a positive integer')
     }
+    if (
+      cursors !== undefined &&
+      cursors !== null &&
+      !(Array.isArray(cursors) && cursors.every((c) => typeof c === 'string'))
+    ) {
+      throw new TypeError('startWrapperSim: cursors must be an array of strings')
+    }
     if (maxLog !== undefined && maxLog !== null && !(Number.isInteger(maxLog) && maxLog > 0)) {
       throw new RangeError('startWrapperSim: maxLog must be a positive integer')
     }
@@ -459,6 +478,15 @@ class WrapperSim {
     this.token = token ?? null
     /** When set, list endpoints answer pages; may be changed at any time. */
     this.pageSize = pageSize ?? null
+    /**
+     * When set (an array of strings), list endpoints answer pages whose `nextCursor`
+     * follows this sequence: a Wrapper with broken paging. The first page carries
+     * every item and `cursors[0]`; the page of a cursor carries no items and the
+     * cursor after its first occurrence (null after the last), so a repeated
+     * cursor makes a cycle (`['a', 'b', 'a']`: a → b → a → b …). Overrides
+     * `pageSize`; may be changed at any time.
+     */
+    this.cursors = cursors ?? null
     this.host = host
     this.port = port
     this.url = null
@@ -615,6 +643,7 @@ class WrapperSim {
     // `apply: true` runs the real handler (and its side effects) before misbehaving
     const normal = spec.apply || spec.truncate || !overrides ? respond() : null
     if (spec.hang) return // answered never; stop() destroys the socket
+    if (spec.flood) return this._flood(spec, res)
     if (spec.reset) {
       req.socket.destroy()
       return
@@ -642,6 +671,24 @@ class WrapperSim {
     send(res, normal)
   }
 
+  /**
+   * A response whose chunked body (no Content-Length) never ends: `[0,0,0,…`
+   * written as fast as the client reads, until it goes away or the sim stops.
+   */
+  _flood(spec, res) {
+    res.writeHead(spec.status ?? 200, { 'Content-Type': JSON_TYPE, ...spec.headers })
+    res.write('[')
+    const chunk = Buffer.from('0,'.repeat(8192))
+    const pump = () => {
+      while (!res.destroyed && !this._stopped) {
+        spec.floodedBytes = (spec.floodedBytes ?? 0) + chunk.length
+        if (!res.write(chunk)) return // resumed on 'drain'
+      }
+    }
+    res.on('drain', pump)
+    pump()
+  }
+
   _sleep(ms) {
     return new Promise((resolve) => {
       const entry = { resolve }
@@ -658,7 +705,8 @@ class WrapperSim {
   /**
    * Makes matching requests misbehave. `spec`: `{ status, body?, times? }`,
    * `{ delayMs, times? }` (then answers normally, or as the other fields say),
-   * `{ reset: true }`, `{ hang: true }`, `{ truncate: true }`,
+   * `{ reset: true }`, `{ hang: true }`, `{ truncate: true }`, `{ flood: true }` (a 200
+   * whose chunked body never ends; `spec.floodedBytes` counts what was written),
    * `{ body: 'not json', status? }`, `{ json: value, status? }`; optional
    * `headers`, and `apply: true` to run the real handler first (e.g. a deduction
    * that is applied but whose answer is lost). `times` defaults to unlimited.
@@ -1058,6 +1106,8 @@ class WrapperSim {
  * @param {number} [opts.port=0]
  * @param {string} [opts.host='127.0.0.1']
  * @param {number} [opts.pageSize] when set, list endpoints answer `{ items, nextCursor }` pages
+ * @param {string[]} [opts.cursors] when set, list pages follow this fixed `nextCursor`
+ *   sequence (a repeated cursor makes a cycle); see the constructor
  * @param {object} [opts.data] initial store (Maps, arrays or objects per collection);
  *   default `defaultSeed()`
  * @param {string} [opts.redisUrl] when set, the change methods publish change events there
@@ -1067,7 +1117,7 @@ class WrapperSim {
  * @param {string} [opts.adminToken] when set, `/admin/` needs `Authorization: Bearer <adminToken>`
  * @param {number} [opts.maxLog] keep about this many recent `requests`, `deductions`, `events`
  * @returns {Promise<WrapperSim>} `{ url, port, data, requests, deductions, events, token,
- *   pageSize, fault(), clearFaults(), gate(), waitForRequest(), count(), resetCounts(),
+ *   pageSize, cursors, fault(), clearFaults(), gate(), waitForRequest(), count(), resetCounts(),
  *   setCreditConfig(), deleteCreditConfig(), setRole(), deleteRole(), setUserAccess(),
  *   updateProfile(), deleteUser(), setBalance(), setConfig(), deleteConfig(),
  *   updateHierarchy(), invalidateKeys(), requestResync(), publish(), startCanary(),

@@ -9,7 +9,6 @@
 //! echoed in a message and are redacted from `Debug`.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -17,26 +16,7 @@ use serde_json::{Map, Value};
 use crate::error::{CoreError, Result};
 use crate::signature::SigningKeys;
 
-/// A string that must never be printed: `Debug` shows `[redacted]`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    /// The secret itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+pub use crate::secret::Secret;
 
 /// Per-type TTLs of the reference cache.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +75,13 @@ pub struct Config {
     pub breaker_failures: u32,
     /// How long the open circuit fails fast before one probe is let through.
     pub breaker_cool_down: Duration,
+    /// Largest Wrapper response body read (`maxResponseBytes`, default 64 MiB):
+    /// a larger one is `INVALID_RESPONSE` and is not buffered past the limit, so
+    /// a broken or hostile Wrapper cannot make the process allocate without
+    /// bound. One snapshot load reads at most
+    /// [`LOAD_BYTES_FACTOR`](crate::wrapper::LOAD_BYTES_FACTOR) times this over
+    /// all its pages.
+    pub max_response_bytes: u64,
     /// `resyncJitterMs`: a `resync-required` reload waits a random 0–this,
     /// and such reloads start at least this far apart (SPEC §7).
     pub resync_jitter: Duration,
@@ -149,6 +136,7 @@ const TOP_LEVEL: &[&str] = &[
     "requestTimeoutMs",
     "initTimeoutMs",
     "circuitBreaker",
+    "maxResponseBytes",
     "resyncJitterMs",
     // Handled on the JS side, accepted here so one list names every option.
     "logger",
@@ -297,10 +285,11 @@ impl Config {
             "maxClockSkewMs",
             DEFAULT_MAX_CLOCK_SKEW_MS,
             0,
-            crate::protocol::TIMESTAMP_WINDOW_MS as u64,
+            crate::signature::TIMESTAMP_WINDOW_MS as u64,
         )?;
         let init_timeout = ms("initTimeoutMs", 10_000, 1, DAY_MS)?;
         let (breaker_failures, breaker_cool_down) = parse_breaker(obj.get("circuitBreaker"))?;
+        let max_response_bytes = opt_int(obj, "maxResponseBytes", 64 * 1024 * 1024, 1, 1 << 40)?;
         let resync_jitter = ms("resyncJitterMs", 5_000, 0, 600_000)?;
 
         Ok(Config {
@@ -321,6 +310,7 @@ impl Config {
             init_timeout,
             breaker_failures,
             breaker_cool_down,
+            max_response_bytes,
             resync_jitter,
             limits: Limits::default(),
         })
@@ -514,6 +504,7 @@ mod tests {
         assert_eq!(c.init_timeout, Duration::from_secs(10));
         assert_eq!(c.signing_secret, None);
         assert_eq!(c.max_clock_skew, Duration::from_secs(30));
+        assert_eq!(c.max_response_bytes, 64 * 1024 * 1024);
         assert_eq!(c.channel("roles"), "crm:t1:roles");
     }
 
@@ -564,6 +555,20 @@ mod tests {
         let mut v = base();
         v["channelPrefix"] = json!("crm*");
         assert!(err_of(v).contains("`channelPrefix`"));
+        for bad in [json!(0), json!(-1), json!(1.5), json!(2_199_023_255_552u64)] {
+            let mut v = base();
+            v["maxResponseBytes"] = bad;
+            assert!(err_of(v).contains("`maxResponseBytes`"));
+        }
+        let mut v = base();
+        v["maxResponseBytes"] = json!("1024");
+        assert!(err_of(v).contains("`maxResponseBytes`"));
+        let mut v = base();
+        v["maxResponseBytes"] = json!(1);
+        assert_eq!(
+            Config::from_json(&v, &env(&[])).unwrap().max_response_bytes,
+            1
+        );
         let mut v = base();
         v["bogus"] = json!(1);
         assert!(err_of(v).contains("`bogus`"));

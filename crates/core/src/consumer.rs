@@ -10,6 +10,9 @@
 //! drops the sink, after which nothing of ours holds the Node event loop.
 //! Dropping the last clone of a consumer without `shutdown()` (a terminated
 //! worker thread) cancels and aborts its tasks the same way.
+//!
+//! Every argument is validated here, once (ids, amounts, keys: `ids.rs`); the
+//! layers below assume valid input.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -164,6 +167,7 @@ impl Consumer {
     /// `GET /api/users/{id}/credits` (never cached).
     pub async fn user_credits(&self, user_id: &str) -> Result<f64> {
         self.check_open()?;
+        check_path_id("userId", user_id)?;
         self.tenant().wrapper.user_credits(user_id).await
     }
 

@@ -4,6 +4,7 @@
 //! | --- | --- |
 //! | [`config`] | options, defaults, env fallbacks, validation |
 //! | [`protocol`] | the change-event protocol: topics, types, parsing, rejection reasons |
+//! | [`secret`] | values that are never printed |
 //! | [`signature`] | RFC 8785 canonical JSON and HMAC-SHA256 signatures |
 //! | [`ids`] | the id rule, URL path segments, reference cache keys |
 //! | [`model`] | critical entities and snapshot rows |
@@ -44,6 +45,7 @@ pub mod publisher;
 pub mod reference;
 pub mod reload;
 pub mod replay;
+pub mod secret;
 pub mod signature;
 pub(crate) mod subscriber;
 pub(crate) mod tenant;

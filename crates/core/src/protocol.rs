@@ -24,9 +24,7 @@ use crate::signature::{self, SigningKeys};
 
 /// Largest accepted message, in bytes (SPEC §3).
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
-/// Largest accepted gap between an event's timestamp and the local clock when
-/// signatures are on, in milliseconds.
-pub const TIMESTAMP_WINDOW_MS: i64 = 5 * 60 * 1000;
+pub use crate::signature::TIMESTAMP_WINDOW_MS;
 
 /// A subscription topic: the last segment of `{prefix}:{tenant}:{topic}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -657,7 +655,7 @@ mod tests {
         let mut m = json!({"eventId": format!("e{ts_ms}"), "eventType": "user-status-changed",
             "tenantId": "t1", "timestamp": iso(ts_ms),
             "data": {"userId": "u", "status": "active"}});
-        let sig = signature::sign(m.as_object().unwrap(), &crate::config::Secret::new(secret));
+        let sig = signature::sign(m.as_object().unwrap(), &crate::secret::Secret::new(secret));
         m["signature"] = json!(sig);
         m.to_string().into_bytes()
     }

@@ -37,9 +37,10 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{is_valid_channel_prefix, is_valid_tenant_id, Secret};
+use crate::config::{is_valid_channel_prefix, is_valid_tenant_id};
 use crate::error::{CoreError, Result};
 use crate::protocol::{Topic, EVENT_TYPES};
+use crate::secret::Secret;
 use crate::signature::{self, SigningKeys};
 
 /// Default of `connectTimeoutMs` (SPEC §3).

@@ -14,12 +14,21 @@
 //! * Entries are held `ttl + staleIfErrorMs`: past the TTL they are misses, but
 //!   a fetch that fails with `WRAPPER_UNAVAILABLE` serves them (stale-if-error).
 //! * A 404 is remembered for `ttl.notFound` (and never served stale).
+//! * The byte bound (`maxReferenceBytes`) holds whenever it is observed, not
+//!   only after moka's maintenance has run: an entry larger than the bound is
+//!   served but never cached; every other insert runs moka's pending
+//!   maintenance (evictions) on the inserting task, under one write lock, and
+//!   only then counts the entry — and only if it is still held and fits. The
+//!   counters ([`ReferenceCache::size`]) are atomics kept by those inserts and
+//!   by moka's eviction listener (every removal, whatever its cause), so
+//!   reading them is O(1) and runs no cache maintenance on the caller's thread
+//!   (the JS thread, for `getMetrics()`).
 //!
 //! Values are kept as JSON text; the JS side parses each hit into a fresh
 //! object, so no caller can mutate the cache.
 
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -29,7 +38,7 @@ use moka::Expiry;
 
 use crate::config::Config;
 use crate::error::{CoreError, Result};
-use crate::ids::{check_path_id, RefKind};
+use crate::ids::RefKind;
 use crate::metrics::{now_ms, Metrics};
 use crate::wrapper::WrapperClient;
 
@@ -54,6 +63,40 @@ struct Entry {
     fresh_until_ms: i64,
     /// How long moka holds it (TTL + stale window).
     hold: Duration,
+    /// Its weight in bytes (key, body and a fixed overhead), as counted.
+    weight: u64,
+    /// True while this entry is included in [`Counters`]: set by the insert
+    /// once it is known to be held, taken (swapped to false) by whichever of
+    /// the eviction listener or the insert's own re-check removes it from the
+    /// counters, so it is subtracted exactly once.
+    counted: AtomicBool,
+}
+
+/// Fixed bytes added to each entry's weight for the map's own bookkeeping.
+const ENTRY_OVERHEAD: u64 = 96;
+
+/// The weight of an entry for `key` with `body`.
+fn weight_of(key: &str, body: Option<&str>) -> u64 {
+    (key.len() + body.map_or(0, str::len)) as u64 + ENTRY_OVERHEAD
+}
+
+/// What the cache holds, kept without moka's maintenance (see the module docs).
+#[derive(Debug, Default)]
+struct Counters {
+    /// Entries counted.
+    entries: AtomicU64,
+    /// Sum of their weights; never above `maxReferenceBytes`.
+    bytes: AtomicU64,
+}
+
+impl Counters {
+    /// Removes `e` from the counts if it is still counted.
+    fn uncount(&self, e: &Entry) {
+        if e.counted.swap(false, SeqCst) {
+            self.bytes.fetch_sub(e.weight, SeqCst);
+            self.entries.fetch_sub(1, SeqCst);
+        }
+    }
 }
 
 struct HoldExpiry;
@@ -99,6 +142,11 @@ pub enum Lookup {
 struct Inner {
     /// The entries, weighted by bytes.
     cache: Cache<String, Arc<Entry>>,
+    /// Entries and bytes held, for `size()`.
+    counters: Arc<Counters>,
+    /// Serialises inserts with their maintenance, so that no two inserts can
+    /// each find room for themselves in the same free bytes.
+    write: Mutex<()>,
     /// Fetches in flight by key.
     inflight: DashMap<String, Flight>,
     /// TTLs and stale window.
@@ -119,17 +167,19 @@ pub struct ReferenceCache {
 impl ReferenceCache {
     /// A cache bounded to `config.max_reference_bytes`.
     pub fn new(config: &Config, wrapper: WrapperClient, metrics: Arc<Metrics>) -> Self {
+        let counters = Arc::new(Counters::default());
+        let listener_counters = counters.clone();
         let cache = Cache::builder()
             .max_capacity(config.max_reference_bytes)
-            .weigher(|k: &String, v: &Arc<Entry>| {
-                let bytes = k.len() + v.body.as_ref().map_or(0, |b| b.len()) + 96;
-                u32::try_from(bytes).unwrap_or(u32::MAX)
-            })
+            .weigher(|_k: &String, v: &Arc<Entry>| u32::try_from(v.weight).unwrap_or(u32::MAX))
             .expire_after(HoldExpiry)
+            .eviction_listener(move |_k, v: Arc<Entry>, _cause| listener_counters.uncount(&v))
             .build();
         ReferenceCache {
             inner: Arc::new(Inner {
                 cache,
+                counters,
+                write: Mutex::new(()),
                 inflight: DashMap::new(),
                 config: config.clone(),
                 wrapper,
@@ -154,11 +204,10 @@ impl ReferenceCache {
 
     /// Reads `kind`/`id`: a fresh hit, else one shared Wrapper fetch.
     ///
-    /// Errors: `RangeError` for an id that cannot be a path segment (nothing
-    /// is requested), then the Wrapper's codes; `WRAPPER_UNAVAILABLE` is
-    /// replaced by a held stale value when there is one.
+    /// `id` must follow the id rule (the consumer checks it). Errors: the
+    /// Wrapper's codes; `WRAPPER_UNAVAILABLE` is replaced by a held stale
+    /// value when there is one.
     pub async fn get(&self, kind: RefKind, id: &str) -> FetchResult {
-        check_path_id("id", id)?;
         let key = kind.key(id);
         match self.lookup(&key) {
             Lookup::Hit(b) => return Ok(b),
@@ -232,6 +281,8 @@ impl ReferenceCache {
         out
     }
 
+    /// Caches a fetched answer, within the byte bound (see the module docs).
+    /// Runs moka's maintenance on the calling (fetching) task.
     fn store(
         &self,
         key: &str,
@@ -240,18 +291,46 @@ impl ReferenceCache {
         hold: Duration,
         flag: &AtomicBool,
     ) {
-        if ttl.is_zero() || self.inner.config.max_reference_bytes == 0 {
+        let inner = &self.inner;
+        let max = inner.config.max_reference_bytes;
+        let weight = weight_of(key, body.as_deref());
+        if ttl.is_zero() || weight > max {
+            // Served to the callers, not kept; an older answer must not stay either.
+            inner.cache.invalidate(key);
             return;
         }
-        let entry = Entry {
+        let entry = Arc::new(Entry {
             body,
             fresh_until: Instant::now() + ttl,
             fresh_until_ms: now_ms() + ttl.as_millis() as i64,
             hold,
-        };
-        self.inner.cache.insert(key.to_owned(), Arc::new(entry));
+            weight,
+            counted: AtomicBool::new(false),
+        });
+        {
+            let _write = inner.write.lock().unwrap_or_else(|p| p.into_inner());
+            inner.cache.insert(key.to_owned(), entry.clone());
+            // Evictions now, here, rather than on some later reader's thread.
+            inner.cache.run_pending_tasks();
+            let held =
+                |c: &Cache<String, Arc<Entry>>| c.get(key).is_some_and(|e| Arc::ptr_eq(&e, &entry));
+            let fits = inner.counters.bytes.load(SeqCst) + weight <= max;
+            if fits && held(&inner.cache) {
+                entry.counted.store(true, SeqCst);
+                inner.counters.bytes.fetch_add(weight, SeqCst);
+                inner.counters.entries.fetch_add(1, SeqCst);
+                // Removed meanwhile (an invalidation on another thread) and
+                // missed by the listener: take it out again.
+                if !held(&inner.cache) {
+                    inner.counters.uncount(&entry);
+                }
+            } else if held(&inner.cache) {
+                // moka kept it but it does not fit in what is counted: drop it.
+                inner.cache.invalidate(key);
+            }
+        }
         if flag.load(SeqCst) {
-            self.inner.cache.invalidate(key);
+            inner.cache.invalidate(key);
         }
     }
 
@@ -267,12 +346,17 @@ impl ReferenceCache {
     }
 
     /// Drops everything, including the results of fetches in flight.
+    ///
+    /// Entry by entry (O(entries), on the caller's task), so that the
+    /// counters drop with the entries instead of at a later maintenance.
     pub fn clear(&self) {
         self.inner.inflight.retain(|_, f| {
             f.invalidated.store(true, SeqCst);
             false
         });
-        self.inner.cache.invalidate_all();
+        for (key, _) in self.inner.cache.iter() {
+            self.inner.cache.invalidate(key.as_str());
+        }
     }
 
     /// Epoch ms at which the held entry stops being fresh (in the past for an
@@ -281,12 +365,128 @@ impl ReferenceCache {
         self.inner.cache.get(key).map(|e| e.fresh_until_ms)
     }
 
-    /// (entries, weighted bytes), after running moka's pending maintenance.
+    /// (entries, bytes) held: two atomic loads, no cache maintenance. The
+    /// bytes never exceed `maxReferenceBytes`. Entries past their hold time
+    /// count until moka's next maintenance removes them (they are still in
+    /// memory until then).
     pub fn size(&self) -> (u64, u64) {
-        self.inner.cache.run_pending_tasks();
         (
-            self.inner.cache.entry_count(),
-            self.inner.cache.weighted_size(),
+            self.inner.counters.entries.load(SeqCst),
+            self.inner.counters.bytes.load(SeqCst),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// A cache bounded to `max` bytes whose Wrapper is never called.
+    fn cache(max: u64) -> ReferenceCache {
+        let options = serde_json::json!({
+            "tenantId": "t1",
+            "wrapperUrl": "http://127.0.0.1:9",
+            "maxReferenceBytes": max,
+        });
+        let config = Config::from_json(&options, &HashMap::new()).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let wrapper = WrapperClient::new(&config, metrics.clone()).unwrap();
+        ReferenceCache::new(&config, wrapper, metrics)
+    }
+
+    fn put(c: &ReferenceCache, key: &str, body_len: usize) {
+        let body: Arc<str> = Arc::from(format!("{{\"b\":\"{}\"}}", "x".repeat(body_len)));
+        let ttl = Duration::from_secs(60);
+        c.store(key, Some(body), ttl, ttl, &AtomicBool::new(false));
+    }
+
+    /// (entries, bytes) as moka holds them, after its maintenance.
+    fn held(c: &ReferenceCache) -> (u64, u64) {
+        c.inner.cache.run_pending_tasks();
+        let mut n = 0;
+        let mut bytes = 0;
+        for (_, e) in c.inner.cache.iter() {
+            n += 1;
+            bytes += e.weight;
+        }
+        (n, bytes)
+    }
+
+    #[test]
+    fn the_bound_holds_under_concurrent_inserts_whenever_observed() {
+        let max = 4_000;
+        let c = cache(max);
+        let done = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..4)
+            .map(|t| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for i in 0..400 {
+                        put(&c, &format!("user:{t}-{}", i % 50), 50 + (i * 37) % 400);
+                        if i % 7 == 0 {
+                            c.invalidate(&format!("user:{t}-{}", (i + 3) % 50));
+                        }
+                    }
+                })
+            })
+            .collect();
+        let reader = {
+            let (c, done) = (c.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut seen = 0u64;
+                while !done.load(SeqCst) {
+                    let (_, bytes) = c.size();
+                    assert!(bytes <= max, "{bytes} bytes counted, bound {max}");
+                    seen = seen.max(bytes);
+                }
+                seen
+            })
+        };
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, SeqCst);
+        assert!(reader.join().unwrap() > 0);
+        assert_eq!(c.size(), held(&c), "the counters match what moka holds");
+        c.clear();
+        assert_eq!(c.size(), (0, 0));
+        assert_eq!(held(&c), (0, 0));
+    }
+
+    #[test]
+    fn an_entry_over_the_bound_is_not_kept_and_drops_the_older_one() {
+        let c = cache(1_000);
+        put(&c, "user:a", 100);
+        assert!(c.expiry("user:a").is_some());
+        let (_, bytes) = c.size();
+        assert_eq!(
+            bytes,
+            weight_of(
+                "user:a",
+                Some(&format!("{{\"b\":\"{}\"}}", "x".repeat(100)))
+            )
+        );
+        put(&c, "user:a", 2_000);
+        assert_eq!(
+            c.expiry("user:a"),
+            None,
+            "not kept, and the older answer is gone"
+        );
+        assert_eq!(c.lookup("user:a"), Lookup::Miss);
+        assert_eq!(c.size(), (0, 0));
+    }
+
+    #[test]
+    fn replacing_and_invalidating_keep_the_counters_exact() {
+        let c = cache(1 << 20);
+        put(&c, "user:a", 100);
+        put(&c, "user:a", 300);
+        put(&c, "user:b", 10);
+        assert_eq!(c.size().0, 2);
+        assert_eq!(c.size(), held(&c));
+        c.invalidate("user:a");
+        assert_eq!(c.size(), held(&c));
+        assert_eq!(c.size().0, 1);
     }
 }

@@ -18,8 +18,12 @@ use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
-use crate::config::Secret;
 use crate::error::{CoreError, Result};
+use crate::secret::Secret;
+
+/// Largest accepted gap between a signed event's timestamp and the local
+/// clock, in milliseconds (SPEC §3: 5 minutes either way).
+pub const TIMESTAMP_WINDOW_MS: i64 = 5 * 60 * 1000;
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -3,15 +3,37 @@
 //!
 //! Every request carries `X-Tenant-Id` and, when configured, the bearer token
 //! (marked sensitive so it never appears in debug output). Ids always travel as
-//! one percent-encoded path segment. Reads are retried on connection errors,
-//! timeouts, 429 and 5xx, with jittered backoff and a bounded number of
-//! attempts; a deduction is retried only with its own idempotency key. Error
-//! messages name the method and path template, never the token.
+//! one percent-encoded path segment. Error messages name the method and path
+//! template, never the token.
+//!
+//! * **Retries.** Reads are retried on connection errors, timeouts, 429 and
+//!   5xx, with jittered backoff and a bounded number of attempts; a deduction
+//!   is retried only with its own idempotency key. An answer (4xx, a redirect,
+//!   a body over the limit) is never retried.
+//! * **No redirects.** A 3xx is `INVALID_RESPONSE` and is not followed, so
+//!   neither the token, the tenant header nor a request body reaches another
+//!   host (a 302 would also turn a deduction into a GET).
+//! * **Bounded bodies.** A body is read chunk by chunk and refused
+//!   (`INVALID_RESPONSE`) as soon as it passes `maxResponseBytes`, or before
+//!   any of it is read when its `Content-Length` already does: nothing is
+//!   buffered past the limit.
+//! * **Bounded loads.** A list fails its load with `INVALID_RESPONSE` when a
+//!   `nextCursor` repeats one seen earlier in the load (a paging cycle), or
+//!   past [`MAX_ROWS`] rows or [`MAX_PAGES`] pages; and one snapshot load
+//!   reads at most [`LOAD_BYTES_FACTOR`] × `maxResponseBytes` over all its
+//!   pages. A failed or abandoned load aborts its page downloads.
+//! * **Two circuit breakers** ([`crate::breaker`]), so neither path can starve
+//!   the other. The snapshot breaker treats a whole load as one call: the load
+//!   asks once at its start and, once admitted (a half-open probe included),
+//!   all its page requests go out; its outcome is reported once. The reference
+//!   breaker guards each reference read, balance and deduction request.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -21,19 +43,49 @@ use crate::backoff::Backoff;
 use crate::breaker::{Breaker, Circuit};
 use crate::config::Config;
 use crate::error::{CoreError, Result};
-use crate::ids::{check_path_id, encode_segment};
+use crate::ids::encode_segment;
 use crate::metrics::Metrics;
 use crate::model::{ConfigRow, CreditRow, RoleRow, Snapshot, UserRow};
 
 /// Attempts per request (first try included).
 const ATTEMPTS: u32 = 3;
-/// Most pages followed for one list before the answer is called invalid.
-const MAX_PAGES: usize = 1_000_000;
+/// Most rows one list may have (10 million): a larger answer is invalid.
+pub const MAX_ROWS: usize = 10_000_000;
+/// Most pages followed for one list (100,000: 10 million rows in pages of 100).
+pub const MAX_PAGES: usize = 100_000;
+/// One snapshot load reads at most this many times `maxResponseBytes` over all
+/// the pages of its four lists (1 GiB with the default 64 MiB).
+pub const LOAD_BYTES_FACTOR: u64 = 16;
+/// The first allocation for a body, whatever its `Content-Length` says; the
+/// buffer grows with the chunks that actually arrive.
+const FIRST_BODY_ALLOCATION: u64 = 1 << 20;
 
-/// A Wrapper client bound to one tenant. Cheap to clone; safe to share.
+/// The bounds of one load (see the module docs); fields so tests can shrink them.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Rows per list.
+    max_rows: usize,
+    /// Pages per list.
+    max_pages: usize,
+    /// Bytes over all pages of one snapshot.
+    max_load_bytes: u64,
+}
+
+/// Which of the two breakers a call answers to (indexes [`WrapperClient::failing`]).
+#[derive(Debug, Clone, Copy)]
+enum Lane {
+    /// Snapshot loads (the four list endpoints).
+    Snapshot = 0,
+    /// Reference reads, balances and deductions.
+    Reference = 1,
+}
+
+/// A Wrapper client bound to one tenant. Cheap to clone (clones share the
+/// connection pool, the breakers and the counters); every method is safe to
+/// call concurrently from any task.
 #[derive(Clone)]
 pub struct WrapperClient {
-    /// Pooled HTTP client with the default headers.
+    /// Pooled HTTP client with the default headers; never follows redirects.
     http: reqwest::Client,
     /// Base URL without trailing slash.
     base: String,
@@ -41,8 +93,18 @@ pub struct WrapperClient {
     metrics: Arc<Metrics>,
     /// Base delay of the retry schedule.
     retry_base: Duration,
-    /// Fails calls fast while the Wrapper is down.
-    breaker: Arc<Breaker>,
+    /// Fails snapshot loads fast while they fail; admits a whole load at once.
+    snapshot_breaker: Arc<Breaker>,
+    /// Fails reference and credit requests fast while they fail.
+    reference_breaker: Arc<Breaker>,
+    /// Whether the latest call of each [`Lane`] failed unavailable: the
+    /// metric `wrapper_failing` (health `degraded`) is true while either is,
+    /// so one path's success does not hide the other's outage.
+    failing: Arc<[AtomicBool; 2]>,
+    /// `maxResponseBytes`: the largest body read.
+    max_response_bytes: u64,
+    /// Bounds of one load.
+    limits: Limits,
 }
 
 #[derive(Deserialize)]
@@ -82,9 +144,53 @@ struct DeductBody<'a> {
 
 enum Outcome {
     /// 2xx with its body.
-    Ok(bytes::Bytes),
+    Ok(Bytes),
     /// A status that is an answer (404, 401/403, 402, other 4xx) with its body.
-    Answer(StatusCode, bytes::Bytes),
+    Answer(StatusCode, Bytes),
+}
+
+/// How one request ended, after its retries.
+enum Exchange {
+    /// 2xx or a 4xx answer.
+    Answered(Outcome),
+    /// The Wrapper answered, but with something refused (a redirect, a body
+    /// over the limit): `INVALID_RESPONSE`, not an outage.
+    Refused(CoreError),
+    /// Every attempt failed: the message of the last one.
+    Down(String),
+}
+
+/// Why a body could not be read.
+enum BodyError {
+    /// Over `maxResponseBytes` (announced or as it arrived).
+    TooLarge,
+    /// The connection failed while reading.
+    Cut(reqwest::Error),
+}
+
+/// The byte budget of one snapshot load, shared by its four lists.
+struct LoadBudget {
+    /// Bytes read so far over all pages.
+    used: AtomicU64,
+    /// The bound.
+    max: u64,
+}
+
+impl LoadBudget {
+    /// Counts `n` more bytes; false once the load is over its bound.
+    fn take(&self, n: usize) -> bool {
+        self.used.fetch_add(n as u64, Relaxed) + n as u64 <= self.max
+    }
+}
+
+/// A page download running in its own task, aborted when dropped: a load that
+/// fails (or is dropped) stops its downloads instead of leaving them to retry.
+struct PageTask(tokio::task::JoinHandle<Result<Bytes>>);
+
+impl Drop for PageTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl WrapperClient {
@@ -103,24 +209,44 @@ impl WrapperClient {
         }
         let http = reqwest::Client::builder()
             .default_headers(headers)
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| CoreError::WrapperUnavailable(format!("cannot build HTTP client: {e}")))?;
+        let breaker = || {
+            Arc::new(Breaker::new(
+                config.breaker_failures,
+                config.breaker_cool_down,
+            ))
+        };
         Ok(WrapperClient {
             http,
             base: config.wrapper_url.clone(),
             metrics,
             retry_base: Duration::from_millis(100),
-            breaker: Arc::new(Breaker::new(
-                config.breaker_failures,
-                config.breaker_cool_down,
-            )),
+            snapshot_breaker: breaker(),
+            reference_breaker: breaker(),
+            failing: Arc::new([AtomicBool::new(false), AtomicBool::new(false)]),
+            max_response_bytes: config.max_response_bytes,
+            limits: Limits {
+                max_rows: MAX_ROWS,
+                max_pages: MAX_PAGES,
+                max_load_bytes: config.max_response_bytes.saturating_mul(LOAD_BYTES_FACTOR),
+            },
         })
     }
 
-    /// Sends one request with retries. `label` names it in errors.
+    /// Records whether `lane` is failing and updates `wrapper_failing`.
+    fn set_failing(&self, lane: Lane, failing: bool) {
+        self.failing[lane as usize].store(failing, Relaxed);
+        let any = self.failing.iter().any(|f| f.load(Relaxed));
+        self.metrics.wrapper_failing.store(any, Relaxed);
+    }
+
+    /// A reference-path request: admitted and reported per request by the
+    /// reference breaker.
     async fn send(
         &self,
         method: Method,
@@ -128,13 +254,41 @@ impl WrapperClient {
         body: Option<&[u8]>,
         idempotency_key: Option<&str>,
     ) -> Result<Outcome> {
-        let label = format!("{method} {}", path.split('?').next().unwrap_or(path));
-        if !self.breaker.admit() {
-            self.metrics.wrapper_failing.store(true, Relaxed);
+        let Some(permit) = self.reference_breaker.try_acquire() else {
+            self.set_failing(Lane::Reference, true);
             return Err(CoreError::WrapperUnavailable(format!(
-                "{label}: circuit open"
+                "{}: circuit open",
+                label_of(&method, path)
             )));
+        };
+        match self.exchange(method, path, body, idempotency_key).await {
+            Exchange::Answered(outcome) => {
+                permit.success();
+                self.set_failing(Lane::Reference, false);
+                Ok(outcome)
+            }
+            Exchange::Refused(e) => {
+                permit.success();
+                self.set_failing(Lane::Reference, false);
+                Err(e)
+            }
+            Exchange::Down(msg) => {
+                permit.failure();
+                self.set_failing(Lane::Reference, true);
+                Err(CoreError::WrapperUnavailable(msg))
+            }
         }
+    }
+
+    /// One request with its retries; no breaker (the caller has a permit).
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&[u8]>,
+        idempotency_key: Option<&str>,
+    ) -> Exchange {
+        let label = label_of(&method, path);
         let url = format!("{}{}", self.base, path);
         let mut backoff = Backoff::new(self.retry_base, self.retry_base * 8);
         let mut attempt = 0;
@@ -151,132 +305,202 @@ impl WrapperClient {
                 req = req.header("idempotency-key", k);
             }
             let failure = match req.send().await {
-                Ok(resp) => {
+                Ok(mut resp) => {
                     let status = resp.status();
-                    match resp.bytes().await {
-                        Ok(bytes) if status.is_success() => {
-                            self.breaker.success();
-                            self.metrics.wrapper_failing.store(false, Relaxed);
-                            return Ok(Outcome::Ok(bytes));
+                    if status.is_redirection() {
+                        Metrics::inc(&self.metrics.wrapper_errors);
+                        return Exchange::Refused(CoreError::InvalidResponse(format!(
+                            "{label}: HTTP {} redirect, not followed (the consumer never follows redirects)",
+                            status.as_u16()
+                        )));
+                    }
+                    let answer = status.is_success()
+                        || (status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS);
+                    if answer {
+                        match read_body(&mut resp, self.max_response_bytes).await {
+                            Ok(bytes) if status.is_success() => {
+                                return Exchange::Answered(Outcome::Ok(bytes));
+                            }
+                            Ok(bytes) => {
+                                // An answer, not an outage: the Wrapper is up.
+                                Metrics::inc(&self.metrics.wrapper_errors);
+                                return Exchange::Answered(Outcome::Answer(status, bytes));
+                            }
+                            Err(BodyError::TooLarge) => {
+                                Metrics::inc(&self.metrics.wrapper_errors);
+                                return Exchange::Refused(CoreError::InvalidResponse(format!(
+                                    "{label}: response body over maxResponseBytes ({} bytes)",
+                                    self.max_response_bytes
+                                )));
+                            }
+                            Err(BodyError::Cut(e)) => {
+                                format!("{label}: body cut off ({})", kind_of(&e))
+                            }
                         }
-                        Ok(bytes)
-                            if status.is_client_error()
-                                && status != StatusCode::TOO_MANY_REQUESTS =>
-                        {
-                            // An answer, not an outage: the Wrapper is up.
-                            self.breaker.success();
-                            self.metrics.wrapper_failing.store(false, Relaxed);
-                            Metrics::inc(&self.metrics.wrapper_errors);
-                            return Ok(Outcome::Answer(status, bytes));
-                        }
-                        Ok(_) => format!("{label}: HTTP {}", status.as_u16()),
-                        Err(e) => format!("{label}: body cut off ({})", kind_of(&e)),
+                    } else {
+                        // 5xx or 429: the body is not read (dropping it closes the connection).
+                        format!("{label}: HTTP {}", status.as_u16())
                     }
                 }
                 Err(e) => format!("{label}: {}", kind_of(&e)),
             };
             Metrics::inc(&self.metrics.wrapper_errors);
             if attempt >= ATTEMPTS {
-                self.breaker.failure();
-                self.metrics.wrapper_failing.store(true, Relaxed);
-                return Err(CoreError::WrapperUnavailable(failure));
+                return Exchange::Down(failure);
             }
             tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 
     /// GET returning the body of a 2xx; maps answers to error codes.
-    async fn get(&self, path: &str) -> Result<bytes::Bytes> {
+    async fn get(&self, path: &str) -> Result<Bytes> {
         match self.send(Method::GET, path, None, None).await? {
             Outcome::Ok(b) => Ok(b),
             Outcome::Answer(status, _) => Err(answer_error(status, path)),
         }
     }
 
-    /// Loads a whole list endpoint, following `nextCursor` pages. The next
-    /// page is requested as soon as the current one's cursor is known, so its
-    /// download overlaps the parsing of the current page's rows.
-    pub async fn list<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>> {
+    /// GET of one snapshot page: no breaker (the load holds the permit).
+    async fn get_page(&self, path: &str) -> Result<Bytes> {
+        match self.exchange(Method::GET, path, None, None).await {
+            Exchange::Answered(Outcome::Ok(b)) => Ok(b),
+            Exchange::Answered(Outcome::Answer(status, _)) => Err(answer_error(status, path)),
+            Exchange::Refused(e) => Err(e),
+            Exchange::Down(msg) => Err(CoreError::WrapperUnavailable(msg)),
+        }
+    }
+
+    /// Loads a whole list endpoint, following `nextCursor` pages within the
+    /// load's bounds (see the module docs). The next page is requested as soon
+    /// as the current one's cursor is known, so its download overlaps the
+    /// parsing of the current page's rows.
+    async fn list<T: DeserializeOwned>(&self, path: &str, budget: &LoadBudget) -> Result<Vec<T>> {
+        let bad = |what: String| CoreError::InvalidResponse(format!("GET {path}: {what}"));
         let mut out: Vec<T> = Vec::new();
-        let mut seen_cursor: Option<String> = None;
-        let mut next_body = Some(self.fetch_page(path, None));
-        for _ in 0..MAX_PAGES {
-            let Some(pending) = next_body.take() else {
-                return Ok(out);
-            };
-            let body = pending.await.map_err(|_| {
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut next_page = Some(self.fetch_page(path, None));
+        let mut pages = 0usize;
+        while let Some(mut pending) = next_page.take() {
+            pages += 1;
+            let body = (&mut pending.0).await.map_err(|_| {
                 CoreError::WrapperUnavailable(format!("GET {path}: page task failed"))
             })??;
-            let bad = |what: String| CoreError::InvalidResponse(format!("GET {path}: {what}"));
+            if !budget.take(body.len()) {
+                return Err(bad(format!(
+                    "the load passed {} bytes ({LOAD_BYTES_FACTOR} × maxResponseBytes) over all its pages",
+                    budget.max
+                )));
+            }
+            let rows_before = out.len();
             match first_byte(&body) {
                 Some(b'[') => {
                     let rows: Vec<&serde_json::value::RawValue> = serde_json::from_slice(&body)
                         .map_err(|e| bad(format!("not JSON ({e})")))?;
+                    self.check_rows(rows_before, rows.len()).map_err(bad)?;
                     push_rows(&mut out, &rows).map_err(bad)?;
                     return Ok(out);
                 }
                 Some(b'{') => {
                     let page: Paged<'_> = serde_json::from_slice(&body)
                         .map_err(|e| bad(format!("wrong shape ({e})")))?;
+                    self.check_rows(rows_before, page.items.len())
+                        .map_err(bad)?;
                     let next = match &page.next_cursor {
                         serde_json::Value::Null => None,
                         serde_json::Value::String(s) => Some(s.clone()),
                         serde_json::Value::Number(n) => Some(n.to_string()),
                         _ => return Err(bad("nextCursor is not a string".into())),
                     };
-                    if let Some(c) = &next {
-                        if seen_cursor.as_deref() == Some(c.as_str()) {
-                            return Err(bad("nextCursor repeats".into()));
+                    if let Some(c) = next {
+                        if pages >= self.limits.max_pages {
+                            return Err(bad(format!("more than {} pages", self.limits.max_pages)));
                         }
-                        next_body = Some(self.fetch_page(path, Some(c.clone())));
-                        seen_cursor = Some(c.clone());
+                        if seen.contains(&c) {
+                            return Err(bad(format!(
+                                "page {pages} repeats a nextCursor seen earlier in this load (a paging cycle)"
+                            )));
+                        }
+                        next_page = Some(self.fetch_page(path, Some(&c)));
+                        seen.insert(c);
                     }
                     push_rows(&mut out, &page.items).map_err(bad)?;
                 }
                 _ => return Err(bad("not a JSON array or page".into())),
             }
         }
-        Err(CoreError::InvalidResponse(format!(
-            "GET {path}: too many pages"
-        )))
+        Ok(out)
+    }
+
+    /// Refuses a page that would take the list past `max_rows`.
+    fn check_rows(&self, held: usize, more: usize) -> std::result::Result<(), String> {
+        if held.saturating_add(more) > self.limits.max_rows {
+            return Err(format!("more than {} rows", self.limits.max_rows));
+        }
+        Ok(())
     }
 
     /// Starts downloading one page in its own task.
-    fn fetch_page(
-        &self,
-        path: &str,
-        cursor: Option<String>,
-    ) -> tokio::task::JoinHandle<Result<bytes::Bytes>> {
+    fn fetch_page(&self, path: &str, cursor: Option<&str>) -> PageTask {
         let me = self.clone();
         let page_path = match cursor {
-            Some(c) => format!("{path}?cursor={}", encode_segment(&c)),
+            Some(c) => format!("{path}?cursor={}", encode_segment(c)),
             None => path.to_owned(),
         };
-        tokio::spawn(async move { me.get(&page_path).await })
+        PageTask(tokio::spawn(async move { me.get_page(&page_path).await }))
     }
 
-    /// The circuit breaker's state.
+    /// The circuit as `health()` reports it: the worse of the two breakers
+    /// (open, then half-open, then closed).
     pub fn circuit(&self) -> Circuit {
-        self.breaker.circuit()
+        let (snapshot, reference) = self.circuits();
+        snapshot.max(reference)
+    }
+
+    /// Both circuits: (snapshot loads, reference and credit requests).
+    pub fn circuits(&self) -> (Circuit, Circuit) {
+        (
+            self.snapshot_breaker.circuit(),
+            self.reference_breaker.circuit(),
+        )
     }
 
     /// Loads the whole critical snapshot: the four list endpoints, concurrently.
+    ///
+    /// One call for the snapshot breaker: admitted once, at the start (then
+    /// every page request goes out, even as the half-open probe), and reported
+    /// once, at the end. Loads may run concurrently, each with its own budget.
     pub async fn snapshot(&self) -> Result<Snapshot> {
-        let (credits, roles, users, configs) = tokio::try_join!(
-            self.list::<CreditRow>("/api/credits/configs"),
-            self.list::<RoleRow>("/api/roles"),
-            self.list::<UserRow>("/api/users/access"),
-            self.list::<ConfigRow>("/api/configs/active"),
-        )?;
-        if let Some(bad) = credits
-            .iter()
-            .find(|c| !c.credit_cost.is_finite() || c.credit_cost < 0.0)
-        {
-            return Err(CoreError::InvalidResponse(format!(
-                "GET /api/credits/configs: creditCost of {:?} is not a finite, non-negative number",
-                bad.operation_code
-            )));
+        let Some(permit) = self.snapshot_breaker.try_acquire() else {
+            self.set_failing(Lane::Snapshot, true);
+            return Err(CoreError::WrapperUnavailable(
+                "snapshot load: circuit open".into(),
+            ));
+        };
+        let result = self.load().await;
+        if let Err(CoreError::WrapperUnavailable(_)) = &result {
+            permit.failure();
+            self.set_failing(Lane::Snapshot, true);
+        } else {
+            permit.success();
+            self.set_failing(Lane::Snapshot, false);
         }
+        result
+    }
+
+    /// The four lists of one snapshot, within one budget.
+    async fn load(&self) -> Result<Snapshot> {
+        let budget = LoadBudget {
+            used: AtomicU64::new(0),
+            max: self.limits.max_load_bytes,
+        };
+        let (credits, roles, users, configs) = tokio::try_join!(
+            self.list::<CreditRow>("/api/credits/configs", &budget),
+            self.list::<RoleRow>("/api/roles", &budget),
+            self.list::<UserRow>("/api/users/access", &budget),
+            self.list::<ConfigRow>("/api/configs/active", &budget),
+        )?;
+        // Row rules (ids, cost range) are checked where the rows become
+        // tables: `CriticalStore::from_snapshot`.
         Ok(Snapshot {
             credits,
             roles,
@@ -304,7 +528,6 @@ impl WrapperClient {
 
     /// `GET /api/users/{id}/credits` → `available`.
     pub async fn user_credits(&self, user_id: &str) -> Result<f64> {
-        check_path_id("userId", user_id)?;
         let path = format!("/api/users/{}/credits", encode_segment(user_id));
         let body = self.get(&path).await?;
         let a: Available = parse_object(&body).map_err(|_| {
@@ -323,7 +546,6 @@ impl WrapperClient {
         operation_code: Option<&str>,
         idempotency_key: &str,
     ) -> Result<f64> {
-        check_path_id("userId", user_id)?;
         let path = format!("/api/users/{}/credits/deduct", encode_segment(user_id));
         let body = serde_json::to_vec(&DeductBody {
             amount,
@@ -352,6 +574,33 @@ impl WrapperClient {
             Outcome::Answer(status, _) => Err(answer_error(status, &path)),
         }
     }
+}
+
+/// `METHOD /path` without the query, for error messages.
+fn label_of(method: &Method, path: &str) -> String {
+    format!("{method} {}", path.split('?').next().unwrap_or(path))
+}
+
+/// Reads the body chunk by chunk, refusing it once it passes `limit` bytes
+/// (or at once when its `Content-Length` says it will): at most `limit` bytes
+/// are ever buffered.
+async fn read_body(
+    resp: &mut reqwest::Response,
+    limit: u64,
+) -> std::result::Result<Bytes, BodyError> {
+    let announced = resp.content_length();
+    if announced.is_some_and(|n| n > limit) {
+        return Err(BodyError::TooLarge);
+    }
+    let first = announced.unwrap_or(0).min(FIRST_BODY_ALLOCATION) as usize;
+    let mut buf = BytesMut::with_capacity(first);
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Cut)? {
+        if (buf.len() + chunk.len()) as u64 > limit {
+            return Err(BodyError::TooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
 }
 
 fn first_byte(body: &[u8]) -> Option<u8> {
@@ -397,5 +646,275 @@ fn kind_of(e: &reqwest::Error) -> &'static str {
         "body error"
     } else {
         "request failed"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::sync::Mutex;
+
+    use serde_json::{json, Value};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One answer of the test server.
+    struct Reply {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+        /// Send a `Content-Length` of the body (else the body ends with the connection).
+        length: bool,
+    }
+
+    fn json_reply(v: Value) -> Reply {
+        Reply {
+            status: 200,
+            headers: vec![("content-type", "application/json".into())],
+            body: v.to_string().into_bytes(),
+            length: true,
+        }
+    }
+
+    /// A real HTTP/1.1 server on a free port: answers each request with
+    /// `reply(path)`, then closes the connection; logs the paths.
+    async fn serve(
+        reply: impl Fn(&str) -> Reply + Send + Sync + 'static,
+    ) -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let reply = Arc::new(reply);
+        let served = log.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let (reply, log) = (reply.clone(), served.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    let path = text.split_whitespace().nth(1).unwrap_or("").to_owned();
+                    log.lock().unwrap().push(path.clone());
+                    let r = reply(&path);
+                    let mut out = format!("HTTP/1.1 {} X\r\nconnection: close\r\n", r.status);
+                    for (k, v) in &r.headers {
+                        out.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    if r.length {
+                        out.push_str(&format!("content-length: {}\r\n", r.body.len()));
+                    }
+                    out.push_str("\r\n");
+                    let _ = sock.write_all(out.as_bytes()).await;
+                    let _ = sock.write_all(&r.body).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        (url, log)
+    }
+
+    fn client(url: &str, extra: Value) -> WrapperClient {
+        let mut options = json!({ "tenantId": "t1", "wrapperUrl": url });
+        if let (Value::Object(o), Value::Object(e)) = (&mut options, extra) {
+            o.extend(e);
+        }
+        let config = Config::from_json(&options, &HashMap::new()).unwrap();
+        WrapperClient::new(&config, Arc::new(Metrics::default())).unwrap()
+    }
+
+    fn budget(max: u64) -> LoadBudget {
+        LoadBudget {
+            used: AtomicU64::new(0),
+            max,
+        }
+    }
+
+    fn invalid(r: Result<Vec<Value>>) -> String {
+        match r {
+            Err(CoreError::InvalidResponse(m)) => m,
+            other => panic!("expected INVALID_RESPONSE, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cursor_cycle_fails_the_list_at_once() {
+        let (url, log) = serve(|path| {
+            let next = match path {
+                "/l" => "a",
+                "/l?cursor=a" => "b",
+                _ => "a",
+            };
+            json_reply(json!({ "items": [{}], "nextCursor": next }))
+        })
+        .await;
+        let w = client(&url, json!({}));
+        let msg = invalid(w.list("/l", &budget(u64::MAX)).await);
+        assert!(msg.contains("paging cycle"), "{msg}");
+        assert_eq!(log.lock().unwrap().len(), 3, "first page, a, b");
+    }
+
+    /// Pages that never end: cursor n leads to n + 1, two rows each.
+    async fn endless() -> (String, Arc<Mutex<Vec<String>>>) {
+        serve(|path| {
+            let n: u64 = path
+                .split("cursor=")
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            json_reply(json!({ "items": [{}, {}], "nextCursor": (n + 1).to_string() }))
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn rows_pages_and_bytes_of_a_load_are_bounded() {
+        let (url, log) = endless().await;
+        let mut w = client(&url, json!({}));
+        w.limits.max_rows = 5;
+        let msg = invalid(w.list("/l", &budget(u64::MAX)).await);
+        assert!(msg.contains("more than 5 rows"), "{msg}");
+
+        let mut w = client(&url, json!({}));
+        w.limits.max_pages = 4;
+        log.lock().unwrap().clear();
+        let msg = invalid(w.list("/l", &budget(u64::MAX)).await);
+        assert!(msg.contains("more than 4 pages"), "{msg}");
+        assert_eq!(log.lock().unwrap().len(), 4);
+
+        let w = client(&url, json!({}));
+        let msg = invalid(w.list("/l", &budget(200)).await);
+        assert!(msg.contains("passed 200 bytes"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn the_load_budget_is_sixteen_times_max_response_bytes() {
+        let w = client("http://127.0.0.1:9", json!({ "maxResponseBytes": 1000 }));
+        assert_eq!(w.limits.max_load_bytes, 16_000);
+        let w = client("http://127.0.0.1:9", json!({}));
+        assert_eq!(w.limits.max_load_bytes, 1 << 30);
+        assert_eq!(w.limits.max_rows, 10_000_000);
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_invalid_and_never_followed() {
+        let (target, stolen) = serve(|_| json_reply(json!({ "stolen": true }))).await;
+        for status in [301u16, 302, 303, 307, 308] {
+            let location = format!("{target}/elsewhere");
+            let (url, log) = serve(move |_| Reply {
+                status,
+                headers: vec![("location", location.clone())],
+                body: Vec::new(),
+                length: true,
+            })
+            .await;
+            let w = client(
+                &url,
+                json!({ "wrapperToken": "tok-secret", "circuitBreaker": { "failures": 1 } }),
+            );
+            match w.object("/api/hierarchy/x").await {
+                Err(CoreError::InvalidResponse(m)) => {
+                    assert!(
+                        m.contains(&status.to_string()) && !m.contains("tok-secret"),
+                        "{m}"
+                    )
+                }
+                other => panic!("{status}: {other:?}"),
+            }
+            assert_eq!(log.lock().unwrap().len(), 1, "{status}: not retried");
+            assert_eq!(w.circuit(), Circuit::Closed, "an answer, not an outage");
+            assert!(!w.metrics.wrapper_failing.load(Relaxed));
+        }
+        assert!(stolen.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn bodies_over_max_response_bytes_are_refused() {
+        let (url, log) = serve(|path| match path {
+            // Announced over the limit, then (almost) nothing: refused from the header.
+            "/announced" => Reply {
+                status: 200,
+                headers: vec![("content-length", "5000".into())],
+                body: b"{}".to_vec(),
+                length: false,
+            },
+            // No length: refused as the chunks pass the limit.
+            "/streamed" => Reply {
+                status: 200,
+                headers: vec![],
+                body: format!("{{\"x\":\"{}\"}}", "y".repeat(5000)).into_bytes(),
+                length: false,
+            },
+            // Exactly the limit: fine.
+            _ => Reply {
+                status: 200,
+                headers: vec![],
+                body: format!("{{\"x\":\"{}\"}}", "y".repeat(1000 - 8)).into_bytes(),
+                length: true,
+            },
+        })
+        .await;
+        let w = client(&url, json!({ "maxResponseBytes": 1000 }));
+        for path in ["/announced", "/streamed"] {
+            match w.object(path).await {
+                Err(CoreError::InvalidResponse(m)) => {
+                    assert!(m.contains("maxResponseBytes (1000 bytes)"), "{m}")
+                }
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+        assert_eq!(w.object("/exact").await.unwrap().len(), 1000);
+        assert_eq!(log.lock().unwrap().len(), 3, "nothing retried");
+        assert_eq!(w.circuit(), Circuit::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_whole_snapshot_is_one_call_for_its_breaker() {
+        let down = Arc::new(AtomicBool::new(true));
+        let is_down = down.clone();
+        let (url, log) = serve(move |_| {
+            if is_down.load(SeqCst) {
+                Reply {
+                    status: 503,
+                    headers: vec![],
+                    body: Vec::new(),
+                    length: true,
+                }
+            } else {
+                json_reply(json!([]))
+            }
+        })
+        .await;
+        let w = client(
+            &url,
+            json!({ "circuitBreaker": { "failures": 1, "coolDownMs": 50 } }),
+        );
+        assert!(matches!(
+            w.snapshot().await,
+            Err(CoreError::WrapperUnavailable(_))
+        ));
+        assert_eq!(w.circuits(), (Circuit::Open, Circuit::Closed));
+        assert_eq!(w.circuit(), Circuit::Open, "health shows the worse");
+        assert!(w.metrics.wrapper_failing.load(Relaxed));
+        let sent = log.lock().unwrap().len();
+        match w.snapshot().await {
+            Err(CoreError::WrapperUnavailable(m)) => assert!(m.contains("circuit open"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(log.lock().unwrap().len(), sent, "fails fast, sends nothing");
+        down.store(false, SeqCst);
+        // Wait out the cool-down: the breaker's state is a function of time.
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        log.lock().unwrap().clear();
+        w.snapshot().await.expect("the probe admits the whole load");
+        assert_eq!(log.lock().unwrap().len(), 4, "all four lists in the probe");
+        assert_eq!(w.circuits(), (Circuit::Closed, Circuit::Closed));
+        assert!(!w.metrics.wrapper_failing.load(Relaxed));
     }
 }
