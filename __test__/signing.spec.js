@@ -72,52 +72,45 @@ test('a publisher signs with the first secret of its list; only a consumer holdi
   for (const x of [cNew, cOld]) noSecretsIn(t, x)
 })
 
-// The consumer side of the list form is in the Rust core (Config::from_json),
-// but lib/consumer.js's toJsonOptions still refuses arrays before the core sees
-// them: remove `.failing` once it passes arrays through (see the wp-publisher
-// report for the one-line change).
-test(
-  'rotating the signing secret across consumers and a publisher rejects no event',
-  async (t) => {
-    const [OLD, NEW] = SECRETS
-    const f = await setup(t, { init: false })
-    await f.consumer.shutdown() // the fixture's unsigned consumer is not used
+test('rotating the signing secret across consumers and a publisher rejects no event', async (t) => {
+  const [OLD, NEW] = SECRETS
+  const f = await setup(t, { init: false })
+  await f.consumer.shutdown() // the fixture's unsigned consumer is not used
 
-    // 1. everything on the old secret (the array form with one entry)
-    const a = await consumerOf(t, f, [OLD])
-    const p1 = publisherOf(t, f, OLD)
-    await flows(p1, [a], 'step-1')
+  // 1. everything on the old secret (the array form with one entry)
+  const a = await consumerOf(t, f, [OLD])
+  const p1 = publisherOf(t, f, OLD)
+  await flows(p1, [a], 'step-1')
 
-    // 2. consumers learn the new secret first (a rolling restart: b starts, a stops)
-    const b = await consumerOf(t, f, [NEW, OLD])
-    await flows(p1, [a, b], 'step-2')
-    await a.shutdown()
+  // 2. consumers learn the new secret first (a rolling restart: b starts, a stops)
+  const b = await consumerOf(t, f, [NEW, OLD])
+  await flows(p1, [a, b], 'step-2')
+  await a.shutdown()
 
-    // 3. the publisher signs with the new secret, still listing the old one
-    const p2 = publisherOf(t, f, [NEW, OLD])
-    await flows(p2, [b], 'step-3')
-    await p1.close()
+  // 3. the publisher signs with the new secret, still listing the old one
+  const p2 = publisherOf(t, f, [NEW, OLD])
+  await flows(p2, [b], 'step-3')
+  await p1.close()
 
-    // 4. consumers drop the old secret
-    const c = await consumerOf(t, f, [NEW])
-    await flows(p2, [b, c], 'step-4')
-    await b.shutdown()
-    await flows(p2, [c], 'step-5')
+  // 4. consumers drop the old secret
+  const c = await consumerOf(t, f, [NEW])
+  await flows(p2, [b, c], 'step-4')
+  await b.shutdown()
+  await flows(p2, [c], 'step-5')
 
-    for (const x of [a, b, c]) t.is(x.getMetrics().eventsRejected.badSignature, 0)
+  for (const x of [a, b, c]) t.is(x.getMetrics().eventsRejected.badSignature, 0)
 
-    // A retired or wrong secret is still refused.
-    const stale = publisherOf(t, f, [OLD, NEW])
-    await stale.publish('configs', 'config-changed', { configId: 'by-old', config: 1 })
-    const wrong = publisherOf(t, f, 'wrong')
-    await wrong.publish('configs', 'config-changed', { configId: 'by-wrong', config: 1 })
-    await flows(p2, [c], 'step-6')
-    t.is(c.getMetrics().eventsRejected.badSignature, 2)
-    t.is(c.getActiveConfig('by-old'), null)
-    t.is(c.getActiveConfig('by-wrong'), null)
-    for (const x of [a, b, c]) noSecretsIn(t, x)
-  },
-)
+  // A retired or wrong secret is still refused.
+  const stale = publisherOf(t, f, [OLD, NEW])
+  await stale.publish('configs', 'config-changed', { configId: 'by-old', config: 1 })
+  const wrong = publisherOf(t, f, 'wrong')
+  await wrong.publish('configs', 'config-changed', { configId: 'by-wrong', config: 1 })
+  await flows(p2, [c], 'step-6')
+  t.is(c.getMetrics().eventsRejected.badSignature, 2)
+  t.is(c.getActiveConfig('by-old'), null)
+  t.is(c.getActiveConfig('by-wrong'), null)
+  for (const x of [a, b, c]) noSecretsIn(t, x)
+})
 
 const BAD_SECRETS = [
   ['', RangeError],
@@ -163,7 +156,6 @@ test('consumer signingSecret as a string: errors name it, never echo it', (t) =>
   )
 })
 
-// See the note on the rotation test: remove `.failing` with it.
 test('consumer signingSecret as a list: validated, errors name it, never echo it', (t) => {
   checkSecretErrors(
     t,
@@ -198,90 +190,69 @@ test('maxClockSkewMs: validated, named in errors', (t) => {
   t.pass()
 })
 
-// Needs the subscriber to pass the load fence to the parser (see the report of
-// the wp-publisher branch): remove `.failing` once it does.
-test(
-  'a restarted consumer rejects a replayed signed event older than its load',
-  async (t) => {
-    const SECRET = SECRETS[0]
-    const f = await setup(t, { init: false })
-    await f.consumer.shutdown()
-    // An event signed two seconds ago, e.g. captured off the wire and replayed.
-    const captured = {
-      eventId: 'captured-1',
-      eventType: 'user-status-changed',
-      tenantId: f.tenantId,
-      timestamp: new Date(Date.now() - 2000).toISOString(),
-      data: { userId: 'u-alice', status: 'reactivated-by-replay' },
-    }
-    captured.signature = signMessage(captured, SECRET)
-    const { logger } = captureLogger()
-    const c = new SmartCRMConsumer({
-      tenantId: f.tenantId,
-      wrapperUrl: f.sim.url,
-      redisUrl: f.redis.url,
-      signingSecret: SECRET,
-      maxClockSkewMs: 500,
-      logger,
-    })
-    t.teardown(() => c.shutdown())
-    await c.initialize()
-    const before = c.getUserStatus('u-alice')
-    await f.publish('users', captured)
-    const marker = {
-      eventId: 'marker-1',
-      eventType: 'config-changed',
-      tenantId: f.tenantId,
-      timestamp: new Date().toISOString(),
-      data: { configId: 'marker', config: 1 },
-    }
-    marker.signature = signMessage(marker, SECRET)
-    await f.publish('configs', marker)
-    await waitFor(() => c.getActiveConfig('marker') === 1, { message: 'the marker' })
-    t.is(c.getUserStatus('u-alice'), before, 'the replayed event was not applied')
-    t.is(c.getMetrics().eventsRejected.expired, 1)
-  },
-)
+/**
+ * A fresh ("restarted") signed consumer with a 500 ms skew allowance, not yet
+ * initialized, and a signed event stamped two seconds ago (as if captured off
+ * the wire and replayed).
+ */
+async function restartedWithCapture(t, secret, eventId) {
+  const f = await setup(t, { init: false })
+  await f.consumer.shutdown()
+  const captured = {
+    eventId,
+    eventType: 'user-status-changed',
+    tenantId: f.tenantId,
+    timestamp: new Date(Date.now() - 2000).toISOString(),
+    data: { userId: 'u-alice', status: 'reactivated-by-replay' },
+  }
+  captured.signature = signMessage(captured, secret)
+  const c = new SmartCRMConsumer({
+    tenantId: f.tenantId,
+    wrapperUrl: f.sim.url,
+    redisUrl: f.redis.url,
+    signingSecret: secret,
+    maxClockSkewMs: 500,
+    logger: captureLogger().logger,
+  })
+  t.teardown(() => c.shutdown())
+  return { f, c, captured }
+}
 
-// Needs the subscriber to set the fence when a load starts (see the wp-publisher
-// report): remove `.failing` once it does.
-test(
-  'a replay that arrives while a restarted consumer is still loading is rejected too',
-  async (t) => {
-    const SECRET = SECRETS[0]
-    const f = await setup(t, { init: false })
-    await f.consumer.shutdown()
-    const captured = {
-      eventId: 'captured-2',
-      eventType: 'user-status-changed',
-      tenantId: f.tenantId,
-      timestamp: new Date(Date.now() - 2000).toISOString(),
-      data: { userId: 'u-alice', status: 'reactivated-by-replay' },
-    }
-    captured.signature = signMessage(captured, SECRET)
-    const c = new SmartCRMConsumer({
-      tenantId: f.tenantId,
-      wrapperUrl: f.sim.url,
-      redisUrl: f.redis.url,
-      signingSecret: SECRET,
-      maxClockSkewMs: 500,
-      logger: captureLogger().logger,
-    })
-    t.teardown(() => c.shutdown())
-    const gate = f.sim.gate('/api/users/access')
-    const ready = c.initialize()
-    await waitFor(() => gate.waiting === 1, { message: 'the gated snapshot request' })
-    t.is(await f.publish('users', captured), 1, 'subscribed before the load')
-    await waitFor(
-      () => {
-        const m = c.getMetrics()
-        return m.eventsApplied + m.eventsRejected.expired >= 1
-      },
-      { message: 'the replayed event handled' },
-    )
-    gate.release()
-    await ready
-    t.is(c.getUserStatus('u-alice'), f.sim.data.users.get('u-alice').status)
-    t.is(c.getMetrics().eventsRejected.expired, 1)
-  },
-)
+test('a restarted consumer rejects a replayed signed event older than its load', async (t) => {
+  const SECRET = SECRETS[0]
+  const { f, c, captured } = await restartedWithCapture(t, SECRET, 'captured-1')
+  await c.initialize()
+  const before = c.getUserStatus('u-alice')
+  await f.publish('users', captured)
+  const marker = {
+    eventId: 'marker-1',
+    eventType: 'config-changed',
+    tenantId: f.tenantId,
+    timestamp: new Date().toISOString(),
+    data: { configId: 'marker', config: 1 },
+  }
+  marker.signature = signMessage(marker, SECRET)
+  await f.publish('configs', marker)
+  await waitFor(() => c.getActiveConfig('marker') === 1, { message: 'the marker' })
+  t.is(c.getUserStatus('u-alice'), before, 'the replayed event was not applied')
+  t.is(c.getMetrics().eventsRejected.expired, 1)
+})
+
+test('a replay that arrives while a restarted consumer is still loading is rejected too', async (t) => {
+  const { f, c, captured } = await restartedWithCapture(t, SECRETS[0], 'captured-2')
+  const gate = f.sim.gate('/api/users/access')
+  const ready = c.initialize()
+  await waitFor(() => gate.waiting === 1, { message: 'the gated snapshot request' })
+  t.is(await f.publish('users', captured), 1, 'subscribed before the load')
+  await waitFor(
+    () => {
+      const m = c.getMetrics()
+      return m.eventsApplied + m.eventsRejected.expired >= 1
+    },
+    { message: 'the replayed event handled' },
+  )
+  gate.release()
+  await ready
+  t.is(c.getUserStatus('u-alice'), f.sim.data.users.get('u-alice').status)
+  t.is(c.getMetrics().eventsRejected.expired, 1)
+})

@@ -604,11 +604,9 @@ async function memoryRow(redis) {
   }
 }
 
-async function coldStartRow(redis) {
-  const S = SIZES.coldStart
-  log(`row 7: cold start, ${S.users} users (pages of ${S.pageSize}) per side ...`)
-  const tenantId = 'bench-cold'
-  const sim = await startWrapperSim({
+/** The simulator serving a large tenant of sizes `S` ({ users, ops, roles, configs, pageSize }) in pages. */
+function bigTenantSim(tenantId, S) {
+  return startWrapperSim({
     tenantId,
     pageSize: S.pageSize,
     data: {
@@ -618,6 +616,13 @@ async function coldStartRow(redis) {
       configs: data.configs(S.configs),
     },
   })
+}
+
+async function coldStartRow(redis) {
+  const S = SIZES.coldStart
+  log(`row 7: cold start, ${S.users} users (pages of ${S.pageSize}) per side ...`)
+  const tenantId = 'bench-cold'
+  const sim = await bigTenantSim(tenantId, S)
   const expect = S.ops + S.roles + S.users + S.configs
   // when each page of users was requested, to split init time into fetching and the rest
   const pageTimes = []
@@ -685,16 +690,7 @@ async function reloadRow(redis) {
   const S = SIZES.reload
   log(`row 7b: full reload of ${S.users} users while reading users, ${S.reps} run(s) ...`)
   const tenantId = 'bench-reload'
-  const sim = await startWrapperSim({
-    tenantId,
-    pageSize: S.pageSize,
-    data: {
-      credits: data.credits(S.ops),
-      roles: data.roles(S.roles, 20, 2),
-      users: data.users(S.users, S.roles, 2),
-      configs: data.configs(S.configs),
-    },
-  })
+  const sim = await bigTenantSim(tenantId, S)
   let res
   try {
     res = await sides(

@@ -46,6 +46,11 @@ export interface SmartCRMConsumerOptions {
    * (it cannot be told from a replay after a restart); 0–300000, default 30000.
    */
   maxClockSkewMs?: number
+  /**
+   * A reload asked by `resync-required` waits a random 0–this (ms), and such
+   * reloads start at least this far apart; 0–600000, default 5000.
+   */
+  resyncJitterMs?: number
   ttl?: TtlOptions
   /** How long past expiry a reference entry may be served while the Wrapper fails; default 3600000. */
   staleIfErrorMs?: number
@@ -142,6 +147,8 @@ export interface Metrics {
   eventsRejected: Record<RejectionReason, number>
   reconnects: number
   resyncs: number
+  /** Times a bounded internal queue overflowed and its defined behaviour ran (README). */
+  queueOverflows: number
   connected: boolean
 }
 
@@ -152,8 +159,8 @@ export interface Health {
   /** Epoch ms or null. */
   lastEventAt: number | null
   lastSyncAt: number | null
-  /** 'redis-disconnected' | 'wrapper-unavailable' | null */
-  reason: string | null
+  /** Why `degraded` is true, or null. */
+  reason: 'redis-disconnected' | 'resync-failed' | 'wrapper-unavailable' | null
   /** The Wrapper circuit breakers: the worse of the snapshot and the reference breaker. */
   circuit: 'closed' | 'open' | 'half-open'
 }
@@ -215,6 +222,7 @@ export declare class SmartCRMConsumer extends EventEmitter {
 
   on(event: 'change', listener: (e: ChangeEvent) => void): this
   on(event: 'connection', listener: (e: { connected: boolean }) => void): this
+  /** `reason`: 'initial', 'reconnect', 'resync-required', 'refresh', or 'change-overflow' (no reload: 'change' events were dropped). */
   on(event: 'resync', listener: (e: { reason: string }) => void): this
   on(event: 'error', listener: (err: ConsumerError) => void): this
   off(event: 'change', listener: (e: ChangeEvent) => void): this
