@@ -152,3 +152,18 @@ test('a consumer in a worker thread that is terminated closes its connection and
   t.is(f.sim.count('/api/roles'), rolesBefore)
   t.is(await subscribers(f.pub), before)
 })
+
+test('shutdown() during a paged reload stops its page downloads (no retry after it)', async (t) => {
+  const f = await setup(t, { sim: { pageSize: 1 }, consumer: { refreshIntervalMs: 0 } })
+  const { consumer, sim } = f
+  // Every later page of the users list fails: the page download retries it.
+  const failing = (r) => r.path.startsWith('/api/users/access?cursor=')
+  const fault = sim.fault(failing, { status: 500 })
+  await f.publish('control', f.event('resync-required', {}))
+  await waitFor(() => fault.applied >= 1, { message: 'a failing page request' })
+  await consumer.shutdown()
+  const after = sim.count(failing)
+  // The old page task kept retrying for ~300 ms after shutdown; give it twice that.
+  await new Promise((r) => setTimeout(r, 600))
+  t.is(sim.count(failing), after, 'no page request after shutdown()')
+})
