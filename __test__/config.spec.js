@@ -121,7 +121,7 @@ test('WRAPPER_URL and REDIS_URL environment fallbacks are used', async (t) => {
   const out = await runChild(
     { WRAPPER_URL: f.sim.url, REDIS_URL: f.redis.url },
     `const { SmartCRMConsumer } = require('./lib/index.js')
-     const c = new SmartCRMConsumer({ tenantId: ${JSON.stringify(f.tenantId)}, initTimeoutMs: 5000, logger: { debug() {}, info() {}, warn() {}, error() {} } })
+     const c = new SmartCRMConsumer({ tenantId: ${JSON.stringify(f.tenantId)}, initTimeoutMs: 5000, logger: require('./tools/test-helpers/index.js').quietLogger() })
      c.initialize().then(() => { console.log(c.getCreditCost('crm.leads.create')); return c.shutdown() })`,
   )
   t.is(out, '2.5')
@@ -133,7 +133,7 @@ test('REDIS_HOST and REDIS_PORT build the Redis URL', async (t) => {
   const out = await runChild(
     { WRAPPER_URL: f.sim.url, REDIS_HOST: '127.0.0.1', REDIS_PORT: String(f.redis.port) },
     `const { SmartCRMConsumer } = require('./lib/index.js')
-     const c = new SmartCRMConsumer({ tenantId: ${JSON.stringify(f.tenantId)}, initTimeoutMs: 5000, logger: { debug() {}, info() {}, warn() {}, error() {} } })
+     const c = new SmartCRMConsumer({ tenantId: ${JSON.stringify(f.tenantId)}, initTimeoutMs: 5000, logger: require('./tools/test-helpers/index.js').quietLogger() })
      c.initialize().then(() => { console.log(c.health().ready); return c.shutdown() })`,
   )
   t.is(out, 'true')

@@ -6,7 +6,7 @@
 const test = require('ava')
 
 const native = require('../index.js')
-const { setup, waitFor } = require('./helpers/fixture.js')
+const { setup, waitFor, quietLogger } = require('./helpers/fixture.js')
 const { SmartCRMConsumer } = require('../lib/index.js')
 const { startWrapperSim, defaultSeed } = require('../tools/wrapper-sim.js')
 const { publishMany } = require('./helpers/resp.js')
@@ -55,7 +55,7 @@ test('two tenants on one Redis: no event, cache entry or metric crosses', async 
     tenantId: 'tenant-b',
     wrapperUrl: simB.url,
     redisUrl: a.redis.url,
-    logger: { debug() {}, info() {}, warn() {}, error() {} },
+    logger: quietLogger(),
   })
   t.teardown(() => b.shutdown())
   await b.initialize()

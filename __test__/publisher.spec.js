@@ -10,7 +10,7 @@ const { spawn } = require('node:child_process')
 const path = require('node:path')
 
 const { setup, waitFor, nextEvent } = require('./helpers/fixture.js')
-const { startRedis } = require('./helpers/redis-server.js')
+const { startRedis } = require('../tools/test-helpers/index.js')
 const { createPublisher } = require('../lib/index.js')
 
 const reconnected = (consumer, timeout) =>

@@ -10,7 +10,7 @@ const test = require('ava')
 
 const { setup, waitFor, nextEvent } = require('./helpers/fixture.js')
 const { connectRedis } = require('./helpers/resp.js')
-const { startRedis, freePort } = require('./helpers/redis-server.js')
+const { startRedis, freePort } = require('../tools/test-helpers/index.js')
 
 const TOPICS = ['credit-configs', 'roles', 'users', 'hierarchy', 'configs', 'cache', 'control']
 

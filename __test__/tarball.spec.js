@@ -80,7 +80,7 @@ test('holds the JS and the types: every file package.json points at', (t) => {
     t.true(packed.entries.includes(f), `${f} is missing from the tarball`)
   }
   // Every module the JS requires relatively is in the tarball too.
-  for (const f of packed.entries.filter((e) => /^lib\/.*\.js$/.test(e))) {
+  for (const f of packed.entries.filter((e) => /^(lib|tools)\/.*\.js$/.test(e))) {
     const src = fs.readFileSync(path.join(root, f), 'utf8')
     for (const [, rel] of src.matchAll(/require\('(\.\.?\/[^']+)'\)/g)) {
       const target = path.posix.normalize(path.posix.join(path.posix.dirname(f), rel))

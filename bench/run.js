@@ -18,7 +18,7 @@ const os = require('node:os')
 const path = require('node:path')
 const { execFileSync } = require('node:child_process')
 
-const { startRedis } = require('../__test__/helpers/redis-server.js')
+const { startRedis } = require('../tools/test-helpers/index.js')
 const { startWrapperSim } = require('../tools/wrapper-sim.js')
 const data = require('./lib/data.js')
 const { ROOT, median, runChild, makeSubject, sleep, wallMs } = require('./lib/common.js')

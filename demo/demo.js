@@ -11,13 +11,12 @@ const { performance } = require('node:perf_hooks')
 
 const { SmartCRMConsumer } = require('../lib/index.js')
 const { startWrapperSim, defaultSeed } = require('../tools/wrapper-sim.js')
-const { startRedis } = require('../__test__/helpers/redis-server.js')
+const { startRedis, quietLogger } = require('../tools/test-helpers/index.js')
 
 const TENANT = 'demo-tenant'
 const bold = (s) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s)
 const step = (n, title) => console.log(`\n${bold(`${n}. ${title}`)}`)
 const row = (label, value) => console.log(`   ${label.padEnd(50)} ${value}`)
-const quiet = { debug() {}, info() {}, warn: console.warn, error: console.error }
 
 async function main() {
   console.log(bold('smart-crm-consumer demo'))
@@ -46,7 +45,7 @@ async function main() {
     wrapperUrl: sim.url,
     redisUrl,
     signingSecret,
-    logger: quiet,
+    logger: quietLogger({ keep: ['warn', 'error'] }),
   })
   try {
     step(1, 'Preload: initialize() subscribes, then loads the critical snapshot')

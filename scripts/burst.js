@@ -14,7 +14,7 @@ const { fork } = require('node:child_process')
 const fs = require('node:fs')
 const path = require('node:path')
 
-const { startRedis } = require('../__test__/helpers/redis-server.js')
+const { startRedis, quietLogger } = require('../tools/test-helpers/index.js')
 const { connectRedis } = require('../__test__/helpers/resp.js')
 const { startWrapperSim, defaultSeed } = require('../tools/wrapper-sim.js')
 
@@ -40,7 +40,7 @@ function child() {
     wrapperUrl,
     redisUrl,
     resyncJitterMs: 0,
-    logger: { debug() {}, info() {}, warn() {}, error() {} },
+    logger: quietLogger(),
   })
   let changes = 0
   const resyncs = []

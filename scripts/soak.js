@@ -13,7 +13,7 @@ const { fork } = require('node:child_process')
 const fs = require('node:fs')
 const path = require('node:path')
 
-const { startRedis } = require('../__test__/helpers/redis-server.js')
+const { startRedis, quietLogger } = require('../tools/test-helpers/index.js')
 const { connectRedis } = require('../__test__/helpers/resp.js')
 const { startWrapperSim, defaultSeed } = require('../tools/wrapper-sim.js')
 
@@ -39,7 +39,7 @@ function child() {
     redisUrl,
     maxReferenceBytes: MAX_REFERENCE_BYTES,
     ttl: { userProfiles: 5000 },
-    logger: { debug() {}, info() {}, warn() {}, error() {} },
+    logger: quietLogger(),
   })
   let lookups = 0
   let refs = 0

@@ -2,7 +2,7 @@
 // Test fixture: a private redis-server, a Wrapper simulator over real HTTP and a
 // consumer wired to both, torn down (by PID) when the test ends.
 
-const { startRedis } = require('./redis-server.js')
+const { startRedis, waitFor, quietLogger } = require('../../tools/test-helpers/index.js')
 const { connectRedis } = require('./resp.js')
 const { startWrapperSim, defaultSeed } = require('../../tools/wrapper-sim.js')
 const { SmartCRMConsumer } = require('../../lib/index.js')
@@ -17,21 +17,6 @@ function captureLogger() {
     logger[level] = (...args) => lines.push({ level, msg: args.map(String).join(' ') })
   }
   return { logger, lines }
-}
-
-/**
- * Polls `fn` until it returns a truthy value (returned), or fails after
- * `timeout` ms with `message`. This is how tests await background effects.
- */
-async function waitFor(fn, { timeout = 10_000, interval = 5, message = 'condition' } = {}) {
-  const deadline = Date.now() + timeout
-  for (;;) {
-    const v = await fn()
-    if (v) return v
-    if (Date.now() > deadline)
-      throw new Error(`timed out after ${timeout} ms waiting for ${message}`)
-    await new Promise((r) => setTimeout(r, interval))
-  }
 }
 
 /**
@@ -111,4 +96,5 @@ async function setup(t, { sim: simOpts = {}, consumer: consumerOpts = {}, init =
   return { tenantId, redis, sim, consumer, pub, publish, event, settle, logs, channel }
 }
 
-module.exports = { setup, waitFor, captureLogger, nextEvent }
+// waitFor and quietLogger are the shared ones (tools/test-helpers), re-exported.
+module.exports = { setup, waitFor, quietLogger, captureLogger, nextEvent }

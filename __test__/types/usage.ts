@@ -2,6 +2,8 @@
 import { SmartCRMConsumer, createPublisher, signMessage, canonicalize } from 'smart-crm-consumer'
 import type { Metrics, Health, ChangeEvent, ConsumerError, DeductError, Publisher } from 'smart-crm-consumer'
 import { requirePermission, requireCredits, metricsHandler } from 'smart-crm-consumer/express'
+import { startRedis, waitFor, quietLogger } from 'smart-crm-consumer/test-helpers'
+import type { RedisServer } from 'smart-crm-consumer/test-helpers'
 
 async function main(): Promise<void> {
   const consumer = new SmartCRMConsumer({
@@ -103,3 +105,24 @@ async function main(): Promise<void> {
   ]
 }
 void main
+
+// smart-crm-consumer/test-helpers
+async function helpers(): Promise<void> {
+  const redis: RedisServer = await startRedis({ extraArgs: ['--requirepass', 'x'] })
+  const url: string = redis.url
+  const pid: number = redis.pid
+  const consumer = new SmartCRMConsumer({
+    tenantId: 't',
+    redisUrl: url,
+    logger: quietLogger({ keep: ['warn', 'error'] }),
+  })
+  const cost: number = await waitFor(() => consumer.getCreditCost('op'), {
+    timeout: 1000,
+    interval: 10,
+    message: 'a cost',
+  })
+  await consumer.shutdown()
+  await redis.stop()
+  void [pid, cost]
+}
+void helpers

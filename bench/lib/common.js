@@ -5,6 +5,7 @@
 
 const path = require('node:path')
 const { fork } = require('node:child_process')
+const { quietLogger } = require('../../tools/test-helpers/index.js')
 
 const ROOT = path.join(__dirname, '..', '..')
 
@@ -38,7 +39,7 @@ function consumerOptions({ tenantId, wrapperUrl, redisUrl, ...extra }) {
     refreshIntervalMs: 0,
     initTimeoutMs: 600000,
     requestTimeoutMs: 30000,
-    logger: { debug() {}, info() {}, warn() {}, error: (...a) => console.error(...a) },
+    logger: quietLogger({ keep: ['error'] }),
     ...extra,
   }
 }

@@ -10,7 +10,7 @@
 
 const path = require('node:path')
 const { fork } = require('node:child_process')
-const { startRedis } = require('../../__test__/helpers/redis-server.js')
+const { startRedis } = require('../../tools/test-helpers/index.js')
 const { startWrapperSim } = require('../../tools/wrapper-sim.js')
 const { consumerOptions, wallMs } = require('../lib/common.js')
 const data = require('../lib/data.js')

@@ -12,7 +12,7 @@
 const fs = require('node:fs')
 const path = require('node:path')
 const { fork } = require('node:child_process')
-const { startRedis } = require('../../__test__/helpers/redis-server.js')
+const { startRedis } = require('../../tools/test-helpers/index.js')
 const { startWrapperSim } = require('../../tools/wrapper-sim.js')
 const { smallData } = require('../lib/fixture.js')
 const { consumerOptions } = require('../lib/common.js')

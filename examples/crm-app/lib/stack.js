@@ -1,17 +1,15 @@
 'use strict'
 // Everything the app needs around it, started for real: Redis (a private
-// redis-server unless a URL is given), one Wrapper simulator process per
+// redis-server unless a URL is given: the package's test helper), one Wrapper simulator process per
 // tenant (publishing signed change events), and one initialized consumer per
 // tenant from the installed package. Used by server.js, the tests and the
 // load runs.
 
 const { randomBytes } = require('node:crypto')
 const { SmartCRMConsumer } = require('smart-crm-consumer')
+const { startRedis, quietLogger } = require('smart-crm-consumer/test-helpers')
 
-const { startRedis } = require('./redis.js')
 const { startWrapper } = require('./wrapper.js')
-
-const quietLogger = { debug() {}, info() {}, warn() {}, error: (...a) => console.error(...a) }
 
 /**
  * @param {object} [o]
@@ -62,7 +60,7 @@ async function startStack({
         wrapperUrl: wrappers.get(tenantId).url,
         redisUrl: url,
         signingSecret,
-        logger: quietLogger,
+        logger: quietLogger({ keep: ['error'] }),
         ...consumerOptions,
       }),
     )
@@ -75,16 +73,4 @@ async function startStack({
   }
 }
 
-/** Polls `fn` every 5 ms until it returns a truthy value, or throws after `timeoutMs`. */
-async function waitFor(fn, { timeoutMs = 5000, what = 'a condition' } = {}) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = await fn()
-    if (v) return v
-    if (Date.now() > deadline)
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
-}
-
-module.exports = { startStack, waitFor, quietLogger }
+module.exports = { startStack }

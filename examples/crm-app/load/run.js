@@ -18,7 +18,7 @@ const path = require('node:path')
 const { fork, spawn } = require('node:child_process')
 const { randomBytes } = require('node:crypto')
 
-const { startRedis } = require('../lib/redis.js')
+const { startRedis, waitFor } = require('smart-crm-consumer/test-helpers')
 
 const APP_DIR = path.join(__dirname, '..')
 const DRIVER = path.join(__dirname, 'drive.js')
@@ -135,15 +135,6 @@ async function startStorm(redisUrl, signingSecret, rate) {
       child.send('stop')
       return done
     },
-  }
-}
-
-async function waitFor(fn, timeoutMs, what) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    if (await fn()) return
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
   }
 }
 
@@ -355,8 +346,7 @@ async function main() {
             const base = (await dashboard(server.url)).metrics.eventsReceived
             await waitFor(
               async () => (await dashboard(server.url)).metrics.eventsReceived - base >= opts.rate,
-              20_000,
-              'the storm to reach the app',
+              { timeout: 20_000, interval: 50, message: 'the storm to reach the app' },
             )
           }
           process.stderr.write(`[load] ${impl} ${condition} ${e.name}: ${opts.duration} s\n`)

@@ -8,6 +8,7 @@ const { test, before, after, describe } = require('node:test')
 const assert = require('node:assert/strict')
 const request = require('supertest')
 const { SmartCRMConsumer } = require('smart-crm-consumer')
+const { quietLogger } = require('smart-crm-consumer/test-helpers')
 
 const { createApp, leadIdempotencyKey } = require('../app.js')
 const { startApp, auth, waitFor } = require('./helpers.js')
@@ -36,7 +37,7 @@ const balance = async (tenant, userId) => (await s.wrapper(tenant).state()).data
 async function setActive(op, isActive) {
   await s.wrapper('acme').setCreditConfig(op, { isActive })
   await waitFor(() => (s.consumer('acme').getCreditCost(op) === null) === !isActive, {
-    what: `${op} active=${isActive}`,
+    message: `${op} active=${isActive}`,
   })
 }
 
@@ -201,7 +202,7 @@ describe('GET /api/users/:userId and /api/users/:userId/profile', () => {
     const w = s.wrapper('acme')
     await w.admin('PATCH', '/users/u-carol/profile', { title: 'Senior Analyst' })
     await waitFor(() => s.consumer('acme').getCacheExpiry('user:u-carol') === null, {
-      what: 'user:u-carol invalidated',
+      message: 'user:u-carol invalidated',
     })
     const res = await get('/api/users/u-carol', CAROL)
     assert.equal(res.body.title, 'Senior Analyst')
@@ -485,7 +486,7 @@ describe('GET /health, GET /metrics, pages', () => {
       tenantId: 'cold',
       wrapperUrl: 'http://127.0.0.1:9',
       redisUrl: s.redisUrl,
-      logger: { debug() {}, info() {}, warn() {}, error() {} },
+      logger: quietLogger(),
     })
     const app2 = createApp({ consumers: [s.consumer('acme'), cold] })
     try {

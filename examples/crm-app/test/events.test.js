@@ -93,7 +93,7 @@ test('the dashboard gets propagation latency samples from the canary', async () 
       const body = await r.json()
       return body.latency.count >= 5 ? body : null
     },
-    { what: '5 canary samples' },
+    { message: '5 canary samples' },
   )
   assert.ok(res.latency.p50 >= 0 && res.latency.p50 < 1000, `p50 ${res.latency.p50} ms`)
   assert.ok(res.latency.p99 >= res.latency.p50)
@@ -108,7 +108,9 @@ test('an SSE client that goes away is detached from the consumer', async () => {
   await client.first((m) => m.event === 'ready')
   assert.equal(consumer.listenerCount('change'), base + 1)
   await client.close()
-  await waitFor(() => consumer.listenerCount('change') === base, { what: 'the listener removed' })
+  await waitFor(() => consumer.listenerCount('change') === base, {
+    message: 'the listener removed',
+  })
   const dash = await (await fetch(`${s.url}/api/dashboard`, { headers: auth('demo-dana') })).json()
   assert.equal(dash.sseClients, 0)
 })

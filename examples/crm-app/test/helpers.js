@@ -2,7 +2,8 @@
 // Shared by the app's tests: the real stack (redis-server, simulator
 // processes, consumers from the installed tarball) and the app on a port.
 
-const { startStack, waitFor } = require('../lib/stack.js')
+const { waitFor } = require('smart-crm-consumer/test-helpers')
+const { startStack } = require('../lib/stack.js')
 const { createApp } = require('../app.js')
 
 /** Starts the stack and the app (listening on a free port); `stop()` tears both down. */

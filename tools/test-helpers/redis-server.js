@@ -1,5 +1,6 @@
 'use strict'
-// Test helper: runs a private, throwaway `redis-server` (found on PATH) for a test.
+// Test helper (`smart-crm-consumer/test-helpers`): runs a private, throwaway
+// `redis-server` (found on PATH) for a test, a bench run, the demo or the example app.
 //
 // Each server is a child of this process on a port picked here, so tests can stop,
 // kill, restart and freeze it at will. Only those children are ever signalled: the
@@ -92,7 +93,7 @@ function tellWatchdog(line) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
-/** Resolves to a TCP port that was free on 127.0.0.1 a moment ago. */
+/** Resolves to a TCP port that was free on 127.0.0.1 a moment ago (never 6379). */
 function freePort() {
   return new Promise((resolve, reject) => {
     const server = net.createServer()
@@ -100,7 +101,7 @@ function freePort() {
     server.on('error', reject)
     server.listen(0, HOST, () => {
       const { port } = server.address()
-      server.close(() => resolve(port))
+      server.close(() => (port === SHARED_PORT ? freePort().then(resolve, reject) : resolve(port)))
     })
   })
 }
