@@ -123,7 +123,7 @@ impl<'a> Applier<'a> {
                 reloads.request(Reason::ResyncRequired);
                 false
             }
-            Ok(_) | Err(Rejection::Stale) => {
+            Ok(_) | Err(Rejection::Stale) if reloads.is_recording() => {
                 if reloads.record(&ev, bytes) {
                     Metrics::inc(&tenant.metrics.queue_overflows);
                     tenant.log(
@@ -133,7 +133,7 @@ impl<'a> Applier<'a> {
                 }
                 true
             }
-            Err(_) => false,
+            Ok(_) | Err(_) => false,
         };
         match applied {
             Err(r) => {

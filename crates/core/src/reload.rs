@@ -174,6 +174,11 @@ impl Reloads {
         (now + wait).max(spaced)
     }
 
+    /// True while a download runs and its events are being recorded.
+    pub fn is_recording(&self) -> bool {
+        self.running.as_ref().is_some_and(|r| r.recorded.is_some())
+    }
+
     /// Records an event applied (or found stale) while a download runs.
     /// Returns true when this overflowed the bound (to be counted).
     pub fn record(&mut self, ev: &Event, bytes: usize) -> bool {
