@@ -89,7 +89,7 @@ export declare function checkId(name: string, id: string): void
  * TypeError/RangeError naming the option) and returns at once; it connects on
  * the first publish.
  */
-export declare function createPublisher(options: any): NativePublisher
+export declare function createPublisher(options: any, envVars: Record<string, string>): NativePublisher
 
 /**
  * `health()` as the core sees it; `lib/consumer.js` adds `ready` and

@@ -22,15 +22,8 @@ const { NativeConsumer, checkId } = require('../index.js')
 const { Replica, grants } = require('./replica.js')
 const { metricsText } = require('./prometheus.js')
 const errors = require('./errors.js')
+const { readEnv, toJsonOptions } = require('./options.js')
 
-const ENV_VARS = [
-  'REDIS_URL',
-  'REDIS_HOST',
-  'REDIS_PORT',
-  'REDIS_USERNAME',
-  'REDIS_PASSWORD',
-  'WRAPPER_URL',
-]
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error']
 const MAX_SYNC_ARG_LENGTH = 64 * 1024
 
@@ -84,10 +77,8 @@ class SmartCRMConsumer extends EventEmitter {
     }
     const { logger, ...rest } = options
     this._logger = checkLogger(logger)
-    const env = {}
-    for (const name of ENV_VARS) if (process.env[name]) env[name] = process.env[name]
-    const json = errors.toJsonOptions(rest, '')
-    this._native = new NativeConsumer(json, env)
+    const json = toJsonOptions(rest, '')
+    this._native = new NativeConsumer(json, readEnv())
     this.tenantId = json.tenantId
     this._replica = new Replica()
     this._loadUser = (id) => this._native.userAccess(id)

@@ -39,29 +39,4 @@ function shutdownError() {
   return e
 }
 
-/**
- * Copies an options value into plain JSON for the core, checking on the way
- * what JSON cannot carry (functions, non-finite numbers, ...); the core
- * validates the rest. Errors name the option by its path (`ttl.userProfiles`,
- * `signingSecret[1]`).
- */
-function toJsonOptions(value, path) {
-  if (value === null || typeof value === 'string' || typeof value === 'boolean') return value
-  if (typeof value === 'number') {
-    if (!Number.isFinite(value))
-      throw optionError(RangeError, `option \`${path}\` must be a finite number`)
-    return value
-  }
-  if (Array.isArray(value)) return value.map((v, i) => toJsonOptions(v, `${path}[${i}]`))
-  if (typeof value === 'object') {
-    const out = {}
-    for (const [k, v] of Object.entries(value)) {
-      if (v === undefined) continue
-      out[k] = toJsonOptions(v, path ? `${path}.${k}` : k)
-    }
-    return out
-  }
-  throw optionError(TypeError, `option \`${path}\` has an unsupported type (${typeof value})`)
-}
-
-module.exports = { typeError, rangeError, optionError, shutdownError, toJsonOptions }
+module.exports = { typeError, rangeError, optionError, shutdownError }

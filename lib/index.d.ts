@@ -23,13 +23,54 @@ export interface TtlOptions {
   notFound?: number
 }
 
-export interface SmartCRMConsumerOptions {
+/** A Sentinel-managed master (SPEC §6). */
+export interface RedisSentinelOptions {
+  /** `host:port` of each sentinel. */
+  sentinels: string[]
+  /** The master's name at the sentinels. */
+  masterName: string
+  /** ACL user and password of the master. */
+  username?: string
+  password?: string
+  /** Password of the sentinels, when they have one. */
+  sentinelPassword?: string
+  db?: number
+  /** TLS to the sentinels and the master. */
+  tls?: boolean
+}
+
+/** A Redis Cluster (SPEC §6): any reachable subset of its nodes. */
+export interface RedisClusterOptions {
+  nodes: string[]
+}
+
+/** TLS material for a private CA or mutual TLS (PEM text). */
+export interface RedisTlsOptions {
+  ca?: string
+  cert?: string
+  key?: string
+  /** The name the server's certificate is checked against, when it is not the host connected to. */
+  servername?: string
+}
+
+/** Exactly one of `redisUrl`, `redisSentinel`, `redisCluster` (or none: the environment). */
+export interface RedisOptions {
+  /**
+   * Default `REDIS_URL`, else `REDIS_SENTINELS` + `REDIS_SENTINEL_MASTER`, else
+   * `REDIS_CLUSTER_NODES`, else built from REDIS_HOST/PORT/USERNAME/PASSWORD, else
+   * redis://127.0.0.1:6379; `rediss://` = TLS.
+   */
+  redisUrl?: string
+  redisSentinel?: RedisSentinelOptions
+  redisCluster?: RedisClusterOptions
+  redisTls?: RedisTlsOptions
+}
+
+export interface SmartCRMConsumerOptions extends RedisOptions {
   /** Required; `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`. */
   tenantId: string
   /** Default `process.env.WRAPPER_URL`; one of the two must be set. */
   wrapperUrl?: string
-  /** Default `REDIS_URL`, else built from REDIS_HOST/PORT/USERNAME/PASSWORD, else redis://127.0.0.1:6379. */
-  redisUrl?: string
   /** Sent as `Authorization: Bearer …`. */
   wrapperToken?: string
   /** Default 'crm'. */
@@ -231,9 +272,7 @@ export declare class SmartCRMConsumer extends EventEmitter {
   off(event: 'error', listener: (err: ConsumerError) => void): this
 }
 
-export interface PublisherOptions {
-  /** Default `REDIS_URL`, else redis://127.0.0.1:6379. */
-  redisUrl?: string
+export interface PublisherOptions extends RedisOptions {
   tenantId: string
   /** Default 'crm'. */
   channelPrefix?: string

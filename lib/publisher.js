@@ -12,6 +12,7 @@
 
 const { createPublisher: createNativePublisher } = require('../index.js')
 const errors = require('./errors.js')
+const { readEnv, toJsonOptions } = require('./options.js')
 
 function closedError() {
   const e = new Error('the publisher has been closed')
@@ -33,12 +34,9 @@ function createPublisher(options = {}) {
   }
   const json = {}
   for (const [name, value] of Object.entries(options)) {
-    if (value !== undefined) json[name] = errors.toJsonOptions(value, name)
+    if (value !== undefined) json[name] = toJsonOptions(value, name)
   }
-  if (json.redisUrl === undefined || json.redisUrl === null) {
-    json.redisUrl = process.env.REDIS_URL || 'redis://127.0.0.1:6379'
-  }
-  const native = createNativePublisher(json)
+  const native = createNativePublisher(json, readEnv())
   let closed = false
   return {
     /**

@@ -470,9 +470,12 @@ pub struct NativePublisher {
 /// TypeError/RangeError naming the option) and returns at once; it connects on
 /// the first publish.
 #[napi(ts_return_type = "NativePublisher")]
-pub fn create_publisher(options: serde_json::Value) -> Outcome<NativePublisher> {
+pub fn create_publisher(
+    options: serde_json::Value,
+    env_vars: HashMap<String, String>,
+) -> Outcome<NativePublisher> {
     guard(|| {
-        let p = Publisher::from_json(&options)?;
+        let p = Publisher::from_json(&options, &env_vars)?;
         Ok(NativePublisher {
             inner: std::sync::Mutex::new(Some(p)),
         })

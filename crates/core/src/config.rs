@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::error::{CoreError, Result};
+use crate::redis_target::RedisTarget;
 use crate::signature::SigningKeys;
 
 pub use crate::secret::Secret;
@@ -40,10 +41,9 @@ pub struct Config {
     pub tenant_id: String,
     /// Base URL of the Wrapper (http or https), without a trailing slash.
     pub wrapper_url: String,
-    /// Redis URL (may carry credentials, hence a secret).
-    pub redis_url: Secret,
-    /// Redis URL with the password replaced, safe for logs and `health()`.
-    pub redis_url_redacted: String,
+    /// Where Redis is: a server, a Sentinel master or a Cluster, with TLS
+    /// material (SPEC §6).
+    pub redis: RedisTarget,
     /// Optional bearer token sent to the Wrapper.
     pub wrapper_token: Option<Secret>,
     /// First segment of every channel name.
@@ -124,6 +124,9 @@ const TOP_LEVEL: &[&str] = &[
     "tenantId",
     "wrapperUrl",
     "redisUrl",
+    "redisSentinel",
+    "redisCluster",
+    "redisTls",
     "wrapperToken",
     "channelPrefix",
     "signingSecret",
@@ -235,14 +238,7 @@ impl Config {
         }
         let wrapper_url = parsed.as_str().trim_end_matches('/').to_string();
 
-        let redis_url = match opt_string(obj, "redisUrl")? {
-            Some(u) => u,
-            None => match env_get("REDIS_URL") {
-                Some(u) => u,
-                None => redis_url_from_parts(&env_get)?,
-            },
-        };
-        let redis_url_redacted = check_redis_url(&redis_url)?;
+        let redis = RedisTarget::from_options(obj, env)?;
 
         let wrapper_token = opt_string(obj, "wrapperToken")?;
         if let Some(t) = &wrapper_token {
@@ -295,8 +291,7 @@ impl Config {
         Ok(Config {
             tenant_id,
             wrapper_url,
-            redis_url: Secret::new(redis_url),
-            redis_url_redacted,
+            redis,
             wrapper_token: wrapper_token.map(Secret::new),
             channel_prefix,
             signing_secret,
@@ -409,61 +404,6 @@ fn parse_breaker(v: Option<&Value>) -> Result<(u32, Duration)> {
     Ok((failures, cool_down))
 }
 
-fn redis_url_from_parts(env_get: &dyn Fn(&str) -> Option<String>) -> Result<String> {
-    let host = env_get("REDIS_HOST").unwrap_or_else(|| "127.0.0.1".into());
-    let port = env_get("REDIS_PORT").unwrap_or_else(|| "6379".into());
-    if port.parse::<u16>().map(|p| p == 0).unwrap_or(true) {
-        return Err(CoreError::option_range(
-            "redisUrl",
-            "a valid URL (REDIS_PORT is not a port number)",
-        ));
-    }
-    let mut u = url::Url::parse("redis://placeholder")
-        .map_err(|_| CoreError::option_range("redisUrl", "a valid URL"))?;
-    u.set_host(Some(&host)).map_err(|_| {
-        CoreError::option_range("redisUrl", "a valid URL (REDIS_HOST is not a host)")
-    })?;
-    let _ = u.set_port(port.parse().ok());
-    if let Some(user) = env_get("REDIS_USERNAME") {
-        let _ = u.set_username(&user);
-    }
-    if let Some(pw) = env_get("REDIS_PASSWORD") {
-        let _ = u.set_password(Some(&pw));
-    }
-    Ok(u.to_string())
-}
-
-/// Checks a Redis URL (`redis://` or `rediss://` with a host, no `#fragment`)
-/// and returns it with any password replaced by `***`. Errors name `redisUrl`
-/// and never show the value. Public so that every user of a Redis URL (the
-/// consumer, the publisher) applies the same check.
-pub fn check_redis_url(raw: &str) -> Result<String> {
-    let bad = || {
-        CoreError::option_range(
-            "redisUrl",
-            "a redis:// or rediss:// URL with a host (the value is not shown: it may hold a password)",
-        )
-    };
-    let mut u = url::Url::parse(raw).map_err(|_| bad())?;
-    if !matches!(u.scheme(), "redis" | "rediss") || u.host_str().is_none() {
-        return Err(bad());
-    }
-    if u.fragment().is_some() {
-        // The redis crate reads `#insecure` as "skip certificate checks", which
-        // this build cannot do (every connect would fail); any other fragment
-        // means nothing. Refused here instead of failing at each connect.
-        return Err(CoreError::option_range(
-            "redisUrl",
-            "a URL without a #fragment (`#insecure`, which turns off TLS certificate checks, is not supported)",
-        ));
-    }
-    redis::IntoConnectionInfo::into_connection_info(raw).map_err(|_| bad())?;
-    if u.password().is_some() {
-        let _ = u.set_password(Some("***"));
-    }
-    Ok(u.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -489,7 +429,7 @@ mod tests {
     fn defaults_match_the_spec() {
         let c = Config::from_json(&base(), &env(&[])).unwrap();
         assert_eq!(c.wrapper_url, "http://127.0.0.1:9");
-        assert_eq!(c.redis_url.expose(), "redis://127.0.0.1:6379");
+        assert_eq!(c.redis.describe(), "redis://127.0.0.1:6379");
         assert_eq!(c.channel_prefix, "crm");
         assert_eq!(c.ttl.user_profiles, Duration::from_secs(300));
         assert_eq!(c.ttl.hierarchy, Duration::from_secs(900));
@@ -523,15 +463,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.wrapper_url, "https://w.example/base");
-        assert_eq!(c.redis_url.expose(), "redis://app:s3cret@redis.local:6390");
-        assert_eq!(c.redis_url_redacted, "redis://app:***@redis.local:6390");
+        assert_eq!(c.redis.describe(), "redis://app:***@redis.local:6390");
         assert!(!format!("{c:?}").contains("s3cret"));
         let c = Config::from_json(
             &v,
             &env(&[("WRAPPER_URL", "http://w"), ("REDIS_URL", "redis://h:1/2")]),
         )
         .unwrap();
-        assert_eq!(c.redis_url.expose(), "redis://h:1/2");
+        assert_eq!(c.redis.describe(), "redis://h:1/2");
     }
 
     #[test]

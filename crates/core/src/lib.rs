@@ -11,6 +11,7 @@
 //! | [`critical`] | the critical store with versions and tombstones |
 //! | [`delta`] | replica batches for the JS read replica |
 //! | [`outbox`] | coalescing, ordered delivery of batches to JS |
+//! | [`redis_target`] | where Redis is: server, Sentinel or Cluster, TLS; options and connections |
 //! | [`reference`] | the TTL, byte-bounded, single-flight reference cache |
 //! | [`wrapper`] | the Wrapper HTTP client |
 //! | [`tenant`] | one tenant's state, shared by the consumer and its tasks |
@@ -42,6 +43,7 @@ pub mod model;
 pub mod outbox;
 pub mod protocol;
 pub mod publisher;
+pub mod redis_target;
 pub mod reference;
 pub mod reload;
 pub mod replay;

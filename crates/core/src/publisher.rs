@@ -28,11 +28,12 @@
 //! than down (frozen, half-open link), a PUBLISH already written may still be
 //! delivered after the deadline rejected it.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ErrorKind, RedisError, RetryMethod};
+use redis::{AsyncConnectionConfig, ErrorKind, ProtocolVersion, RedisError, RetryMethod};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -40,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{is_valid_channel_prefix, is_valid_tenant_id};
 use crate::error::{CoreError, Result};
 use crate::protocol::{Topic, EVENT_TYPES};
-use crate::secret::Secret;
+use crate::redis_target::RedisTarget;
 use crate::signature::{self, SigningKeys};
 
 /// Default of `connectTimeoutMs` (SPEC §3).
@@ -54,8 +55,11 @@ const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_millis(500);
 
 /// Option names [`Publisher::from_json`] accepts.
-const OPTIONS: [&str; 5] = [
+const OPTIONS: [&str; 8] = [
     "redisUrl",
+    "redisSentinel",
+    "redisCluster",
+    "redisTls",
     "tenantId",
     "channelPrefix",
     "signingSecret",
@@ -65,8 +69,8 @@ const OPTIONS: [&str; 5] = [
 /// Options of [`Publisher::new`].
 #[derive(Debug, Clone)]
 pub struct PublisherOptions {
-    /// Redis URL (may carry a password, hence a secret).
-    pub redis_url: Secret,
+    /// Where Redis is (SPEC §6).
+    pub redis: RedisTarget,
     /// The tenant every message is for: part of the channel and of the message.
     pub tenant_id: String,
     /// Channel prefix (default `crm`).
@@ -89,8 +93,6 @@ struct Inner {
     opts: PublisherOptions,
     /// How long one publish may wait for Redis in all.
     connect_timeout: Duration,
-    /// Opens connections (the URL parsed once).
-    client: redis::Client,
     /// The live connection and the shared reconnect backoff.
     link: Mutex<Link>,
     /// Held while a connection attempt runs, so concurrent publishes share one.
@@ -174,23 +176,6 @@ fn is_fatal_connect_error(e: &RedisError) -> bool {
     )
 }
 
-/// A description of `e` that never carries the URL or a password.
-fn describe(e: &RedisError) -> String {
-    if e.is_connection_refusal() {
-        "connection refused".into()
-    } else if e.is_timeout() {
-        "timed out".into()
-    } else if e.kind() == ErrorKind::AuthenticationFailed {
-        "authentication failed".into()
-    } else if let Some(code) = e.code() {
-        format!("server error {code}")
-    } else if e.is_connection_dropped() {
-        "connection lost".into()
-    } else {
-        format!("{:?}", e.kind())
-    }
-}
-
 fn int_option(
     obj: &Map<String, Value>,
     name: &str,
@@ -224,11 +209,13 @@ fn string_option(obj: &Map<String, Value>, name: &str) -> Result<Option<String>>
 }
 
 impl Publisher {
-    /// Validates `options` (`{ redisUrl, tenantId, channelPrefix = 'crm',
-    /// signingSecret, connectTimeoutMs = 5000 }`, as JSON) and returns the
-    /// publisher without connecting. Unknown option names are refused. Errors
-    /// name the option and never echo a secret.
-    pub fn from_json(options: &Value) -> Result<Publisher> {
+    /// Validates `options` (`{ redisUrl | redisSentinel | redisCluster,
+    /// redisTls, tenantId, channelPrefix = 'crm', signingSecret,
+    /// connectTimeoutMs = 5000 }`, as JSON; `env` gives the Redis fallbacks of
+    /// [`RedisTarget::from_options`]) and returns the publisher without
+    /// connecting. Unknown option names are refused. Errors name the option
+    /// and never echo a secret.
+    pub fn from_json(options: &Value, env: &HashMap<String, String>) -> Result<Publisher> {
         let Value::Object(obj) = options else {
             return Err(CoreError::option_type("options", "an object"));
         };
@@ -240,8 +227,7 @@ impl Publisher {
         }
         let tenant_id = string_option(obj, "tenantId")?
             .ok_or_else(|| CoreError::option_type("tenantId", "a string (it is required)"))?;
-        let redis_url =
-            string_option(obj, "redisUrl")?.unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+        let redis = RedisTarget::from_options(obj, env)?;
         let channel_prefix = string_option(obj, "channelPrefix")?.unwrap_or_else(|| "crm".into());
         let signing_secret = SigningKeys::from_option("signingSecret", obj.get("signingSecret"))?;
         let timeout_ms = int_option(
@@ -253,7 +239,7 @@ impl Publisher {
         )?;
         Publisher::new(
             PublisherOptions {
-                redis_url: Secret::new(redis_url),
+                redis,
                 tenant_id,
                 channel_prefix,
                 signing_secret,
@@ -285,17 +271,10 @@ impl Publisher {
                 format!("an integer from 1 to {MAX_CONNECT_TIMEOUT_MS}"),
             ));
         }
-        let client = redis::Client::open(opts.redis_url.expose()).map_err(|_| {
-            CoreError::option_range(
-                "redisUrl",
-                "a redis:// or rediss:// URL (the value is not shown: it may hold a password)",
-            )
-        })?;
         Ok(Publisher {
             inner: Arc::new(Inner {
                 opts,
                 connect_timeout,
-                client,
                 link: Mutex::new(Link {
                     conn: None,
                     next_gen: 0,
@@ -414,7 +393,7 @@ impl Inner {
                     return Err(self.unavailable());
                 }
             };
-            let why = describe(&err);
+            let why = self.opts.redis.describe_error(&err);
             match after_error(&err) {
                 AfterError::Reconnect => self.forget(gen, why),
                 AfterError::Retry => self.link().last_error = Some(why),
@@ -494,7 +473,7 @@ impl Inner {
                 _ = self.closed.cancelled() => return Err(CoreError::Shutdown),
                 r = tokio::time::timeout_at(
                     deadline,
-                    self.client.get_multiplexed_async_connection_with_config(&config),
+                    self.opts.redis.connect(config, ProtocolVersion::RESP2),
                 ) => r,
             };
             let mut link = self.link();
@@ -517,10 +496,10 @@ impl Inner {
                     if is_fatal_connect_error(&e) {
                         return Err(CoreError::RedisUnavailable(format!(
                             "cannot connect to Redis: {}",
-                            describe(&e)
+                            self.opts.redis.describe_error(&e)
                         )));
                     }
-                    describe(&e)
+                    self.opts.redis.describe_error(&e)
                 }
                 Err(_) => "connection attempt timed out".into(),
             };
@@ -534,10 +513,11 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::Secret;
     use serde_json::json;
 
     fn err(v: Value) -> CoreError {
-        match Publisher::from_json(&v) {
+        match Publisher::from_json(&v, &HashMap::new()) {
             Ok(_) => panic!("{v} was accepted"),
             Err(e) => e,
         }
@@ -545,11 +525,12 @@ mod tests {
 
     #[test]
     fn options_are_validated_and_named() {
-        let ok = Publisher::from_json(&json!({"tenantId": "acme"})).unwrap();
+        let ok = Publisher::from_json(&json!({"tenantId": "acme"}), &HashMap::new()).unwrap();
         assert_eq!(ok.inner.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
         assert_eq!(ok.inner.opts.channel_prefix, "crm");
         let p = Publisher::from_json(
             &json!({"tenantId": "acme", "connectTimeoutMs": 250, "signingSecret": ["a", "b"]}),
+            &HashMap::new(),
         )
         .unwrap();
         assert_eq!(p.inner.connect_timeout, Duration::from_millis(250));
@@ -599,7 +580,7 @@ mod tests {
             .unwrap()
             .unwrap();
         let opts = PublisherOptions {
-            redis_url: Secret::new("redis://127.0.0.1:9"),
+            redis: RedisTarget::url("redis://127.0.0.1:9").unwrap(),
             tenant_id: "acme".into(),
             channel_prefix: "crm".into(),
             signing_secret: Some(keys),
@@ -630,6 +611,7 @@ mod tests {
         let url = format!("redis://127.0.0.1:{}", closed_port());
         let p = Publisher::from_json(
             &json!({"tenantId": "acme", "redisUrl": url, "connectTimeoutMs": 300}),
+            &HashMap::new(),
         )
         .unwrap();
         let started = std::time::Instant::now();
@@ -646,6 +628,7 @@ mod tests {
 
         let slow = Publisher::from_json(
             &json!({"tenantId": "acme", "redisUrl": url, "connectTimeoutMs": 60_000}),
+            &HashMap::new(),
         )
         .unwrap();
         let waiting = tokio::spawn({
@@ -677,7 +660,7 @@ mod tests {
 
     #[tokio::test]
     async fn wrong_topic_or_type_is_an_argument_error() {
-        let p = Publisher::from_json(&json!({"tenantId": "acme"})).unwrap();
+        let p = Publisher::from_json(&json!({"tenantId": "acme"}), &HashMap::new()).unwrap();
         for (topic, ty) in [("nope", "resync-required"), ("roles", "resync-required")] {
             let e = p.publish(topic, ty, json!({}), None).await.unwrap_err();
             assert_eq!(e.code(), "ERR_OUT_OF_RANGE", "{e}");

@@ -3,7 +3,9 @@
 //! connection, in which events are applied (`apply.rs`) and full reloads run
 //! (`reload.rs`). Between sessions it backs off (SPEC §3 schedule).
 //!
-//! The link is a RESP3 connection (Redis ≥ 6) whose push messages go into a
+//! Where it connects (a server, a Sentinel master, a Cluster node; TLS) is
+//! `redis_target.rs`'s concern. The link is a RESP3 connection (Redis ≥ 6)
+//! whose push messages go into a
 //! queue bounded by count and bytes; a queue that overflows (this process
 //! cannot keep up) is treated like a lost link: the session ends, and the
 //! next one resyncs. One task owns one connection at a time and drops every
@@ -22,7 +24,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use rand::Rng;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind};
+use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -72,22 +74,14 @@ enum End {
 /// The task body: connect, run a session, back off, repeat until shutdown.
 pub(crate) async fn run(tenant: Arc<Tenant>) {
     let cancel = tenant.shutdown.clone();
-    let client = match client(tenant.config.redis_url.expose()) {
-        Ok(c) => c,
-        Err(_) => {
-            tenant.redis_failed(Some(CoreError::RedisUnavailable(
-                "invalid redis URL".into(),
-            )));
-            return;
-        }
-    };
+    let target = &tenant.config.redis;
     let limits = tenant.config.limits;
     let mut backoff = Backoff::reconnect();
     let mut ever_connected = false;
     loop {
         let attempt = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = tokio::time::timeout(CONNECT_TIMEOUT, connect(&client, &tenant, limits)) => r,
+            r = tokio::time::timeout(CONNECT_TIMEOUT, connect(&tenant, limits)) => r,
         };
         let why = match attempt {
             Ok(Ok(link)) => {
@@ -108,11 +102,7 @@ pub(crate) async fn run(tenant: Arc<Tenant>) {
                     } else {
                         "info"
                     },
-                    format!(
-                        "subscribed to {} ({})",
-                        tenant.config.redis_url_redacted,
-                        reason.name()
-                    ),
+                    format!("subscribed to {} ({})", target.describe(), reason.name()),
                 );
                 let (end, connected_for) = session(&tenant, link, reason).await;
                 let was_connected = tenant.metrics.connected.swap(false, Relaxed);
@@ -130,12 +120,13 @@ pub(crate) async fn run(tenant: Arc<Tenant>) {
             }
             Ok(Err(e)) => Some(format!(
                 "{} ({})",
-                describe(&e),
-                tenant.config.redis_url_redacted
+                target.describe_error(&e),
+                target.describe()
             )),
             Err(_) => Some(format!(
-                "connect timed out ({})",
-                tenant.config.redis_url_redacted
+                "connect timed out{} ({})",
+                if target.uses_tls() { " (TLS)" } else { "" },
+                target.describe()
             )),
         };
         if let Some(why) = why {
@@ -147,29 +138,6 @@ pub(crate) async fn run(tenant: Arc<Tenant>) {
         if !sleep_or_cancel(&cancel, backoff.next_delay()).await {
             return;
         }
-    }
-}
-
-/// A client for `url` that speaks RESP3 (push messages on a normal connection).
-fn client(url: &str) -> redis::RedisResult<redis::Client> {
-    let info = url.into_connection_info()?;
-    let settings = info
-        .redis_settings()
-        .clone()
-        .set_protocol(ProtocolVersion::RESP3);
-    redis::Client::open(info.set_redis_settings(settings))
-}
-
-/// A description of a Redis error without the URL (which may hold a password).
-fn describe(e: &redis::RedisError) -> String {
-    if e.is_connection_refusal() {
-        "connection refused".into()
-    } else if e.is_timeout() {
-        "timed out".into()
-    } else if e.kind() == redis::ErrorKind::AuthenticationFailed {
-        "authentication failed".into()
-    } else {
-        format!("{:?}", e.kind())
     }
 }
 
@@ -192,11 +160,9 @@ fn push_bytes(info: &PushInfo) -> usize {
         .sum()
 }
 
-async fn connect(
-    client: &redis::Client,
-    tenant: &Tenant,
-    limits: Limits,
-) -> redis::RedisResult<Link> {
+/// Connects (a server, the sentinels' current master, or the first cluster
+/// node that answers: see `redis_target.rs`) with RESP3 and subscribes.
+async fn connect(tenant: &Tenant, limits: Limits) -> redis::RedisResult<Link> {
     let (tx, messages) = mpsc::channel(limits.push_messages.max(1));
     let queue = Arc::new(PushQueue::default());
     let q = queue.clone();
@@ -225,8 +191,10 @@ async fn connect(
         .set_push_sender(sender)
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(None);
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&config)
+    let mut conn = tenant
+        .config
+        .redis
+        .connect(config, ProtocolVersion::RESP3)
         .await?;
     let channels: Vec<String> = Topic::ALL
         .iter()

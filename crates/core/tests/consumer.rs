@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use common::{consumer, seed, wait_until, Collect, Redis, Wrapper};
 use serde_json::json;
-use smart_crm_core::config::Secret;
 use smart_crm_core::ids::RefKind;
 use smart_crm_core::publisher::{Publisher, PublisherOptions};
+use smart_crm_core::redis_target::RedisTarget;
 use smart_crm_core::{Config, Consumer, CoreError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,7 +47,7 @@ async fn loads_snapshot_applies_events_and_ships_batches() {
     .await;
 
     let publisher = Publisher::connect(PublisherOptions {
-        redis_url: Secret::new(redis.url()),
+        redis: RedisTarget::url(&redis.url()).unwrap(),
         tenant_id: "t1".into(),
         channel_prefix: "crm".into(),
         signing_secret: None,
