@@ -12,7 +12,8 @@
 //!   drops them: both end the session like any lost link (resync).
 //! * **Cluster**: classic pub/sub is broadcast to every node of a Redis
 //!   Cluster, so the consumer subscribes on one node and the publisher
-//!   publishes through one, whichever answers first in the list; when that
+//!   publishes through one, whichever answers first in the list (tried from
+//!   a random place in it, to spread a fleet over the nodes); when that
 //!   node fails over or dies the link is lost and the next connection goes to
 //!   another node. (Sharded pub/sub, `SSUBSCRIBE`, would spread the bus
 //!   traffic but needs every publisher to use `SPUBLISH` on the slot's owner:
@@ -486,7 +487,10 @@ impl RedisTarget {
             }
             Topology::Cluster { nodes } => {
                 let mut last = None;
-                for node in nodes {
+                // From a random node onwards, so a fleet with one node list
+                // does not put every subscription on its first node.
+                let start = rand::random_range(0..nodes.len());
+                for node in nodes.iter().cycle().skip(start).take(nodes.len()) {
                     let attempt = async {
                         let (client, resolver) = self.url_client(node.expose(), protocol).await?;
                         let config = match resolver {
@@ -670,6 +674,14 @@ pub fn describe(e: &RedisError, tls: bool) -> String {
     if tls {
         // Categories from rustls' messages; the text itself is not passed on.
         let tls_reason = [
+            (
+                "not valid for name",
+                "the server's certificate does not match its name",
+            ),
+            (
+                "certificate expired",
+                "the server's certificate has expired",
+            ),
             (
                 "UnknownIssuer",
                 "the server's certificate is not signed by a trusted CA",
