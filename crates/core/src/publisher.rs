@@ -114,7 +114,15 @@ struct Link {
     /// Why the last attempt or command failed, for the error message (never
     /// carries the URL).
     last_error: Option<String>,
+    /// With Sentinel: the master the connection is on, and when the
+    /// sentinels last confirmed it (a demoted master still accepts PUBLISH,
+    /// but reaches only its own subscribers).
+    master: Option<((String, u16), Instant)>,
 }
+
+/// How often a publish on a Sentinel master asks the sentinels whether the
+/// master is still the one connected to.
+const MASTER_CHECK: Duration = Duration::from_secs(1);
 
 /// Builds the message for `event_type` (pure; used by [`Publisher::publish`]
 /// and by tests that need exact bytes).
@@ -281,6 +289,7 @@ impl Publisher {
                     retry_at: None,
                     delay: RETRY_MIN,
                     last_error: None,
+                    master: None,
                 }),
                 connecting: tokio::sync::Mutex::new(()),
                 closed: CancellationToken::new(),
@@ -380,6 +389,10 @@ impl Inner {
         let mut failures = 0u32;
         loop {
             let (gen, mut conn) = self.connection(deadline).await?;
+            if self.master_moved().await {
+                self.forget(gen, "the sentinels name a new master".into());
+                continue;
+            }
             let mut cmd = redis::cmd("PUBLISH");
             cmd.arg(channel).arg(msg);
             // Not raced against close(): once written, its outcome is awaited.
@@ -419,6 +432,26 @@ impl Inner {
             if Instant::now() >= deadline {
                 return Err(self.unavailable());
             }
+        }
+    }
+
+    /// With Sentinel, at most once per [`MASTER_CHECK`]: true when the
+    /// sentinels now name another master than the one connected to. An
+    /// unreachable sentinel says nothing (false).
+    async fn master_moved(&self) -> bool {
+        let known = match &self.link().master {
+            Some((m, at)) if at.elapsed() >= MASTER_CHECK => m.clone(),
+            _ => return false,
+        };
+        match self.opts.redis.current_master().await {
+            Ok(Some(now)) if now != known => true,
+            Ok(_) => {
+                if let Some((_, at)) = &mut self.link().master {
+                    *at = Instant::now();
+                }
+                false
+            }
+            Err(_) => false,
         }
     }
 
@@ -478,7 +511,7 @@ impl Inner {
             };
             let mut link = self.link();
             let failure = match attempt {
-                Ok(Ok(conn)) => {
+                Ok(Ok((conn, master))) => {
                     // close() cancels before it clears the link, so checking under
                     // the lock means a connection is never stored after close().
                     if self.closed.is_cancelled() {
@@ -490,6 +523,7 @@ impl Inner {
                     link.retry_at = None;
                     link.delay = RETRY_MIN;
                     link.last_error = None;
+                    link.master = master.map(|m| (m, Instant::now()));
                     return Ok((gen, conn));
                 }
                 Ok(Err(e)) => {

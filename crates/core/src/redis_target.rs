@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use redis::aio::MultiplexedConnection;
-use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
     AsyncConnectionConfig, Client, ClientTlsConfig, ConnectionAddr, ConnectionInfo,
     IntoConnectionInfo, ProtocolVersion, RedisError, RedisResult, TlsCertificates, TlsMode,
@@ -467,13 +467,14 @@ impl RedisTarget {
     }
 
     /// Opens one connection with `config` (its push sender, timeouts) and
-    /// `protocol`: to the server; to the master the sentinels name now; or to
+    /// `protocol`: to the server; to the master the sentinels name now (its
+    /// address is returned too, for [`RedisTarget::current_master`]); or to
     /// the first cluster node that answers. The error is the last attempt's.
     pub async fn connect(
         &self,
         config: AsyncConnectionConfig,
         protocol: ProtocolVersion,
-    ) -> RedisResult<MultiplexedConnection> {
+    ) -> RedisResult<(MultiplexedConnection, Option<(String, u16)>)> {
         match &self.topology {
             Topology::Server { url } => {
                 let (client, resolver) = self.url_client(url.expose(), protocol).await?;
@@ -481,9 +482,10 @@ impl RedisTarget {
                     Some(r) => config.set_dns_resolver(r),
                     None => config,
                 };
-                client
+                let conn = client
                     .get_multiplexed_async_connection_with_config(&config)
-                    .await
+                    .await?;
+                Ok((conn, None))
             }
             Topology::Cluster { nodes } => {
                 let mut last = None;
@@ -502,7 +504,7 @@ impl RedisTarget {
                             .await
                     };
                     match attempt.await {
-                        Ok(conn) => return Ok(conn),
+                        Ok(conn) => return Ok((conn, None)),
                         Err(e) => last = Some(e),
                     }
                 }
@@ -510,59 +512,100 @@ impl RedisTarget {
                     RedisError::from((redis::ErrorKind::InvalidClientConfig, "no cluster node"))
                 }))
             }
-            Topology::Sentinel {
-                sentinels,
-                master_name,
-                username,
-                password,
-                sentinel_password,
-                db,
-                tls,
-            } => {
-                let addrs = sentinels.iter().map(|(h, p)| {
-                    if *tls {
-                        ConnectionAddr::TcpTls {
-                            host: h.clone(),
-                            port: *p,
-                            insecure: false,
-                            tls_params: None,
-                        }
-                    } else {
-                        ConnectionAddr::Tcp(h.clone(), *p)
-                    }
-                });
-                let mut b = SentinelClientBuilder::new(
-                    addrs,
-                    master_name.clone(),
-                    SentinelServerType::Master,
-                )?
-                .set_client_to_redis_protocol(protocol)
-                .set_client_to_redis_db(*db);
-                if let Some(u) = username {
-                    b = b.set_client_to_redis_username(u);
-                }
-                if let Some(p) = password {
-                    b = b.set_client_to_redis_password(p.expose());
-                }
-                if let Some(p) = sentinel_password {
-                    b = b.set_client_to_sentinel_password(p.expose());
-                }
-                if *tls {
-                    b = b
-                        .set_client_to_redis_tls_mode(TlsMode::Secure)
-                        .set_client_to_sentinel_tls_mode(TlsMode::Secure);
-                    if let Some(certs) = self.certificates() {
-                        b = b
-                            .set_client_to_redis_certificates(certs.clone())
-                            .set_client_to_sentinel_certificates(certs);
-                    }
-                }
-                let client = b.build()?.async_get_client().await?;
-                client
+            Topology::Sentinel { .. } => {
+                let client = self.sentinel_client(protocol)?.async_get_client().await?;
+                let master = match client.get_connection_info().addr() {
+                    ConnectionAddr::Tcp(h, p)
+                    | ConnectionAddr::TcpTls {
+                        host: h, port: p, ..
+                    } => Some((h.clone(), *p)),
+                    _ => None,
+                };
+                let conn = client
                     .get_multiplexed_async_connection_with_config(&config)
-                    .await
+                    .await?;
+                Ok((conn, master))
             }
         }
+    }
+
+    /// The redis crate's sentinel client for this target.
+    fn sentinel_client(&self, protocol: ProtocolVersion) -> RedisResult<SentinelClient> {
+        let Topology::Sentinel {
+            sentinels,
+            master_name,
+            username,
+            password,
+            sentinel_password,
+            db,
+            tls,
+        } = &self.topology
+        else {
+            return Err(RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "not a sentinel target",
+            )));
+        };
+        let addrs = sentinels.iter().map(|(h, p)| {
+            if *tls {
+                ConnectionAddr::TcpTls {
+                    host: h.clone(),
+                    port: *p,
+                    insecure: false,
+                    tls_params: None,
+                }
+            } else {
+                ConnectionAddr::Tcp(h.clone(), *p)
+            }
+        });
+        let mut b =
+            SentinelClientBuilder::new(addrs, master_name.clone(), SentinelServerType::Master)?
+                .set_client_to_redis_protocol(protocol)
+                .set_client_to_redis_db(*db);
+        if let Some(u) = username {
+            b = b.set_client_to_redis_username(u);
+        }
+        if let Some(p) = password {
+            b = b.set_client_to_redis_password(p.expose());
+        }
+        if let Some(p) = sentinel_password {
+            b = b.set_client_to_sentinel_password(p.expose());
+        }
+        if *tls {
+            b = b
+                .set_client_to_redis_tls_mode(TlsMode::Secure)
+                .set_client_to_sentinel_tls_mode(TlsMode::Secure);
+            if let Some(certs) = self.certificates() {
+                b = b
+                    .set_client_to_redis_certificates(certs.clone())
+                    .set_client_to_sentinel_certificates(certs);
+            }
+        }
+        b.build()
+    }
+
+    /// With Sentinel: the master's address as the sentinels name it now (the
+    /// first sentinel that answers). `None` for other targets.
+    ///
+    /// A graceful failover promotes the replica at once but may leave the old
+    /// master serving its clients for seconds before Sentinel reconfigures
+    /// it; a client that compares this with the address it is connected to
+    /// follows the failover within one check.
+    pub async fn current_master(&self) -> RedisResult<Option<(String, u16)>> {
+        let Topology::Sentinel { master_name, .. } = &self.topology else {
+            return Ok(None);
+        };
+        let sentinel = self
+            .sentinel_client(ProtocolVersion::RESP2)?
+            .async_get_sentinel_client()
+            .await?;
+        let mut conn = sentinel.get_multiplexed_async_connection().await?;
+        let (host, port): (String, u16) = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(master_name)
+            .query_async(&mut conn)
+            .await?;
+        Ok(Some((host, port)))
     }
 
     /// A description of `e` that holds no secret and says when it is TLS.

@@ -61,6 +61,9 @@ struct Link {
     messages: mpsc::Receiver<PushInfo>,
     /// Shared with the sender: bytes waiting, overflow flag.
     queue: Arc<PushQueue>,
+    /// With Sentinel: the master's address this link is on; the heartbeat
+    /// asks the sentinels whether it still is.
+    master: Option<(String, u16)>,
 }
 
 /// Why a session ended.
@@ -191,7 +194,7 @@ async fn connect(tenant: &Tenant, limits: Limits) -> redis::RedisResult<Link> {
         .set_push_sender(sender)
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(None);
-    let mut conn = tenant
+    let (mut conn, master) = tenant
         .config
         .redis
         .connect(config, ProtocolVersion::RESP3)
@@ -205,6 +208,7 @@ async fn connect(tenant: &Tenant, limits: Limits) -> redis::RedisResult<Link> {
         conn,
         messages,
         queue,
+        master,
     })
 }
 
@@ -233,6 +237,8 @@ async fn session(tenant: &Tenant, mut link: Link, reason: Reason) -> (End, Durat
     let mut tick = tokio::time::interval(heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ping: Option<BoxFuture<'static, redis::RedisResult<redis::Value>>> = None;
+    type MasterCheck<'a> = BoxFuture<'a, redis::RedisResult<Option<(String, u16)>>>;
+    let mut master_check: Option<MasterCheck<'_>> = None;
     let mut refresh_at: Option<Instant> = None;
     let mut connected_since: Option<Instant> = None;
     let connected_for = |since: Option<Instant>| since.map_or(Duration::ZERO, |t| t.elapsed());
@@ -289,6 +295,9 @@ async fn session(tenant: &Tenant, mut link: Link, reason: Reason) -> (End, Durat
                     let mut conn = link.conn.clone();
                     ping = Some(async move { redis::cmd("PING").query_async(&mut conn).await }.boxed());
                 }
+                if link.master.is_some() && master_check.is_none() {
+                    master_check = Some(config.redis.current_master().boxed());
+                }
             }
             res = async { ping.as_mut().expect("guarded").await }, if ping.is_some() => {
                 ping = None;
@@ -297,6 +306,16 @@ async fn session(tenant: &Tenant, mut link: Link, reason: Reason) -> (End, Durat
                     Err(e) if e.is_timeout() => {}
                     Err(_) => {
                         tenant.log("warn", "redis connection lost (ping failed)");
+                        break End::Lost;
+                    }
+                }
+            }
+            res = async { master_check.as_mut().expect("guarded").await }, if master_check.is_some() => {
+                master_check = None;
+                // An unreachable sentinel says nothing; a different master says failover.
+                if let Ok(Some(now)) = res {
+                    if Some(&now) != link.master.as_ref() {
+                        tenant.log("info", format!("the sentinels name a new master ({}:{}): reconnecting", now.0, now.1));
                         break End::Lost;
                     }
                 }
