@@ -7,6 +7,8 @@
 // the publishing (on schedule) and the polling, so both timestamps come from
 // one process.hrtime clock. The floor is a bare subscriber (the test helper's
 // RESP client) in the same process: the time until the message reaches JS.
+// With `redisCluster` (row 3c) the consumer subscribes through the cluster
+// option and the events are published on `publishUrl`, one of its nodes.
 
 const { connectRedis } = require('../__test__/helpers/resp.js')
 const { childMain, percentile, median, sleep } = require('./lib/common.js')
@@ -16,9 +18,16 @@ const data = require('./lib/data.js')
 const KEYS = 100
 
 async function main(config) {
-  const { side, redisUrl, tenantId, rate, events, warmup } = config
-  const { subject, floor, close } = await setupSide({ side, redisUrl, tenantId, ops: 1000 })
-  const pub = await connectRedis(redisUrl)
+  const { side, redisUrl, tenantId, rate, events, warmup, redisCluster, publishUrl } = config
+  const extra = redisCluster ? { redisUrl: undefined, redisCluster } : {}
+  const { subject, floor, close } = await setupSide({
+    side,
+    redisUrl: publishUrl ?? redisUrl,
+    tenantId,
+    ops: 1000,
+    extra,
+  })
+  const pub = await connectRedis(publishUrl ?? redisUrl)
   const channel = `crm:${tenantId}:credit-configs`
   const total = warmup + events
   const messages = []
