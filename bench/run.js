@@ -483,6 +483,60 @@ async function propagationRow(redis) {
   }
 }
 
+/**
+ * Row 3c: publish → visible through a Redis Cluster (six nodes, classic
+ * pub/sub: published on one node, the consumer subscribed through
+ * `redisCluster`, so the message crosses the cluster bus whenever the two
+ * differ) against the single server of row 3, in the same run, package only.
+ */
+async function clusterPropagationRow(redis) {
+  const S = SIZES.propagation
+  log(`row 3c: propagation through a cluster vs one server, ${S.events} events at ${S.rate}/s ...`)
+  const { startCluster } = require('../tools/test-helpers/topologies.js')
+  const cluster = await startCluster()
+  const res = { single: [], cluster: [] }
+  try {
+    for (let r = 0; r < S.reps; r++) {
+      for (const where of ['single', 'cluster']) {
+        const config = {
+          side: 'package',
+          redisUrl: redis.url,
+          tenantId: `prop-${where}-${r}`,
+          rate: S.rate,
+          events: S.events,
+          warmup: S.warmup,
+        }
+        if (where === 'cluster') {
+          config.redisCluster = { nodes: cluster.nodes }
+          config.publishUrl = cluster.nodes[r % cluster.nodes.length]
+        }
+        res[where].push(await runChild('child-propagation.js', config))
+      }
+    }
+  } finally {
+    await cluster.stop()
+  }
+  const p99 = (s) => med(res[s], 'p99Us')
+  const perRun = (s) => res[s].map((x) => fmtUs(x.p99Us)).join(', ')
+  return {
+    id: '3c',
+    title: `Propagation at ${S.rate.toLocaleString('en')} events/s through a 6-node Redis Cluster, p99`,
+    unit: 'µs',
+    pkg: p99('cluster'),
+    base: p99('single'),
+    floor: null,
+    baseIs: 'the package on one redis-server (as row 3), same run',
+    target: 'report (cluster vs one server)',
+    met: true,
+    detail:
+      `${S.events.toLocaleString('en')} events per run after ${S.warmup} warm-up events, median of ` +
+      `${S.reps} runs; events published on a different cluster node each run. p50: cluster ` +
+      `${fmtUs(med(res.cluster, 'p50Us'))}, one server ${fmtUs(med(res.single, 'p50Us'))}. p99 per run: ` +
+      `cluster ${perRun('cluster')}; one server ${perRun('single')}.`,
+    raw: res,
+  }
+}
+
 async function stormRows(redis) {
   const S = SIZES.storm
   const rows = []
@@ -856,7 +910,8 @@ function report({ rows, machine, startedAt, durationS }) {
   lines.push('## Rows')
   lines.push('')
   for (const r of rows) {
-    lines.push(`**${r.id}. ${r.title}.** Floor: ${r.floorIs}. ${r.detail}`)
+    const columns = r.baseIs ? `Baseline column: ${r.baseIs}.` : `Floor: ${r.floorIs}.`
+    lines.push(`**${r.id}. ${r.title}.** ${columns} ${r.detail}`)
     lines.push('')
   }
   if (missed.length) {
@@ -941,6 +996,7 @@ async function main() {
       await sim.stop()
     }
     if (runs('propagation')) rows.push(await propagationRow(redis))
+    if (runs('cluster')) rows.push(await clusterPropagationRow(redis))
     if (runs('storm')) rows.push(...(await stormRows(redis)))
     if (runs('memory')) rows.push(await memoryRow(redis))
     if (runs('coldstart')) rows.push(await coldStartRow(redis))
