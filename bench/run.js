@@ -26,7 +26,7 @@ const { smallData } = require('./lib/fixture.js')
 const { whyMissed } = require('./lib/notes.js')
 
 const SMOKE = process.argv.includes('--smoke')
-// --only=micro,stampede,propagation,storm,memory,coldstart,reload runs those groups
+// --only=micro,stampede,propagation,cluster,storm,memory,coldstart,reload runs those groups
 // and prints the table without writing a results file (for development).
 const ONLY = (process.argv.find((a) => a.startsWith('--only=')) || '').slice(7)
 const runs = (group) => !ONLY || ONLY.split(',').includes(group)
