@@ -124,7 +124,14 @@ impl Consumer {
                 InitState::Pending { redis, load } => {
                     if tenant.metrics.redis_down.load(Relaxed) {
                         Err(redis.clone().unwrap_or_else(|| {
-                            CoreError::RedisUnavailable("not connected within initTimeoutMs".into())
+                            let tls = if tenant.config.redis.uses_tls() {
+                                " (TLS: the connection or its handshake did not complete; is it a TLS server?)"
+                            } else {
+                                ""
+                            };
+                            CoreError::RedisUnavailable(format!(
+                                "not connected within initTimeoutMs{tls}"
+                            ))
                         }))
                     } else {
                         Err(load.clone().unwrap_or_else(|| {

@@ -150,7 +150,8 @@ fn host_port(s: &str, path: &str) -> Result<(String, u16)> {
     let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
     let port: u16 = port.parse().map_err(|_| bad())?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || port == 0 || host.chars().any(|c| c.is_whitespace() || c == '/') {
+    let valid_host = host.parse::<std::net::IpAddr>().is_ok() || url::Host::parse(host).is_ok();
+    if port == 0 || !valid_host || host.contains('@') {
         return Err(bad());
     }
     Ok((host.to_owned(), port))
@@ -180,16 +181,40 @@ pub fn check_redis_url(raw: &str, option: &str) -> Result<String> {
     Ok(u.to_string())
 }
 
-fn pem(obj: &Map<String, Value>, name: &str) -> Result<Option<Secret>> {
+/// Which PEM a `redisTls` member holds.
+#[derive(Clone, Copy)]
+enum PemKind {
+    /// One or more certificates (`ca`, `cert`).
+    Certificates,
+    /// A private key (`key`).
+    Key,
+}
+
+fn pem(obj: &Map<String, Value>, name: &str, kind: PemKind) -> Result<Option<Secret>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let path = format!("redisTls.{name}");
-    match opt_str(obj, name, &path)? {
-        Some(s) if s.contains("-----BEGIN") => Ok(Some(Secret::new(s))),
-        Some(_) => Err(CoreError::option_range(
+    let Some(text) = opt_str(obj, name, &path)? else {
+        return Ok(None);
+    };
+    let ok = match kind {
+        PemKind::Certificates => {
+            let certs: Vec<_> = CertificateDer::pem_slice_iter(text.as_bytes()).collect();
+            !certs.is_empty() && certs.iter().all(|c| c.is_ok())
+        }
+        PemKind::Key => PrivateKeyDer::from_pem_slice(text.as_bytes()).is_ok(),
+    };
+    if !ok {
+        let what = match kind {
+            PemKind::Certificates => "PEM certificate text",
+            PemKind::Key => "a PEM private key",
+        };
+        return Err(CoreError::option_range(
             &path,
-            "PEM text (-----BEGIN ...; the value is not shown)",
-        )),
-        None => Ok(None),
+            format!("{what} (it could not be read; the value is not shown)"),
+        ));
     }
+    Ok(Some(Secret::new(text)))
 }
 
 fn parse_tls(v: Option<&Value>) -> Result<Option<TlsMaterial>> {
@@ -200,16 +225,25 @@ fn parse_tls(v: Option<&Value>) -> Result<Option<TlsMaterial>> {
     };
     known_keys(obj, "redisTls", &["ca", "cert", "key", "servername"])?;
     let tls = TlsMaterial {
-        ca: pem(obj, "ca")?,
-        cert: pem(obj, "cert")?,
-        key: pem(obj, "key")?,
+        ca: pem(obj, "ca", PemKind::Certificates)?,
+        cert: pem(obj, "cert", PemKind::Certificates)?,
+        key: pem(obj, "key", PemKind::Key)?,
         servername: opt_str(obj, "servername", "redisTls.servername")?,
     };
-    if tls.cert.is_some() != tls.key.is_some() {
-        return Err(CoreError::option_range(
-            "redisTls.cert",
-            "given together with redisTls.key (mutual TLS needs both)",
-        ));
+    match (&tls.cert, &tls.key) {
+        (Some(_), None) => {
+            return Err(CoreError::option_type(
+                "redisTls.key",
+                "given with `redisTls.cert` (mutual TLS needs both)",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(CoreError::option_type(
+                "redisTls.cert",
+                "given with `redisTls.key` (mutual TLS needs both)",
+            ))
+        }
+        _ => {}
     }
     if let Some(name) = &tls.servername {
         if url::Host::parse(name).is_err() {
@@ -244,10 +278,18 @@ fn parse_sentinel(v: &Value) -> Result<Topology> {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let path = format!("redisSentinel.sentinels[{i}]");
+                let path = "redisSentinel.sentinels";
                 match s {
-                    Value::String(s) => host_port(s, &path),
-                    _ => Err(CoreError::option_type(&path, "a \"host:port\" string")),
+                    Value::String(s) => host_port(s, path).map_err(|_| {
+                        CoreError::option_range(
+                            path,
+                            format!("\"host:port\" strings (entry {i} is not)"),
+                        )
+                    }),
+                    _ => Err(CoreError::option_type(
+                        path,
+                        format!("\"host:port\" strings (entry {i} is not a string)"),
+                    )),
                 }
             })
             .collect::<Result<Vec<_>>>()?,
@@ -272,12 +314,13 @@ fn parse_sentinel(v: &Value) -> Result<Topology> {
         Some(Value::Number(n)) if n.as_u64().is_some_and(|d| d <= 1_000_000) => {
             n.as_u64().unwrap_or(0) as i64
         }
-        Some(_) => {
+        Some(Value::Number(_)) => {
             return Err(CoreError::option_range(
                 "redisSentinel.db",
                 "an integer from 0",
             ))
         }
+        Some(_) => return Err(CoreError::option_type("redisSentinel.db", "a number")),
     };
     let tls = match obj.get("tls") {
         None | Some(Value::Null) => false,
@@ -316,11 +359,19 @@ fn parse_cluster(v: &Value) -> Result<(Topology, Vec<String>)> {
     let mut nodes = Vec::new();
     let mut redacted = Vec::new();
     for (i, n) in list.iter().enumerate() {
-        let path = format!("redisCluster.nodes[{i}]");
+        let path = "redisCluster.nodes";
         let Value::String(s) = n else {
-            return Err(CoreError::option_type(&path, "a redis:// URL"));
+            return Err(CoreError::option_type(
+                path,
+                format!("redis:// URLs (entry {i} is not a string)"),
+            ));
         };
-        redacted.push(check_redis_url(s, &path)?);
+        redacted.push(check_redis_url(s, path).map_err(|_| {
+            CoreError::option_range(
+                path,
+                format!("redis:// or rediss:// URLs with a host (entry {i} is not; the value is not shown)"),
+            )
+        })?);
         nodes.push(Secret::new(s.clone()));
     }
     Ok((Topology::Cluster { nodes }, redacted))
@@ -340,13 +391,14 @@ impl RedisTarget {
             .filter(|k| obj.get(*k).is_some_and(|v| !v.is_null()))
             .collect();
         if given.len() > 1 {
-            return Err(CoreError::option_type(
-                given[0],
-                format!(
-                    "the only Redis option: redisUrl, redisSentinel and redisCluster exclude each other (got {})",
-                    given.join(" and ")
+            let named: Vec<String> = given.iter().map(|g| format!("`{g}`")).collect();
+            return Err(CoreError::InvalidOption {
+                kind: crate::error::ArgKind::Type,
+                message: format!(
+                    "options {} exclude each other: set exactly one of `redisUrl`, `redisSentinel`, `redisCluster`",
+                    named.join(" and ")
                 ),
-            ));
+            });
         }
         let env_get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
         let (topology, described) = match given.first().copied() {
@@ -796,7 +848,10 @@ mod tests {
             json!({ "redisUrl": "redis://h:1", "redisCluster": { "nodes": ["redis://h:2"] } }),
         )
         .unwrap_err();
-        assert!(e.to_string().contains("redisUrl and redisCluster"), "{e}");
+        assert!(
+            e.to_string().contains("`redisUrl` and `redisCluster`"),
+            "{e}"
+        );
         assert!(parse(json!({ "redisUrl": "redis://h:1" })).is_ok());
         assert_eq!(
             parse(json!({})).unwrap().describe(),
@@ -817,7 +872,7 @@ mod tests {
             ),
             (
                 json!({ "redisSentinel": { "sentinels": ["h"], "masterName": "m" } }),
-                "redisSentinel.sentinels[0]",
+                "redisSentinel.sentinels",
             ),
             (
                 json!({ "redisSentinel": { "sentinels": ["h:1"] } }),
@@ -833,10 +888,10 @@ mod tests {
             ),
             (
                 json!({ "redisCluster": { "nodes": ["http://h:1"] } }),
-                "redisCluster.nodes[0]",
+                "redisCluster.nodes",
             ),
             (
-                json!({ "redisUrl": "redis://h:1", "redisTls": { "ca": "-----BEGIN CERTIFICATE-----" } }),
+                json!({ "redisUrl": "redis://h:1", "redisTls": { "servername": "h" } }),
                 "redisTls",
             ),
             (
@@ -846,6 +901,10 @@ mod tests {
             (
                 json!({ "redisUrl": "rediss://h:1", "redisTls": { "cert": "-----BEGIN C" } }),
                 "redisTls.cert",
+            ),
+            (
+                json!({ "redisSentinel": { "sentinels": ["u:pw@h:1"], "masterName": "m" } }),
+                "redisSentinel.sentinels",
             ),
         ];
         for (opts, name) in cases {
