@@ -26,6 +26,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use redis::aio::MultiplexedConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
@@ -97,6 +98,11 @@ pub struct RedisTarget {
     tls: Option<TlsMaterial>,
     /// A description without secrets, for logs and errors.
     described: String,
+    /// With Cluster: node URLs learned from `CLUSTER NODES` on the last
+    /// connection (seed URL with another host and port), tried after the
+    /// seeds, so a fleet survives the loss of every listed seed. Shared by
+    /// the clones of this target.
+    learned: Arc<Mutex<Vec<Secret>>>,
 }
 
 /// Maps a host name to the address actually connected to, so that a
@@ -436,6 +442,7 @@ impl RedisTarget {
             topology,
             tls,
             described,
+            learned: Arc::default(),
         })
     }
 
@@ -447,6 +454,7 @@ impl RedisTarget {
             topology,
             tls: None,
             described,
+            learned: Arc::default(),
         })
     }
 
@@ -544,7 +552,16 @@ impl RedisTarget {
                 // From a random node onwards, so a fleet with one node list
                 // does not put every subscription on its first node.
                 let start = rand::random_range(0..nodes.len());
-                for node in nodes.iter().cycle().skip(start).take(nodes.len()) {
+                let seeds = nodes.iter().cycle().skip(start).take(nodes.len()).cloned();
+                let learned: Vec<Secret> = self
+                    .learned
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .filter(|l| !nodes.contains(l))
+                    .cloned()
+                    .collect();
+                for node in seeds.chain(learned) {
                     let attempt = async {
                         let (client, resolver) = self.url_client(node.expose(), protocol).await?;
                         let config = match resolver {
@@ -556,7 +573,10 @@ impl RedisTarget {
                             .await
                     };
                     match attempt.await {
-                        Ok(conn) => return Ok((conn, None)),
+                        Ok(mut conn) => {
+                            self.learn_nodes(&mut conn, node.expose()).await;
+                            return Ok((conn, None));
+                        }
                         Err(e) => last = Some(e),
                     }
                 }
@@ -578,6 +598,50 @@ impl RedisTarget {
                     .await?;
                 Ok((conn, master))
             }
+        }
+    }
+
+    /// Remembers the cluster's other nodes (`CLUSTER NODES` on `conn`, which
+    /// was opened with `seed`): their URLs are `seed` with their host and
+    /// port. Nodes marked failed or without an address are left out; an error
+    /// keeps what was learned before.
+    async fn learn_nodes(&self, conn: &mut MultiplexedConnection, seed: &str) {
+        let Ok(text) = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async::<String>(conn)
+            .await
+        else {
+            return;
+        };
+        let Ok(base) = url::Url::parse(seed) else {
+            return;
+        };
+        let mut found = Vec::new();
+        for line in text.lines() {
+            let mut fields = line.split(' ');
+            let (Some(_id), Some(addr), Some(flags)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            if flags.contains("fail") || flags.contains("noaddr") || flags.contains("handshake") {
+                continue;
+            }
+            // ip:port@cport[,hostname]
+            let hostport = addr.split('@').next().unwrap_or("");
+            let Some((host, port)) = hostport.rsplit_once(':') else {
+                continue;
+            };
+            let (Ok(port), false) = (port.parse::<u16>(), host.is_empty()) else {
+                continue;
+            };
+            let mut u = base.clone();
+            if u.set_host(Some(host)).is_ok() && u.set_port(Some(port)).is_ok() {
+                found.push(Secret::new(u.to_string()));
+            }
+        }
+        if !found.is_empty() {
+            *self.learned.lock().unwrap_or_else(|p| p.into_inner()) = found;
         }
     }
 
