@@ -5,13 +5,18 @@
 // Each server is a child of this process on a port picked here, so tests can stop,
 // kill, restart and freeze it at will. Only those children are ever signalled: the
 // shared Redis on 6379 is never touched. Children still running when this process
-// exits are SIGKILLed, so a crashed test does not leak servers.
+// exits are SIGKILLed, so a crashed test does not leak servers; their log files
+// and the temporary directories made by `tempDir` (configs, certificates) go too.
+//
+// The same launcher runs a TLS-only server (`tls`), a sentinel (`configFile` +
+// `sentinel`) and a cluster node (`extraArgs`); topologies.js builds on it.
 
 const { spawn } = require('node:child_process')
 const fs = require('node:fs')
 const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
+const tls = require('node:tls')
 
 const HOST = '127.0.0.1'
 const SHARED_PORT = 6379
@@ -22,9 +27,10 @@ const STOP_GRACE_MS = 3_000
 const BIND_ATTEMPTS = 10
 const BIND_RETRY_MS = 200
 
-/** Children started here and not yet exited, with their log files. */
+/** Children started here and not yet exited, with their log files and temp dirs. */
 const liveChildren = new Set()
 const logFiles = new Set()
+const tempDirs = new Set()
 
 process.on('exit', () => {
   for (const child of liveChildren) {
@@ -37,6 +43,7 @@ process.on('exit', () => {
   if (!process.env.REDIS_TEST_KEEP_LOGS) {
     for (const file of logFiles) fs.rmSync(file, { force: true })
   }
+  for (const dir of tempDirs) fs.rmSync(dir, { force: true, recursive: true })
 })
 
 // The 'exit' hook does not run when this process dies by a signal (a test
@@ -44,7 +51,7 @@ process.on('exit', () => {
 // us: at EOF (we are gone, however we died) it SIGKILLs the servers it was told
 // about. It is told `+pid` on start and `-pid` on exit, so it never signals a
 // process that is not one of our live servers; and `f<path>` / `r<path>` for the
-// log files it should then delete.
+// log files and temporary directories it should then delete.
 const WATCHDOG_SOURCE = `
 const pids = new Set()
 const files = new Set()
@@ -65,7 +72,7 @@ process.stdin.on('data', (d) => {
 })
 const killAll = () => {
   for (const pid of pids) { try { process.kill(pid, 'SIGKILL') } catch {} }
-  for (const file of files) { try { require('node:fs').rmSync(file, { force: true }) } catch {} }
+  for (const file of files) { try { require('node:fs').rmSync(file, { force: true, recursive: true }) } catch {} }
   process.exit(0)
 }
 process.stdin.on('end', killAll)
@@ -110,11 +117,15 @@ function freePort() {
  * Sends PING and INFO (after AUTH when a password is known). Resolves 'ours'
  * when the server answers with `process_id` = `pid`, 'other' when another
  * server holds the port, 'noauth' when it is up but will not say who it is
- * (password unknown), or null when it does not answer (yet).
+ * (password unknown), or null when it does not answer (yet). With `tlsOptions`
+ * it speaks TLS (`tls.connect` options; the certificate is not checked: this
+ * asks whether our child is up, not whether its certificate is good).
  */
-function probe(port, pid, password) {
+function probe(port, pid, password, tlsOptions) {
   return new Promise((resolve) => {
-    const socket = net.connect({ port, host: HOST })
+    const socket = tlsOptions
+      ? tls.connect({ port, host: HOST, rejectUnauthorized: false, ...tlsOptions })
+      : net.connect({ port, host: HOST })
     let received = ''
     let settled = false
     const done = (result) => {
@@ -125,7 +136,7 @@ function probe(port, pid, password) {
       resolve(result)
     }
     const timer = setTimeout(() => done(null), PING_TIMEOUT_MS)
-    socket.on('connect', () => {
+    socket.on(tlsOptions ? 'secureConnect' : 'connect', () => {
       const auth = password ? respCommand('AUTH', password) : ''
       socket.write(auth + respCommand('PING') + respCommand('INFO', 'server'))
     })
@@ -170,23 +181,50 @@ function logSince(file, from) {
 }
 
 /**
+ * The redis-server command line: an optional config file first (a sentinel
+ * needs one it can rewrite), the listening port(s), no persistence, then
+ * `extraArgs`.
+ */
+function serverArgs({ port, extraArgs, configFile, sentinel, tls: tlsFiles }) {
+  const args = configFile ? [configFile] : []
+  if (tlsFiles) {
+    args.push(
+      '--port',
+      '0',
+      '--tls-port',
+      String(port),
+      '--tls-cert-file',
+      tlsFiles.certFile,
+      '--tls-key-file',
+      tlsFiles.keyFile,
+      '--tls-auth-clients',
+      tlsFiles.authClients ? 'yes' : 'no',
+    )
+    if (tlsFiles.caFile) args.push('--tls-ca-cert-file', tlsFiles.caFile)
+  } else {
+    args.push('--port', String(port))
+  }
+  args.push('--bind', HOST, '--daemonize', 'no')
+  if (!sentinel) args.push('--save', '', '--appendonly', 'no')
+  args.push(...extraArgs.map(String))
+  if (sentinel) args.push('--sentinel')
+  return args
+}
+
+/** `tls.connect` options for the readiness probe of a TLS server (client certificate if any). */
+function probeTlsOptions(tlsFiles) {
+  if (!tlsFiles) return null
+  const out = {}
+  if (tlsFiles.clientCertFile) out.cert = fs.readFileSync(tlsFiles.clientCertFile)
+  if (tlsFiles.clientKeyFile) out.key = fs.readFileSync(tlsFiles.clientKeyFile)
+  return out
+}
+
+/**
  * Spawns one redis-server. Returns `{ child, exited, done }`: `exited` resolves
  * when the child has exited (or failed to spawn), after which `done` is true.
  */
-function spawnServer(port, extraArgs, logFile) {
-  const args = [
-    '--port',
-    String(port),
-    '--bind',
-    HOST,
-    '--save',
-    '',
-    '--appendonly',
-    'no',
-    '--daemonize',
-    'no',
-    ...extraArgs.map(String),
-  ]
+function spawnServer(args, logFile) {
   const logFrom = fileSize(logFile)
   const fd = fs.openSync(logFile, 'a')
   let child
@@ -229,6 +267,40 @@ function signal(proc, sig) {
   }
 }
 
+/**
+ * Runs a short-lived tool (`redis-cli`, `openssl`) as a tracked child: killed
+ * with the servers if this process dies, SIGKILLed after `timeoutMs`. Resolves
+ * to its stdout; rejects with its output when it exits non-zero.
+ */
+function runTool(command, args, { timeoutMs = 30_000, input } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args.map(String), {
+      stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (d) => (out += d))
+    child.stderr.on('data', (d) => (err += d))
+    liveChildren.add(child)
+    if (child.pid) tellWatchdog(`+${child.pid}`)
+    if (input !== undefined) child.stdin.end(input)
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+    const finish = (error) => {
+      clearTimeout(timer)
+      liveChildren.delete(child)
+      if (child.pid) tellWatchdog(`-${child.pid}`)
+      if (error) reject(error)
+      else resolve(out)
+    }
+    child.once('error', (e) => finish(new Error(`${command} could not be run: ${e.message}`)))
+    child.once('close', (code, sig) => {
+      if (code === 0) return finish()
+      const why = sig ? `was killed by ${sig}` : `exited with ${code}`
+      finish(new Error(`${command} ${args.slice(0, 3).join(' ')}… ${why}:\n${out}${err}`.trim()))
+    })
+  })
+}
+
 /** Waits for the child to exit, keeping the event loop alive meanwhile. */
 async function waitExit(proc) {
   if (proc.done) return
@@ -246,11 +318,11 @@ async function waitExit(proc) {
  * child) when it exits first or does not answer within 10 s; `err.addressInUse`
  * tells whether its port was taken.
  */
-async function waitReady(proc, port, logFile, password) {
+async function waitReady(proc, port, logFile, password, tlsOptions) {
   const deadline = Date.now() + STARTUP_TIMEOUT_MS
   for (;;) {
     if (proc.done) break
-    const answer = await probe(port, proc.child.pid, password)
+    const answer = await probe(port, proc.child.pid, password, tlsOptions)
     // 'noauth' (password set by other means than --requirepass): up, unverified
     if (answer === 'ours' || (answer === 'noauth' && !proc.done)) return
     if (proc.done || Date.now() >= deadline) break
@@ -278,13 +350,32 @@ function newLogFile(port) {
   return file
 }
 
+/**
+ * Makes a private temporary directory (for configs, certificates, cluster
+ * state), removed when this process exits however it ends. Returns its path.
+ */
+function tempDir(prefix = 'smart-crm-') {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+  tempDirs.add(dir)
+  tellWatchdog(`f${dir}`)
+  return dir
+}
+
+/** Removes a directory made by `tempDir` now. */
+function removeTempDir(dir) {
+  if (!tempDirs.delete(dir)) return
+  fs.rmSync(dir, { force: true, recursive: true })
+  tellWatchdog(`r${dir}`)
+}
+
 /** A running (or stopped) private redis-server; see `startRedis`. */
 class RedisServer {
-  constructor(port, extraArgs, logFile, proc) {
+  constructor(port, spec, logFile, proc) {
     this.port = port
-    this.url = `redis://${HOST}:${port}`
-    this.extraArgs = extraArgs
+    this.url = `${spec.tls ? 'rediss' : 'redis'}://${HOST}:${port}`
+    this.extraArgs = spec.extraArgs
     this.logFile = logFile
+    this._spec = spec
     this._proc = proc
     this._paused = false
   }
@@ -335,11 +426,17 @@ class RedisServer {
   async restart() {
     await this.stop()
     for (let attempt = 1; ; attempt++) {
-      const proc = spawnServer(this.port, this.extraArgs, this.logFile)
+      const proc = spawnServer(serverArgs({ ...this._spec, port: this.port }), this.logFile)
       this._proc = proc
       this._paused = false
       try {
-        await waitReady(proc, this.port, this.logFile, passwordOf(this.extraArgs))
+        await waitReady(
+          proc,
+          this.port,
+          this.logFile,
+          passwordOf(this.extraArgs),
+          probeTlsOptions(this._spec.tls),
+        )
         return
       } catch (err) {
         if (!err.addressInUse || attempt >= BIND_ATTEMPTS) throw err
@@ -370,21 +467,31 @@ class RedisServer {
  * @param {number} [options.port] port to use; default: a free one (never 6379)
  * @param {string[]} [options.extraArgs] more redis-server arguments, e.g.
  *   `['--requirepass', 'secret']`
+ * @param {string} [options.configFile] a config file, put first on the command
+ *   line (a sentinel needs one it can rewrite)
+ * @param {boolean} [options.sentinel] run as a sentinel (`--sentinel`; needs
+ *   `configFile`; no persistence options are added)
+ * @param {object} [options.tls] TLS only: `{ certFile, keyFile, caFile?,
+ *   authClients?, clientCertFile?, clientKeyFile? }` (paths). The server then
+ *   listens with TLS on `port` and nothing else, `url` is `rediss://…`, and the
+ *   readiness probe speaks TLS (with the client certificate, if given).
  * @returns {Promise<RedisServer>} `{ port, url, pid, logFile, running, stop(),
  *   kill(), restart(), pause(), resume() }`
  */
-async function startRedis({ port, extraArgs = [] } = {}) {
+async function startRedis({ port, extraArgs = [], configFile, sentinel = false, tls } = {}) {
   if (port === SHARED_PORT) {
     throw new RangeError('startRedis: port 6379 belongs to the shared Redis; pick another')
   }
+  if (sentinel && !configFile) throw new TypeError('startRedis: a sentinel needs a configFile')
+  const spec = { extraArgs, configFile, sentinel, tls }
   const fixedPort = port !== undefined
   for (let attempt = 1; ; attempt++) {
     const p = fixedPort ? port : await freePort()
     const logFile = newLogFile(p)
-    const proc = spawnServer(p, extraArgs, logFile)
+    const proc = spawnServer(serverArgs({ ...spec, port: p }), logFile)
     try {
-      await waitReady(proc, p, logFile, passwordOf(extraArgs))
-      return new RedisServer(p, extraArgs, logFile, proc)
+      await waitReady(proc, p, logFile, passwordOf(extraArgs), probeTlsOptions(tls))
+      return new RedisServer(p, spec, logFile, proc)
     } catch (err) {
       // keep the log of a failed start for inspection, unless we retry
       if (!err.addressInUse || attempt >= BIND_ATTEMPTS) {
@@ -419,4 +526,4 @@ async function stopAllRedis() {
   await Promise.all(pending)
 }
 
-module.exports = { startRedis, stopAllRedis, freePort }
+module.exports = { startRedis, stopAllRedis, freePort, tempDir, removeTempDir, runTool }
