@@ -252,13 +252,17 @@ test('seeds that are all gone: the consumer reconnects through nodes it learned 
   const { consumer, sim, channels } = w
   const victim = await oneSubscription(t, c, channels)
   t.true(seeds.includes(victim))
+  // the publisher connects (and learns the cluster's nodes) before the seeds go
+  await w.marker()
 
-  const up = connected(consumer, 40_000)
   await c.kill(seeds.find((s) => s !== victim))
   const down = disconnected(consumer)
-  await c.kill(victim)
+  const up = connected(consumer, 40_000)
+  const killed = c.kill(victim)
   await down
+  // changed at the Wrapper without an event: only the resync can bring it
   sim.data.users.delete('u-carol')
+  await killed
   await up
   t.is(consumer.getUserStatus('u-carol'), null, 'resynced')
   const now = await oneSubscription(t, c, channels)
