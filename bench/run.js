@@ -831,6 +831,7 @@ const fmtUs = (x) => `${x < 100 ? x.toFixed(1) : fmtInt(x)} µs`
 const fmtMiB = (x) => `${x.toFixed(1)} MiB`
 
 function fmtValue(x, unit) {
+  if (x === null || x === undefined) return '–'
   if (!Number.isFinite(x)) return String(x)
   switch (unit) {
     case 'ns':
