@@ -120,6 +120,9 @@ async function startSentinel({
   const started = Date.now()
   const dir = tempDir('smart-crm-sentinel-')
   const dataArgs = [
+    // a replica writes the RDB it receives to its dir: never the cwd
+    '--dir',
+    dir,
     '--repl-diskless-sync',
     'yes',
     '--repl-diskless-sync-delay',
@@ -575,6 +578,13 @@ class ClusterTopology {
       if (info.role === 'slave' && Number(info.master_port) === server.port) return s
     }
     return null
+  }
+
+  /** The primary that replica `server` replicates (null for a primary). */
+  async primaryOf(server) {
+    const info = parseInfo(await this.command(server, ['INFO', 'replication']))
+    if (info.role !== 'slave') return null
+    return this.servers.find((s) => s.port === Number(info.master_port)) || null
   }
 
   /** The primary (RedisServer) serving `slot`. */
