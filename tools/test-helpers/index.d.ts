@@ -46,6 +46,8 @@ export interface StartRedisOptions {
     clientCertFile?: string
     clientKeyFile?: string
   }
+  /** When a port is taken: try again (default) or throw at once with `err.addressInUse`. */
+  retryBind?: boolean
 }
 
 /** Starts a private redis-server on 127.0.0.1 and waits until it answers PING as itself. */

@@ -139,10 +139,10 @@ async function startSentinel({
     removeTempDir(dir)
   }
   try {
-    const primary = await startRedis({ extraArgs: dataArgs })
+    const primary = await startRedis({ extraArgs: [...dataArgs, '--dbfilename', 'primary.rdb'] })
     servers.push(primary)
     const replica = await startRedis({
-      extraArgs: [...dataArgs, '--replicaof', HOST, primary.port],
+      extraArgs: [...dataArgs, '--dbfilename', 'replica.rdb', '--replicaof', HOST, primary.port],
     })
     servers.push(replica)
     const data = (s) => ({ password, target: s })
@@ -463,6 +463,7 @@ async function startCluster({
         usedBus.add(bus)
         try {
           return await startRedis({
+            retryBind: false,
             extraArgs: [
               '--cluster-enabled',
               'yes',
@@ -479,11 +480,14 @@ async function startCluster({
               '0',
               '--dir',
               dir,
+              '--dbfilename',
+              `node-${i}.rdb`,
               ...(password ? ['--requirepass', password, '--masterauth', password] : []),
             ],
           })
         } catch (err) {
-          if (!err.addressInUse || attempt >= 5) throw err
+          // the data port or the bus port was taken meanwhile: pick both again
+          if (!err.addressInUse || attempt >= 10) throw err
         }
       }
     }
