@@ -1,8 +1,25 @@
 // Compiled by package.spec.js: every public member is typed as documented.
 import { SmartCRMConsumer, createPublisher, signMessage, canonicalize } from 'smart-crm-consumer'
-import type { Metrics, Health, ChangeEvent, ConsumerError, DeductError, Publisher } from 'smart-crm-consumer'
+import type {
+  Metrics,
+  Health,
+  ChangeEvent,
+  ConsumerError,
+  DeductError,
+  Publisher,
+} from 'smart-crm-consumer'
 import { requirePermission, requireCredits, metricsHandler } from 'smart-crm-consumer/express'
-import { startRedis, waitFor, quietLogger } from 'smart-crm-consumer/test-helpers'
+import {
+  startRedis,
+  waitFor,
+  quietLogger,
+  startSentinel,
+  startCluster,
+  makeCerts,
+  startTlsRedis,
+  keyslot,
+  connectRedis,
+} from 'smart-crm-consumer/test-helpers'
 import type { RedisServer } from 'smart-crm-consumer/test-helpers'
 
 async function main(): Promise<void> {
@@ -126,3 +143,52 @@ async function helpers(): Promise<void> {
   void [pid, cost]
 }
 void helpers
+
+// smart-crm-consumer/test-helpers: topologies
+async function topologies(): Promise<void> {
+  const s = await startSentinel({ masterName: 'm', password: 'pw' })
+  const f: { from: RedisServer; to: RedisServer; ms: number } = await s.failover()
+  const sentinels: string[] = s.options.sentinels
+  const c = await startCluster()
+  const owner: RedisServer | null = await c.nodeForChannel('crm:t:configs')
+  const slot: number = keyslot('crm:t:configs')
+  const certs = await makeCerts()
+  const x = await startTlsRedis({ certs, authClients: true, serverCert: 'expired' })
+  const client = await connectRedis(x.url, { tls: x.tlsOptions })
+  client.destroy()
+  // SPEC §6: the Redis options of the consumer and the publisher
+  const viaSentinel = new SmartCRMConsumer({
+    tenantId: 't',
+    redisSentinel: {
+      sentinels,
+      masterName: 'm',
+      username: 'app',
+      password: 'pw',
+      sentinelPassword: 'spw',
+      db: 0,
+      tls: false,
+    },
+  })
+  const viaCluster = new SmartCRMConsumer({ tenantId: 't', redisCluster: { nodes: c.nodes } })
+  const viaTls = new SmartCRMConsumer({
+    tenantId: 't',
+    redisUrl: x.url,
+    redisTls: {
+      ca: certs.ca,
+      cert: certs.clientCert,
+      key: certs.clientKey,
+      servername: 'localhost',
+    },
+  })
+  const pubs = [
+    createPublisher({ tenantId: 't', redisSentinel: s.options }),
+    createPublisher({ tenantId: 't', redisCluster: c.options }),
+    createPublisher({ tenantId: 't', redisUrl: x.url, redisTls: { ca: certs.ca } }),
+  ]
+  await Promise.all(pubs.map((p) => p.close()))
+  void [viaSentinel, viaCluster, viaTls]
+  await Promise.all([s.stop(), c.stop(), x.stop()])
+  certs.remove()
+  void [f, sentinels, owner, slot]
+}
+void topologies

@@ -4,13 +4,28 @@
 // demo/, and an app installed from the tarball (examples/crm-app):
 //
 //   startRedis, stopAllRedis, freePort   a private redis-server (redis-server.js)
+//   startSentinel, startCluster,         production topologies of SPEC §6: a
+//   makeCerts, startTlsRedis             primary + replica + 3 sentinels, a 6-node
+//                                        cluster, test certificates and a TLS-only
+//                                        server (topologies.js)
+//   connectRedis, redisCommand           a minimal RESP client (resp.js)
 //   waitFor                              polls until a condition holds
 //   quietLogger                          a `logger` option that drops lines
 //
-// Not part of the consumer's API: startRedis needs `redis-server` on PATH.
+// Not part of the consumer's API: startRedis needs `redis-server` on PATH
+// (`redis-cli` for startCluster, `openssl` for makeCerts).
 // Types: index.d.ts.
 
 const { startRedis, stopAllRedis, freePort } = require('./redis-server.js')
+const { connectRedis } = require('./resp.js')
+const {
+  startSentinel,
+  startCluster,
+  makeCerts,
+  startTlsRedis,
+  keyslot,
+  redisCommand,
+} = require('./topologies.js')
 
 /**
  * Polls `fn` (sync or async) every `interval` ms until it returns a truthy
@@ -47,4 +62,17 @@ function quietLogger({ keep = [] } = {}) {
   return logger
 }
 
-module.exports = { startRedis, stopAllRedis, freePort, waitFor, quietLogger }
+module.exports = {
+  startRedis,
+  stopAllRedis,
+  freePort,
+  startSentinel,
+  startCluster,
+  makeCerts,
+  startTlsRedis,
+  keyslot,
+  connectRedis,
+  redisCommand,
+  waitFor,
+  quietLogger,
+}

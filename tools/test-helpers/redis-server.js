@@ -475,10 +475,21 @@ class RedisServer {
  *   authClients?, clientCertFile?, clientKeyFile? }` (paths). The server then
  *   listens with TLS on `port` and nothing else, `url` is `rediss://…`, and the
  *   readiness probe speaks TLS (with the client certificate, if given).
+ * @param {boolean} [options.retryBind=true] when a port is taken, try again
+ *   (another free port, or the given one after a pause); false: throw at once
+ *   with `err.addressInUse` (for a caller that picks other ports itself, e.g.
+ *   a cluster node whose bus port was taken)
  * @returns {Promise<RedisServer>} `{ port, url, pid, logFile, running, stop(),
  *   kill(), restart(), pause(), resume() }`
  */
-async function startRedis({ port, extraArgs = [], configFile, sentinel = false, tls } = {}) {
+async function startRedis({
+  port,
+  extraArgs = [],
+  configFile,
+  sentinel = false,
+  tls,
+  retryBind = true,
+} = {}) {
   if (port === SHARED_PORT) {
     throw new RangeError('startRedis: port 6379 belongs to the shared Redis; pick another')
   }
@@ -493,7 +504,13 @@ async function startRedis({ port, extraArgs = [], configFile, sentinel = false, 
       await waitReady(proc, p, logFile, passwordOf(extraArgs), probeTlsOptions(tls))
       return new RedisServer(p, spec, logFile, proc)
     } catch (err) {
-      // keep the log of a failed start for inspection, unless we retry
+      // keep the log of a failed start for inspection, unless we (or the caller) retry
+      if (err.addressInUse && !retryBind) {
+        fs.rmSync(logFile, { force: true })
+        logFiles.delete(logFile)
+        tellWatchdog(`r${logFile}`)
+        throw err
+      }
       if (!err.addressInUse || attempt >= BIND_ATTEMPTS) {
         logFiles.delete(logFile)
         tellWatchdog(`r${logFile}`)

@@ -120,6 +120,9 @@ async function startSentinel({
   const started = Date.now()
   const dir = tempDir('smart-crm-sentinel-')
   const dataArgs = [
+    // a replica writes the RDB it receives to its dir: never the cwd
+    '--dir',
+    dir,
     '--repl-diskless-sync',
     'yes',
     '--repl-diskless-sync-delay',
@@ -136,10 +139,10 @@ async function startSentinel({
     removeTempDir(dir)
   }
   try {
-    const primary = await startRedis({ extraArgs: dataArgs })
+    const primary = await startRedis({ extraArgs: [...dataArgs, '--dbfilename', 'primary.rdb'] })
     servers.push(primary)
     const replica = await startRedis({
-      extraArgs: [...dataArgs, '--replicaof', HOST, primary.port],
+      extraArgs: [...dataArgs, '--dbfilename', 'replica.rdb', '--replicaof', HOST, primary.port],
     })
     servers.push(replica)
     const data = (s) => ({ password, target: s })
@@ -460,6 +463,7 @@ async function startCluster({
         usedBus.add(bus)
         try {
           return await startRedis({
+            retryBind: false,
             extraArgs: [
               '--cluster-enabled',
               'yes',
@@ -476,11 +480,14 @@ async function startCluster({
               '0',
               '--dir',
               dir,
+              '--dbfilename',
+              `node-${i}.rdb`,
               ...(password ? ['--requirepass', password, '--masterauth', password] : []),
             ],
           })
         } catch (err) {
-          if (!err.addressInUse || attempt >= 5) throw err
+          // the data port or the bus port was taken meanwhile: pick both again
+          if (!err.addressInUse || attempt >= 10) throw err
         }
       }
     }
@@ -575,6 +582,13 @@ class ClusterTopology {
       if (info.role === 'slave' && Number(info.master_port) === server.port) return s
     }
     return null
+  }
+
+  /** The primary that replica `server` replicates (null for a primary). */
+  async primaryOf(server) {
+    const info = parseInfo(await this.command(server, ['INFO', 'replication']))
+    if (info.role !== 'slave') return null
+    return this.servers.find((s) => s.port === Number(info.master_port)) || null
   }
 
   /** The primary (RedisServer) serving `slot`. */
