@@ -3,11 +3,9 @@
 // environment fallbacks apply, secrets never leak into errors.
 
 const test = require('ava')
-const { spawn } = require('node:child_process')
-const path = require('node:path')
 
 const { SmartCRMConsumer } = require('../lib/index.js')
-const { setup } = require('./helpers/fixture.js')
+const { setup, runNode } = require('./helpers/fixture.js')
 
 const base = { tenantId: 'acme', wrapperUrl: 'http://127.0.0.1:9' }
 
@@ -95,30 +93,10 @@ test('valid options with every field are accepted; undefined means default', (t)
   t.false(c.health().ready)
 })
 
-/** Runs `code` in a child Node with exactly `env` (plus PATH); resolves to its stdout. */
-function runChild(env, code) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['-e', code], {
-      env: { PATH: process.env.PATH, ...env },
-      cwd: path.join(__dirname, '..'),
-    })
-    let out = ''
-    let err = ''
-    child.stdout.on('data', (d) => (out += d))
-    child.stderr.on('data', (d) => (err += d))
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000)
-    child.on('exit', (code) => {
-      clearTimeout(timer)
-      if (code === 0) resolve(out.trim())
-      else reject(new Error(`child exited with ${code}: ${err}`))
-    })
-  })
-}
-
 test('WRAPPER_URL and REDIS_URL environment fallbacks are used', async (t) => {
   const f = await setup(t, { init: false })
   await f.consumer.shutdown()
-  const out = await runChild(
+  const out = await runNode(
     { WRAPPER_URL: f.sim.url, REDIS_URL: f.redis.url },
     `const { SmartCRMConsumer } = require('./lib/index.js')
      const c = new SmartCRMConsumer({ tenantId: ${JSON.stringify(f.tenantId)}, initTimeoutMs: 5000, logger: require('./tools/test-helpers/index.js').quietLogger() })
@@ -130,7 +108,7 @@ test('WRAPPER_URL and REDIS_URL environment fallbacks are used', async (t) => {
 test('REDIS_HOST and REDIS_PORT build the Redis URL', async (t) => {
   const f = await setup(t, { init: false })
   await f.consumer.shutdown()
-  const out = await runChild(
+  const out = await runNode(
     { WRAPPER_URL: f.sim.url, REDIS_HOST: '127.0.0.1', REDIS_PORT: String(f.redis.port) },
     `const { SmartCRMConsumer } = require('./lib/index.js')
      const c = new SmartCRMConsumer({ tenantId: ${JSON.stringify(f.tenantId)}, initTimeoutMs: 5000, logger: require('./tools/test-helpers/index.js').quietLogger() })
@@ -143,7 +121,7 @@ test('REDIS_PASSWORD is used and never printed', async (t) => {
   const f = await setup(t, { init: false })
   await f.consumer.shutdown()
   await f.pub.command('CONFIG', 'SET', 'requirepass', 'hunter2')
-  const out = await runChild(
+  const out = await runNode(
     {
       WRAPPER_URL: f.sim.url,
       REDIS_HOST: '127.0.0.1',

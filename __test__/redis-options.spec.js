@@ -6,11 +6,10 @@
 // `ttl.userProfiles`); passwords, keys and CA text are never echoed.
 
 const test = require('ava')
-const { spawn } = require('node:child_process')
-const path = require('node:path')
 
 const { SmartCRMConsumer, createPublisher } = require('../lib/index.js')
 const { makeCerts } = require('../tools/test-helpers/topologies.js')
+const { runNode } = require('./helpers/fixture.js')
 
 const base = { tenantId: 'acme', wrapperUrl: 'http://127.0.0.1:9' }
 const sentinelOk = { sentinels: ['127.0.0.1:26379', '10.0.0.2:26380'], masterName: 'mymaster' }
@@ -255,28 +254,8 @@ test('valid Sentinel and Cluster options are accepted; undefined means absent', 
   t.false(c.health().ready)
 })
 
-/** Runs `code` in a child Node with exactly `env` (plus PATH); resolves to its stdout. */
-function runChild(env, code) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['-e', code], {
-      env: { PATH: process.env.PATH, ...env },
-      cwd: path.join(__dirname, '..'),
-    })
-    let out = ''
-    let err = ''
-    child.stdout.on('data', (d) => (out += d))
-    child.stderr.on('data', (d) => (err += d))
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000)
-    child.on('exit', (code) => {
-      clearTimeout(timer)
-      if (code === 0) resolve(out.trim())
-      else reject(new Error(`child exited with ${code}: ${err}`))
-    })
-  })
-}
-
 test('REDIS_URL in the environment does not conflict with redisSentinel or redisCluster given as options', async (t) => {
-  const out = await runChild(
+  const out = await runNode(
     { REDIS_URL: 'redis://127.0.0.1:6390', WRAPPER_URL: 'http://127.0.0.1:9' },
     `const { SmartCRMConsumer, createPublisher } = require('./lib/index.js')
      new SmartCRMConsumer({ tenantId: 'acme', redisSentinel: ${JSON.stringify(sentinelOk)} })

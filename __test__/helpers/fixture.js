@@ -2,6 +2,9 @@
 // Test fixture: a private redis-server, a Wrapper simulator over real HTTP and a
 // consumer wired to both, torn down (by PID) when the test ends.
 
+const { spawn } = require('node:child_process')
+const path = require('node:path')
+
 const { startRedis, waitFor, quietLogger } = require('../../tools/test-helpers/index.js')
 const { connectRedis } = require('./resp.js')
 const { startWrapperSim, defaultSeed } = require('../../tools/wrapper-sim.js')
@@ -97,4 +100,24 @@ async function setup(t, { sim: simOpts = {}, consumer: consumerOpts = {}, init =
 }
 
 // waitFor and quietLogger are the shared ones (tools/test-helpers), re-exported.
-module.exports = { setup, waitFor, quietLogger, captureLogger, nextEvent }
+/** Runs `code` in a child Node with exactly `env` (plus PATH); resolves to its stdout. */
+function runNode(env, code) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['-e', code], {
+      env: { PATH: process.env.PATH, ...env },
+      cwd: path.join(__dirname, '..', '..'),
+    })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (d) => (out += d))
+    child.stderr.on('data', (d) => (err += d))
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000)
+    child.on('exit', (code) => {
+      clearTimeout(timer)
+      if (code === 0) resolve(out.trim())
+      else reject(new Error(`child exited with ${code}: ${err}`))
+    })
+  })
+}
+
+module.exports = { setup, waitFor, quietLogger, captureLogger, nextEvent, runNode }
