@@ -514,3 +514,37 @@ test('signed events: applied when valid; unsigned, tampered, wrong-secret and ex
   await f.publish('credit-configs', ok)
   await waitFor(() => consumer.getMetrics().eventsRejected.replay === 1, { message: 'the replay' })
 })
+
+test("per-key 'change:{key}' events: the same payload, only for their key, cheap without listeners", async (t) => {
+  const f = await setup(t)
+  const { consumer } = f
+  const seen = []
+  const onCost = (e) => seen.push(e)
+  consumer.on('change:credit:crm.leads.create', onCost)
+  const other = []
+  consumer.on('change:credit:crm.leads.delete', (e) => other.push(e))
+  await f.publish(
+    'credit-configs',
+    f.event('credit-config-changed', { operationCode: 'crm.leads.create', newValue: 4 }),
+  )
+  await f.settle()
+  t.deepEqual(seen, [{ eventType: 'credit-config-changed', keys: ['credit:crm.leads.create'] }])
+  t.deepEqual(other, [])
+  // user-deleted names two keys: each key's listener gets the event once
+  const access = []
+  consumer.on('change:access:u-alice', (e) => access.push(e.eventType))
+  await f.publish('users', f.event('user-deleted', { userId: 'u-alice' }))
+  await f.settle()
+  t.deepEqual(access, ['user-deleted'])
+  // with every listener gone, nothing more is delivered (and the core stops making notices)
+  consumer.off('change:credit:crm.leads.create', onCost)
+  consumer.removeAllListeners('change:credit:crm.leads.delete')
+  consumer.removeAllListeners('change:access:u-alice')
+  await f.publish(
+    'credit-configs',
+    f.event('credit-config-changed', { operationCode: 'crm.leads.create', newValue: 5 }),
+  )
+  await f.settle()
+  t.is(seen.length, 1)
+  t.is(consumer.getCreditCost('crm.leads.create'), 5)
+})

@@ -65,6 +65,11 @@ function rate(hits, misses) {
   return total === 0 ? 0 : hits / total
 }
 
+/** `'change'` or a per-key `'change:{key}'` (SPEC §10). */
+function isChangeEvent(event) {
+  return typeof event === 'string' && (event === 'change' || event.startsWith('change:'))
+}
+
 class SmartCRMConsumer extends EventEmitter {
   /**
    * Validates `options` synchronously (TypeError/RangeError naming the option).
@@ -90,11 +95,18 @@ class SmartCRMConsumer extends EventEmitter {
     this._started = false
     this._shutdownPromise = null
     this._replicaReady = new Promise((resolve) => (this._resolveReplicaReady = resolve))
+    // 'change' and 'change:{key}' notices cost the core nothing until a
+    // listener for one of them exists.
+    this._keyListeners = 0
     this.on('newListener', (event) => {
-      if (event === 'change') this._native.setListenChanges(true)
+      if (!isChangeEvent(event)) return
+      if (event !== 'change') this._keyListeners++
+      this._native.setListenChanges(true)
     })
     this.on('removeListener', (event) => {
-      if (event === 'change' && this.listenerCount('change') === 0)
+      if (!isChangeEvent(event)) return
+      if (event !== 'change') this._keyListeners--
+      if (this._keyListeners === 0 && this.listenerCount('change') === 0)
         this._native.setListenChanges(false)
     })
   }
@@ -136,9 +148,14 @@ class SmartCRMConsumer extends EventEmitter {
 
   _notice(n) {
     switch (n.kind) {
-      case 'change':
-        this.emit('change', { eventType: n.eventType, keys: n.keys })
+      case 'change': {
+        const change = { eventType: n.eventType, keys: n.keys }
+        this.emit('change', change)
+        if (this._keyListeners > 0) {
+          for (const key of n.keys) this.emit(`change:${key}`, change)
+        }
         break
+      }
       case 'connection':
         this._connected = n.connected
         this.emit('connection', { connected: n.connected })

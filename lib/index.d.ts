@@ -262,11 +262,14 @@ export declare class SmartCRMConsumer extends EventEmitter {
   shutdown(): Promise<void>
 
   on(event: 'change', listener: (e: ChangeEvent) => void): this
+  /** One entity's changes, e.g. `'change:credit:crm.leads.create'`, `'change:user:u1'` (SPEC §10). */
+  on(event: `change:${string}`, listener: (e: ChangeEvent) => void): this
   on(event: 'connection', listener: (e: { connected: boolean }) => void): this
   /** `reason`: 'initial', 'reconnect', 'resync-required', 'refresh', or 'change-overflow' (no reload: 'change' events were dropped). */
   on(event: 'resync', listener: (e: { reason: string }) => void): this
   on(event: 'error', listener: (err: ConsumerError) => void): this
   off(event: 'change', listener: (e: ChangeEvent) => void): this
+  off(event: `change:${string}`, listener: (e: ChangeEvent) => void): this
   off(event: 'connection', listener: (e: { connected: boolean }) => void): this
   off(event: 'resync', listener: (e: { reason: string }) => void): this
   off(event: 'error', listener: (err: ConsumerError) => void): this
