@@ -28,25 +28,81 @@ const GAUGES = [
   ['referenceCacheBytes', 'reference_cache_bytes', 'Bytes held by the reference tier.'],
 ]
 
-/** Renders `m` (from getMetrics()) with a `tenant` label. */
-function metricsText(m, tenant) {
-  const p = 'smart_crm_consumer_'
-  const label = `tenant="${tenant}"`
-  const lines = []
-  const one = (type, [field, name, help]) => {
-    lines.push(`# HELP ${p}${name} ${help}`, `# TYPE ${p}${name} ${type}`)
-    lines.push(`${p}${name}{${label}} ${Number(m[field])}`)
-  }
+const PREFIX = 'smart_crm_consumer_'
+
+/**
+ * The metric families of `m` (from getMetrics()), each
+ * `{ name, help, type, values: [{ labels, value }] }` with a `tenant` label:
+ * the one description both `metricsText()` and the prom-client collectors use.
+ */
+function families(m, tenant) {
+  const out = []
+  const one = (type, [field, name, help], value = Number(m[field])) =>
+    out.push({ name: PREFIX + name, help, type, values: [{ labels: { tenant }, value }] })
   for (const c of COUNTERS) one('counter', c)
-  lines.push(`# HELP ${p}events_rejected_total Rejected events by reason.`)
-  lines.push(`# TYPE ${p}events_rejected_total counter`)
-  for (const [reason, count] of Object.entries(m.eventsRejected)) {
-    lines.push(`${p}events_rejected_total{${label},reason="${reason}"} ${count}`)
-  }
+  out.push({
+    name: `${PREFIX}events_rejected_total`,
+    help: 'Rejected events by reason.',
+    type: 'counter',
+    values: Object.entries(m.eventsRejected).map(([reason, value]) => ({
+      labels: { tenant, reason },
+      value,
+    })),
+  })
   for (const g of GAUGES) one('gauge', g)
-  one('gauge', ['connected', 'connected', 'Subscribed and resynced (1) or not (0).'])
-  lines[lines.length - 1] = `${p}connected{${label}} ${m.connected ? 1 : 0}`
+  one(
+    'gauge',
+    ['connected', 'connected', 'Subscribed and resynced (1) or not (0).'],
+    m.connected ? 1 : 0,
+  )
+  return out
+}
+
+/** Renders `m` (from getMetrics()) in the Prometheus text format, with a `tenant` label. */
+function metricsText(m, tenant) {
+  const lines = []
+  for (const f of families(m, tenant)) {
+    lines.push(`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`)
+    for (const { labels, value } of f.values) {
+      const text = Object.entries(labels)
+        .map(([k, v]) => `${k}="${v}"`)
+        .join(',')
+      lines.push(`${f.name}{${text}} ${value}`)
+    }
+  }
   return lines.join('\n') + '\n'
 }
 
-module.exports = { metricsText }
+/**
+ * Exposes `source`'s figures (a SmartCRMConsumer) as collectors of an existing
+ * prom-client `registry` (SPEC §10), read at scrape time, with the names and
+ * labels of `metricsText()`. prom-client itself is not loaded here: the
+ * collectors are the plain metric objects its Registry reads (`name`, `help`,
+ * `type`, `get()`), so prom-client stays an optional peer dependency.
+ * Registering the same names twice throws, as prom-client does.
+ */
+function register(registry, source) {
+  if (!registry || typeof registry.registerMetric !== 'function') {
+    const e = new TypeError('registry must be a prom-client Registry')
+    e.code = 'ERR_INVALID_ARG_TYPE'
+    throw e
+  }
+  if (!source || typeof source.getMetrics !== 'function') {
+    const e = new TypeError('source must be a SmartCRMConsumer')
+    e.code = 'ERR_INVALID_ARG_TYPE'
+    throw e
+  }
+  const read = () => families(source.getMetrics(), source.tenantId)
+  const collectors = read().map((f, i) => ({
+    name: f.name,
+    help: f.help,
+    type: f.type,
+    aggregator: 'sum',
+    get: async () => ({ ...read()[i], aggregator: 'sum' }),
+    reset() {},
+  }))
+  for (const c of collectors) registry.registerMetric(c)
+  return collectors.map((c) => c.name)
+}
+
+module.exports = { metricsText, register, families }
