@@ -105,6 +105,24 @@ test('WRAPPER_URL and REDIS_URL environment fallbacks are used', async (t) => {
   t.is(out, '2.5')
 })
 
+test("new SmartCRMConsumer('tenant-id'), as the design writes it: the rest from the environment", async (t) => {
+  const f = await setup(t, { init: false })
+  await f.consumer.shutdown()
+  const out = await runNode(
+    { WRAPPER_URL: f.sim.url, REDIS_URL: f.redis.url },
+    `const { SmartCRMConsumer } = require('./lib/index.js')
+     const c = new SmartCRMConsumer(${JSON.stringify(f.tenantId)})
+     c.initialize().then(() => { console.log(c.tenantId, c.getCreditCost('crm.leads.create')); return c.shutdown() })`,
+  )
+  // the default logger is console: the answer is the last line
+  t.is(out.split('\n').pop(), `${f.tenantId} 2.5`)
+  // a string is a tenant id: it is validated as one
+  t.throws(() => new SmartCRMConsumer('bad:tenant'), {
+    instanceOf: RangeError,
+    message: /tenantId/,
+  })
+})
+
 test('REDIS_HOST and REDIS_PORT build the Redis URL', async (t) => {
   const f = await setup(t, { init: false })
   await f.consumer.shutdown()

@@ -77,8 +77,14 @@ class SmartCRMConsumer extends EventEmitter {
    */
   constructor(options) {
     super()
+    // `new SmartCRMConsumer('tenant-123')`, as the design documents write it:
+    // the tenant id, everything else from the environment (SPEC §2).
+    if (typeof options === 'string') options = { tenantId: options }
     if (options === null || typeof options !== 'object') {
-      throw errors.optionError(TypeError, 'options must be an object with at least `tenantId`')
+      throw errors.optionError(
+        TypeError,
+        'options must be a tenant id or an object with at least `tenantId`',
+      )
     }
     const { logger, ...rest } = options
     this._logger = checkLogger(logger)

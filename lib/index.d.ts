@@ -228,7 +228,8 @@ export type JsonValue =
   null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue }
 
 export declare class SmartCRMConsumer extends EventEmitter {
-  constructor(options: SmartCRMConsumerOptions)
+  /** A string is the tenant id, with everything else from the environment (SPEC §2). */
+  constructor(options: SmartCRMConsumerOptions | string)
   readonly tenantId: string
   initialize(): Promise<void>
 
