@@ -79,7 +79,7 @@ pub struct Config {
     /// a larger one is `INVALID_RESPONSE` and is not buffered past the limit, so
     /// a broken or hostile Wrapper cannot make the process allocate without
     /// bound. One snapshot load reads at most
-    /// [`LOAD_BYTES_FACTOR`](crate::wrapper::LOAD_BYTES_FACTOR) times this over
+    /// `wrapper::LOAD_BYTES_FACTOR` times this over
     /// all its pages.
     pub max_response_bytes: u64,
     /// `resyncJitterMs`: a `resync-required` reload waits a random 0–this,

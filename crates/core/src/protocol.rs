@@ -6,7 +6,7 @@
 //! field types, tenant, topic, id syntax, cost range, and (when a signing secret
 //! is set) signature, timestamp window and load fence. What depends on state
 //! (replayed `eventId`s, stale versions) is checked by the subscriber with
-//! [`crate::replay::ReplayWindow`] and [`crate::critical::CriticalStore`].
+//! `replay::ReplayWindow` and `critical::CriticalStore`.
 //!
 //! With a signing secret, a signature made with any of the configured keys is
 //! accepted (rotation, SPEC §3), and [`parse_event_since`] also rejects as
@@ -266,7 +266,7 @@ pub struct Parsed {
     pub event: Event,
     /// Its `timestamp` as epoch ms, when it has one: the replay window keeps the
     /// id until the later of this and the arrival, plus the window
-    /// ([`crate::replay::ReplayWindow::remember_event`]).
+    /// (`replay::ReplayWindow::remember_event`).
     pub timestamp_ms: Option<i64>,
 }
 
@@ -282,7 +282,7 @@ pub fn parse_event(payload: &[u8], ctx: &Context<'_>) -> Check<Event> {
 /// signed event whose timestamp is before `not_before_ms` is also rejected as
 /// [`Rejection::Expired`]. `not_before_ms` is the start of the consumer's
 /// latest full load minus the clock-skew allowance
-/// ([`crate::replay::ReplayWindow::not_before_ms`]); `None` (no load yet)
+/// (`replay::ReplayWindow::not_before_ms`); `None` (no load yet)
 /// checks nothing. Without a signing secret it is ignored: unsigned events can
 /// be forged anyway. Pure; never panics on any input.
 pub fn parse_event_since(

@@ -30,7 +30,7 @@
 //! the load begins (events that arrive during a load are re-applied on top of
 //! its snapshot, so they must already be checked against it);
 //! [`ReplayWindow::not_before_ms`] gives the bound that
-//! [`crate::protocol::parse_event_since`] enforces on signed events. A load
+//! `protocol::parse_event_since` enforces on signed events. A load
 //! that fails leaves the fence at its start: the next one, started later,
 //! covers what it refused.
 //!
@@ -144,7 +144,7 @@ impl ReplayWindow {
     }
 
     /// Remembers an applied `id` with its event's `timestamp` (epoch ms, as
-    /// [`crate::protocol::Parsed::timestamp_ms`] gives it): kept until the window
+    /// `protocol::Parsed::timestamp_ms` gives it): kept until the window
     /// after the later of the timestamp and now.
     pub fn remember_event(&self, id: &str, timestamp_ms: Option<i64>) {
         self.remember_at(id, timestamp_ms, wall_ms());
@@ -200,7 +200,7 @@ impl ReplayWindow {
         self.fence_ms.fetch_max(load_started_ms, Ordering::AcqRel);
     }
 
-    /// The bound for [`crate::protocol::parse_event_since`]: the start of the
+    /// The bound for `protocol::parse_event_since`: the start of the
     /// latest full load minus `max_clock_skew`, or `None` before the first one.
     pub fn not_before_ms(&self, max_clock_skew: Duration) -> Option<i64> {
         let fence = self.fence_ms.load(Ordering::Acquire);
