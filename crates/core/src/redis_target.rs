@@ -89,6 +89,19 @@ enum Topology {
     },
 }
 
+impl Topology {
+    /// True when its connections use TLS.
+    fn uses_tls(&self) -> bool {
+        match self {
+            Topology::Server { url } => url.expose().starts_with("rediss://"),
+            Topology::Sentinel { tls, .. } => *tls,
+            Topology::Cluster { nodes } => {
+                nodes.iter().any(|n| n.expose().starts_with("rediss://"))
+            }
+        }
+    }
+}
+
 /// See the module docs. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct RedisTarget {
@@ -417,14 +430,7 @@ impl RedisTarget {
             _ => from_env(&env_get)?,
         };
         let tls = parse_tls(obj.get("redisTls"))?;
-        let uses_tls = match &topology {
-            Topology::Server { url } => url.expose().starts_with("rediss://"),
-            Topology::Sentinel { tls, .. } => *tls,
-            Topology::Cluster { nodes } => {
-                nodes.iter().any(|n| n.expose().starts_with("rediss://"))
-            }
-        };
-        if tls.is_some() && !uses_tls {
+        if tls.is_some() && !topology.uses_tls() {
             return Err(CoreError::option_range(
                 "redisTls",
                 "given with a rediss:// URL, rediss:// cluster nodes or redisSentinel.tls: true",
@@ -466,13 +472,7 @@ impl RedisTarget {
 
     /// True when connections use TLS.
     pub fn uses_tls(&self) -> bool {
-        match &self.topology {
-            Topology::Server { url } => url.expose().starts_with("rediss://"),
-            Topology::Sentinel { tls, .. } => *tls,
-            Topology::Cluster { nodes } => {
-                nodes.iter().any(|n| n.expose().starts_with("rediss://"))
-            }
-        }
+        self.topology.uses_tls()
     }
 
     fn certificates(&self) -> Option<TlsCertificates> {
