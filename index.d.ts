@@ -54,6 +54,41 @@ export declare class NativeConsumer {
   shutdown(): Promise<void>
 }
 
+/** The native half of the tenant pool; see `lib/pool.js`. */
+export declare class NativePool {
+  /**
+   * Validates `options` (plain JSON, without `logger`; no `tenantId`)
+   * with `envVars` as fallbacks. Throws `TypeError`/`RangeError` naming
+   * the option.
+   */
+  constructor(options: any, envVars: Record<string, string>)
+  /** The options the JS side acts on. */
+  options(): NativePoolOptions
+  /**
+   * Starts the shared link; `onBatch(slot, json)` receives every tenant's
+   * batches (slot 0: the pool's own notices).
+   */
+  start(onBatch: (arg0: number, arg1: string) => void): void
+  /**
+   * Loads tenant `id`: its consumer (tasks running; await `waitReady()`)
+   * and the slot its batches carry. Throws a `RangeError` for an invalid
+   * id, `SHUTDOWN` after shutdown.
+   */
+  tenant(id: string): NativePoolTenant
+  /** Link-level figures. */
+  status(): NativePoolStatus
+  /** Stops the link and every tenant's tasks; releases the JS callback. */
+  shutdown(): Promise<void>
+}
+
+/** A loaded pool tenant: its consumer and its slot. */
+export declare class NativePoolTenant {
+  /** The slot its batches carry. */
+  get slot(): number
+  /** The tenant's consumer (once). */
+  take(): NativeConsumer
+}
+
 /** The native publisher; see `lib/publisher.js`. */
 export declare class NativePublisher {
   /**
@@ -153,6 +188,30 @@ export interface NativeMetrics {
   referenceCacheBytes: number
   /** Live critical entries: credits, roles, users, configs. */
   criticalCacheSize: number
+}
+
+/** The validated pool options `lib/pool.js` acts on. */
+export interface NativePoolOptions {
+  /** `maxTenants`. */
+  maxTenants: number
+  /** `idleTenantMs` (0 = never). */
+  idleTenantMs: number
+  /** The channel prefix every tenant uses. */
+  channelPrefix: string
+}
+
+/** Link-level figures of a pool; see `lib/pool.js`. */
+export interface NativePoolStatus {
+  /** The shared link is up and subscribed. */
+  connected: boolean
+  /** Tenants loaded in the core. */
+  tenants: number
+  /** Reconnections of the link after a loss. */
+  reconnects: number
+  /** Times the link's queue overflowed. */
+  queueOverflows: number
+  /** Full loads downloading now (at most `maxConcurrentLoads`). */
+  loadsInFlight: number
 }
 
 /** Signs a message the way publishers must (test vectors, other publishers). */

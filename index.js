@@ -836,6 +836,8 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeConsumer = nativeBinding.NativeConsumer
+module.exports.NativePool = nativeBinding.NativePool
+module.exports.NativePoolTenant = nativeBinding.NativePoolTenant
 module.exports.NativePublisher = nativeBinding.NativePublisher
 module.exports.__panicForTests = nativeBinding.__panicForTests
 module.exports.__panicForTestsAsync = nativeBinding.__panicForTestsAsync

@@ -25,6 +25,8 @@ const errors = require('./errors.js')
 const { readEnv, toJsonOptions } = require('./options.js')
 
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error']
+/** Marks the internal constructor argument of a pool's tenants (lib/pool.js). */
+const POOLED = Symbol('smart-crm-consumer pooled tenant')
 const MAX_SYNC_ARG_LENGTH = 64 * 1024
 
 function checkLogger(logger) {
@@ -75,22 +77,31 @@ class SmartCRMConsumer extends EventEmitter {
    * Validates `options` synchronously (TypeError/RangeError naming the option).
    * Starts nothing: call initialize().
    */
-  constructor(options) {
+  constructor(options, pooled) {
     super()
-    // `new SmartCRMConsumer('tenant-123')`, as the design documents write it:
-    // the tenant id, everything else from the environment (SPEC §2).
-    if (typeof options === 'string') options = { tenantId: options }
-    if (options === null || typeof options !== 'object') {
-      throw errors.optionError(
-        TypeError,
-        'options must be a tenant id or an object with at least `tenantId`',
-      )
+    if (pooled !== undefined && pooled.key === POOLED) {
+      // A tenant of a pool (lib/pool.js): its native half runs already.
+      this._logger = pooled.logger
+      this._native = pooled.native
+      this.tenantId = pooled.tenantId
+      this._pooled = pooled
+    } else {
+      // `new SmartCRMConsumer('tenant-123')`, as the design documents write it:
+      // the tenant id, everything else from the environment (SPEC §2).
+      if (typeof options === 'string') options = { tenantId: options }
+      if (options === null || typeof options !== 'object') {
+        throw errors.optionError(
+          TypeError,
+          'options must be a tenant id or an object with at least `tenantId`',
+        )
+      }
+      const { logger, ...rest } = options
+      this._logger = checkLogger(logger)
+      const json = toJsonOptions(rest, '')
+      this._native = new NativeConsumer(json, readEnv())
+      this.tenantId = json.tenantId
+      this._pooled = null
     }
-    const { logger, ...rest } = options
-    this._logger = checkLogger(logger)
-    const json = toJsonOptions(rest, '')
-    this._native = new NativeConsumer(json, readEnv())
-    this.tenantId = json.tenantId
     this._replica = new Replica()
     this._loadUser = (id) => this._native.userAccess(id)
     this._hits = 0
@@ -98,7 +109,9 @@ class SmartCRMConsumer extends EventEmitter {
     this._ready = false
     this._connected = false
     this._closed = false
-    this._started = false
+    this._started = this._pooled !== null
+    // Set by every read; the pool's sweeper clears it (idleTenantMs, maxTenants).
+    this._touched = true
     this._shutdownPromise = null
     this._replicaReady = new Promise((resolve) => (this._resolveReplicaReady = resolve))
     // 'change' and 'change:{key}' notices cost the core nothing until a
@@ -188,11 +201,13 @@ class SmartCRMConsumer extends EventEmitter {
   /** 'error' goes to listeners when there are any, else to logger.error. */
   _emitError(err) {
     if (this.listenerCount('error') > 0) this.emit('error', err)
+    else if (this._pooled !== null) this._pooled.unhandledError(err)
     else this._logger.error(`[smart-crm-consumer] ${err.code}: ${err.message}`)
   }
 
   _open() {
     if (this._closed) throw errors.shutdownError()
+    this._touched = true
   }
 
   // ---- critical reads: synchronous, no I/O ---------------------------------
@@ -200,6 +215,7 @@ class SmartCRMConsumer extends EventEmitter {
   /** The operation's cost, or null when not configured or inactive. */
   getCreditCost(operationCode) {
     if (this._closed) throw errors.shutdownError()
+    this._touched = true
     if (typeof operationCode !== 'string') checkString('operationCode', operationCode)
     const cost = this._replica.credits.get(operationCode)
     if (cost === undefined) {
@@ -256,6 +272,7 @@ class SmartCRMConsumer extends EventEmitter {
    */
   checkPermission(userId, permission) {
     if (this._closed) throw errors.shutdownError()
+    this._touched = true
     if (typeof userId !== 'string') checkString('userId', userId)
     if (typeof permission !== 'string') checkString('permission', permission)
     const u = this._replica.user(userId, this._loadUser)
@@ -435,7 +452,8 @@ class SmartCRMConsumer extends EventEmitter {
 
   /**
    * Stops every background task and closes every connection; afterwards
-   * nothing the package owns keeps the Node process alive. Idempotent.
+   * nothing the package owns keeps the Node process alive. Idempotent. For a
+   * pool's tenant this is `pool.release(tenantId)` (SPEC §8).
    */
   shutdown() {
     if (!this._shutdownPromise) {
@@ -443,9 +461,10 @@ class SmartCRMConsumer extends EventEmitter {
       this._connected = false
       this._resolveReplicaReady()
       this._shutdownPromise = this._native.shutdown()
+      if (this._pooled !== null) this._pooled.released(this)
     }
     return this._shutdownPromise
   }
 }
 
-module.exports = { SmartCRMConsumer }
+module.exports = { SmartCRMConsumer, POOLED, checkLogger, rate }

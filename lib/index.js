@@ -3,6 +3,7 @@
 
 const { SmartCRMConsumer } = require('./consumer.js')
 const { createPublisher } = require('./publisher.js')
+const { createTenantPool, TenantPool } = require('./pool.js')
 const native = require('../index.js')
 const errors = require('./errors.js')
 
@@ -19,4 +20,11 @@ function canonicalize(value) {
   return native.canonicalize(text)
 }
 
-module.exports = { SmartCRMConsumer, createPublisher, signMessage, canonicalize }
+module.exports = {
+  SmartCRMConsumer,
+  createTenantPool,
+  TenantPool,
+  createPublisher,
+  signMessage,
+  canonicalize,
+}

@@ -32,20 +32,22 @@ const PREFIX = 'smart_crm_consumer_'
 
 /**
  * The metric families of `m` (from getMetrics()), each
- * `{ name, help, type, values: [{ labels, value }] }` with a `tenant` label:
- * the one description both `metricsText()` and the prom-client collectors use.
+ * `{ name, help, type, values: [{ labels, value }] }`, every series with
+ * `labels` (a tenant id string stands for `{ tenant }`): the one description
+ * that `metricsText()` and the prom-client collectors use.
  */
-function families(m, tenant) {
+function families(m, labels) {
+  const base = typeof labels === 'string' ? { tenant: labels } : labels
   const out = []
   const one = (type, [field, name, help], value = Number(m[field])) =>
-    out.push({ name: PREFIX + name, help, type, values: [{ labels: { tenant }, value }] })
+    out.push({ name: PREFIX + name, help, type, values: [{ labels: base, value }] })
   for (const c of COUNTERS) one('counter', c)
   out.push({
     name: `${PREFIX}events_rejected_total`,
     help: 'Rejected events by reason.',
     type: 'counter',
     values: Object.entries(m.eventsRejected).map(([reason, value]) => ({
-      labels: { tenant, reason },
+      labels: { ...base, reason },
       value,
     })),
   })
@@ -58,19 +60,44 @@ function families(m, tenant) {
   return out
 }
 
-/** Renders `m` (from getMetrics()) in the Prometheus text format, with a `tenant` label. */
-function metricsText(m, tenant) {
+/**
+ * One family list from several (the same families, e.g. one list per
+ * tenant): each family once, with the series of all. `template` gives the
+ * families (and no series) when `lists` is empty.
+ */
+function mergeFamilies(lists, template) {
+  const first = lists.length > 0 ? lists[0] : template
+  return first.map((f, i) => ({
+    name: f.name,
+    help: f.help,
+    type: f.type,
+    values: lists.flatMap((l) => l[i].values),
+  }))
+}
+
+/** A label value as the text format writes it. */
+function escapeLabel(v) {
+  return String(v).replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"')
+}
+
+/** Renders metric families in the Prometheus text format: HELP and TYPE once per family. */
+function renderFamilies(list) {
   const lines = []
-  for (const f of families(m, tenant)) {
+  for (const f of list) {
     lines.push(`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`)
     for (const { labels, value } of f.values) {
       const text = Object.entries(labels)
-        .map(([k, v]) => `${k}="${v}"`)
+        .map(([k, v]) => `${k}="${escapeLabel(v)}"`)
         .join(',')
-      lines.push(`${f.name}{${text}} ${value}`)
+      lines.push(text === '' ? `${f.name} ${value}` : `${f.name}{${text}} ${value}`)
     }
   }
   return lines.join('\n') + '\n'
+}
+
+/** Renders `m` (from getMetrics()) in the Prometheus text format, with a `tenant` label. */
+function metricsText(m, tenant) {
+  return renderFamilies(families(m, tenant))
 }
 
 /**
@@ -88,11 +115,14 @@ function register(registry, source) {
     throw e
   }
   if (!source || typeof source.getMetrics !== 'function') {
-    const e = new TypeError('source must be a SmartCRMConsumer')
+    const e = new TypeError('source must be a SmartCRMConsumer or a tenant pool')
     e.code = 'ERR_INVALID_ARG_TYPE'
     throw e
   }
-  const read = () => families(source.getMetrics(), source.tenantId)
+  const read =
+    typeof source._families === 'function'
+      ? () => source._families()
+      : () => families(source.getMetrics(), source.tenantId)
   const collectors = read().map((f, i) => ({
     name: f.name,
     help: f.help,
@@ -105,4 +135,4 @@ function register(registry, source) {
   return collectors.map((c) => c.name)
 }
 
-module.exports = { metricsText, register, families }
+module.exports = { metricsText, register, families, mergeFamilies, renderFamilies }

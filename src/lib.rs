@@ -28,9 +28,11 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{JsRangeError, JsTypeError};
 use napi_derive::napi;
+use smart_crm_core::config::PoolConfig;
 use smart_crm_core::config::Secret;
 use smart_crm_core::ids::{self, RefKind};
 use smart_crm_core::outbox::{Batch, Sink};
+use smart_crm_core::pool::{Pool, PoolSink};
 use smart_crm_core::protocol::Rejection;
 use smart_crm_core::publisher::Publisher;
 use smart_crm_core::reference::Lookup;
@@ -448,6 +450,177 @@ impl NativeConsumer {
             Ok(())
         })
         .await
+    }
+}
+
+// ---- the tenant pool -------------------------------------------------------------
+
+/// Delivers every pool tenant's batches to one JS callback, tagged with the
+/// tenant's slot: one threadsafe function for the whole pool, whatever the
+/// number of tenants (each one is a libuv handle that every wake-up visits).
+struct PoolTsfnSink {
+    /// Strong until the pool shuts down, like [`TsfnSink`].
+    tsfn: ThreadsafeFunction<(u64, Batch), (), FnArgs<(f64, String)>, Status, false>,
+}
+
+impl PoolSink for PoolTsfnSink {
+    fn deliver(&self, slot: u64, batch: Batch) {
+        let _ = self
+            .tsfn
+            .call((slot, batch), ThreadsafeFunctionCallMode::NonBlocking);
+    }
+}
+
+/// Link-level figures of a pool; see `lib/pool.js`.
+#[napi(object, object_from_js = false)]
+pub struct NativePoolStatus {
+    /// The shared link is up and subscribed.
+    pub connected: bool,
+    /// Tenants loaded in the core.
+    pub tenants: f64,
+    /// Reconnections of the link after a loss.
+    pub reconnects: f64,
+    /// Times the link's queue overflowed.
+    pub queue_overflows: f64,
+    /// Full loads downloading now (at most `maxConcurrentLoads`).
+    pub loads_in_flight: f64,
+}
+
+/// The validated pool options `lib/pool.js` acts on.
+#[napi(object, object_from_js = false)]
+pub struct NativePoolOptions {
+    /// `maxTenants`.
+    pub max_tenants: f64,
+    /// `idleTenantMs` (0 = never).
+    pub idle_tenant_ms: f64,
+    /// The channel prefix every tenant uses.
+    pub channel_prefix: String,
+}
+
+/// The native half of the tenant pool; see `lib/pool.js`.
+#[napi]
+pub struct NativePool {
+    /// The core pool.
+    inner: Arc<Pool>,
+}
+
+#[napi]
+impl NativePool {
+    /// Validates `options` (plain JSON, without `logger`; no `tenantId`)
+    /// with `envVars` as fallbacks. Throws `TypeError`/`RangeError` naming
+    /// the option.
+    #[napi(constructor)]
+    pub fn new(
+        env: Env,
+        options: serde_json::Value,
+        env_vars: HashMap<String, String>,
+    ) -> Result<Self> {
+        let built = guard(|| {
+            let config = PoolConfig::from_json(&options, &env_vars)?;
+            Ok(Pool::new(config)?)
+        });
+        match built.0 {
+            Ok(p) => Ok(NativePool { inner: Arc::new(p) }),
+            Err(f) => Err(f.into_js(env.raw())),
+        }
+    }
+
+    /// The options the JS side acts on.
+    #[napi(ts_return_type = "NativePoolOptions")]
+    pub fn options(&self) -> NativePoolOptions {
+        let c = self.inner.config();
+        NativePoolOptions {
+            max_tenants: c.max_tenants as f64,
+            idle_tenant_ms: c.idle_tenant_ms as f64,
+            channel_prefix: c.template.channel_prefix.clone(),
+        }
+    }
+
+    /// Starts the shared link; `onBatch(slot, json)` receives every tenant's
+    /// batches (slot 0: the pool's own notices).
+    #[napi(ts_return_type = "void")]
+    pub fn start(&self, on_batch: Function<FnArgs<(f64, String)>, ()>) -> Outcome<()> {
+        guard(|| {
+            let tsfn = on_batch
+                .build_threadsafe_function::<(u64, Batch)>()
+                .callee_handled::<false>()
+                .build_callback(
+                    |ctx: napi::threadsafe_function::ThreadsafeCallContext<(u64, Batch)>| {
+                        let (slot, batch) = ctx.value;
+                        Ok(FnArgs::from((slot as f64, batch.json.clone())))
+                    },
+                )?;
+            let sink = Arc::new(PoolTsfnSink { tsfn });
+            napi::bindgen_prelude::within_runtime_if_available(|| self.inner.start(sink))?;
+            Ok(())
+        })
+    }
+
+    /// Loads tenant `id`: its consumer (tasks running; await `waitReady()`)
+    /// and the slot its batches carry. Throws a `RangeError` for an invalid
+    /// id, `SHUTDOWN` after shutdown.
+    #[napi(ts_return_type = "NativePoolTenant")]
+    pub fn tenant(&self, id: String) -> Outcome<NativePoolTenant> {
+        guard(|| {
+            let (inner, slot) =
+                napi::bindgen_prelude::within_runtime_if_available(|| self.inner.tenant(&id))?;
+            Ok(NativePoolTenant {
+                consumer: Some(NativeConsumer { inner }),
+                slot: slot as f64,
+            })
+        })
+    }
+
+    /// Link-level figures.
+    #[napi(ts_return_type = "NativePoolStatus")]
+    pub fn status(&self) -> NativePoolStatus {
+        let s = self.inner.status();
+        NativePoolStatus {
+            connected: s.connected,
+            tenants: s.tenants as f64,
+            reconnects: s.reconnects as f64,
+            queue_overflows: s.queue_overflows as f64,
+            loads_in_flight: s.loads_in_flight as f64,
+        }
+    }
+
+    /// Stops the link and every tenant's tasks; releases the JS callback.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub async fn shutdown(&self) -> Outcome<()> {
+        let p = self.inner.clone();
+        guard_async(async move {
+            p.shutdown().await;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// A loaded pool tenant: its consumer and its slot.
+#[napi]
+pub struct NativePoolTenant {
+    /// Taken once by `take()`.
+    consumer: Option<NativeConsumer>,
+    /// The slot its batches carry.
+    slot: f64,
+}
+
+#[napi]
+impl NativePoolTenant {
+    /// The slot its batches carry.
+    #[napi(getter)]
+    pub fn slot(&self) -> f64 {
+        self.slot
+    }
+
+    /// The tenant's consumer (once).
+    #[napi(ts_return_type = "NativeConsumer")]
+    pub fn take(&mut self) -> Outcome<NativeConsumer> {
+        guard(|| {
+            self.consumer
+                .take()
+                .ok_or_else(|| CoreError::arg_type("the consumer was taken already").into())
+        })
     }
 }
 

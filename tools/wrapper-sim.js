@@ -23,7 +23,11 @@
 // files); this file is the entry: the module `smart-crm-consumer/wrapper-sim`
 // and the CLI.
 
-module.exports = require('./wrapper-sim/index.js')
+module.exports = {
+  ...require('./wrapper-sim/index.js'),
+  // One server for many tenants, by X-Tenant-Id (for tenant pools).
+  ...require('./wrapper-sim/multi.js'),
+}
 
 if (require.main === module) {
   require('./wrapper-sim/cli.js')

@@ -317,6 +317,76 @@ impl Config {
     }
 }
 
+/// A tenant pool's options (SPEC §8): every consumer option except
+/// `tenantId`, applied to each tenant, and the pool's own.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// What every tenant gets; its `tenant_id` is replaced per tenant
+    /// ([`PoolConfig::for_tenant`]).
+    pub template: Config,
+    /// `maxTenants` (default 10,000): tenants loaded at once; beyond it the
+    /// least recently used is released (the JS pool tracks use).
+    pub max_tenants: u64,
+    /// `idleTenantMs` (default 30 min, 0 = never): a tenant without reads
+    /// for this long is released.
+    pub idle_tenant_ms: u64,
+    /// `maxConcurrentLoads` (default 8): full loads of the pool's tenants
+    /// that download from the Wrapper at once (a reconnect resyncs them all).
+    pub max_concurrent_loads: usize,
+}
+
+/// The pool's own options, not passed on to its tenants.
+const POOL_ONLY: &[&str] = &["maxTenants", "idleTenantMs", "maxConcurrentLoads"];
+
+/// Stands in for the tenant id while a pool's options are validated.
+const TEMPLATE_TENANT: &str = "pool";
+
+impl PoolConfig {
+    /// Validates a pool's options (plain JSON); errors as
+    /// [`Config::from_json`]'s, naming the option. `tenantId` is refused: a
+    /// pool's tenants are named by `pool.tenant(id)`.
+    pub fn from_json(options: &Value, env: &HashMap<String, String>) -> Result<PoolConfig> {
+        let obj = match options {
+            Value::Object(o) => o,
+            _ => return Err(CoreError::option_type("options", "an object")),
+        };
+        if obj.contains_key("tenantId") {
+            return Err(CoreError::option_type(
+                "tenantId",
+                "absent (a pool's tenants are named by pool.tenant(id))",
+            ));
+        }
+        let max_tenants = opt_int(obj, "maxTenants", 10_000, 1, 10_000_000)?;
+        let idle_tenant_ms = opt_int(obj, "idleTenantMs", 30 * 60_000, 0, 365 * DAY_MS)?;
+        let max_concurrent_loads = opt_int(obj, "maxConcurrentLoads", 8, 1, 1024)? as usize;
+        let mut rest = obj.clone();
+        for k in POOL_ONLY {
+            rest.remove(*k);
+        }
+        rest.insert("tenantId".into(), Value::String(TEMPLATE_TENANT.into()));
+        let template = Config::from_json(&Value::Object(rest), env)?;
+        Ok(PoolConfig {
+            template,
+            max_tenants,
+            idle_tenant_ms,
+            max_concurrent_loads,
+        })
+    }
+
+    /// The configuration of tenant `id`: a `RangeError`-class error when
+    /// `id` is not a valid tenant id (nothing is subscribed or requested).
+    pub fn for_tenant(&self, id: &str) -> Result<Config> {
+        if !is_valid_tenant_id(id) {
+            return Err(CoreError::arg_range(
+                "tenantId must be 1-128 characters of [A-Za-z0-9._-], starting with a letter or digit",
+            ));
+        }
+        let mut config = self.template.clone();
+        config.tenant_id = id.to_owned();
+        Ok(config)
+    }
+}
+
 fn opt_string(obj: &Map<String, Value>, name: &str) -> Result<Option<String>> {
     match obj.get(name) {
         None | Some(Value::Null) => Ok(None),

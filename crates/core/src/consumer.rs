@@ -37,11 +37,31 @@ struct Handle {
     started: AtomicBool,
     /// Background tasks, joined on shutdown and aborted on drop.
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Runs once when the consumer closes (shutdown or drop): a pool
+    /// tenant's detaches it from the pool (routes, subscriptions).
+    on_close: Mutex<Option<OnClose>>,
+}
+
+/// See [`Handle::on_close`].
+pub(crate) type OnClose = Box<dyn FnOnce() + Send>;
+
+impl Handle {
+    fn close_hook(&self) {
+        let hook = self
+            .on_close
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(hook) = hook {
+            hook();
+        }
+    }
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
         self.tenant.shutdown.cancel();
+        self.close_hook();
         for t in self
             .tasks
             .get_mut()
@@ -69,8 +89,26 @@ impl Consumer {
                 tenant: Arc::new(Tenant::new(config)?),
                 started: AtomicBool::new(false),
                 tasks: Mutex::new(Vec::new()),
+                on_close: Mutex::new(None),
             }),
         })
+    }
+
+    /// A consumer whose tasks already run (a pool tenant's: see `pool.rs`).
+    /// `start` is a no-op for it; `on_close` runs once when it closes.
+    pub(crate) fn started(
+        tenant: Arc<Tenant>,
+        tasks: Vec<JoinHandle<()>>,
+        on_close: OnClose,
+    ) -> Consumer {
+        Consumer {
+            handle: Arc::new(Handle {
+                tenant,
+                started: AtomicBool::new(true),
+                tasks: Mutex::new(tasks),
+                on_close: Mutex::new(Some(on_close)),
+            }),
+        }
     }
 
     fn tenant(&self) -> &Tenant {
@@ -82,8 +120,8 @@ impl Consumer {
         &self.tenant().config
     }
 
-    /// Installs the sink and spawns the background tasks (once; later calls
-    /// are no-ops). Must run inside a tokio runtime.
+    /// Installs the sink and spawns the background tasks (once; later calls,
+    /// and calls on a pool tenant, are no-ops). Must run inside a tokio runtime.
     pub fn start(&self, sink: Arc<dyn Sink>) -> Result<()> {
         let tenant = &self.handle.tenant;
         if tenant.shutdown.is_cancelled() {
@@ -105,18 +143,30 @@ impl Consumer {
     /// fails with the cause that blocks it now: Redis's (`REDIS_UNAVAILABLE`)
     /// while the subscription is down, else the snapshot's
     /// (`WRAPPER_UNAVAILABLE`, `WRAPPER_AUTH`, `INVALID_RESPONSE`; a snapshot
-    /// still in flight is `WRAPPER_UNAVAILABLE`). The tasks keep trying.
+    /// still in flight is `WRAPPER_UNAVAILABLE`). The tasks keep trying. A
+    /// pool tenant fails at once when the Wrapper refuses it (`WRAPPER_AUTH`).
     pub async fn wait_ready(&self) -> Result<()> {
         let tenant = self.tenant();
+        let refused = |s: &InitState| {
+            tenant.refusal_is_final
+                && matches!(
+                    s,
+                    InitState::Pending {
+                        load: Some(CoreError::WrapperAuth(_)),
+                        ..
+                    }
+                )
+        };
         let mut rx = tenant.init.subscribe();
         let waited = tokio::time::timeout(tenant.config.init_timeout, async {
-            rx.wait_for(|s| !matches!(s, InitState::Pending { .. }))
+            rx.wait_for(|s| !matches!(s, InitState::Pending { .. }) || refused(s))
                 .await
-                .map(|s| *s == InitState::Ready)
+                .map(|s| s.clone())
         })
         .await;
         match waited {
-            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(InitState::Ready)) => Ok(()),
+            Ok(Ok(InitState::Pending { load: Some(e), .. })) => Err(e),
             Ok(_) => Err(CoreError::Shutdown),
             Err(_) => match &*tenant.init.borrow() {
                 InitState::Ready => Ok(()),
@@ -259,6 +309,7 @@ impl Consumer {
     pub async fn shutdown(&self) {
         let tenant = self.tenant();
         tenant.shutdown.cancel();
+        self.handle.close_hook();
         tenant.settle_init(InitState::Closed);
         tenant.metrics.connected.store(false, Relaxed);
         let tasks: Vec<_> =

@@ -23,6 +23,7 @@
 //! | [`breaker`] | the Wrapper circuit breaker |
 //! | [`metrics`] | counters and health |
 //! | [`consumer`] | the consumer that ties them together |
+//! | [`pool`] | many tenants' consumers over one Redis link and one HTTP pool (SPEC §8) |
 //! | [`publisher`] | the publishing side, for a Wrapper written in Node |
 //!
 //! This crate never imports napi: `cargo test` covers it without Node.
@@ -41,6 +42,7 @@ pub mod ids;
 pub mod metrics;
 pub mod model;
 pub mod outbox;
+pub mod pool;
 pub mod protocol;
 pub mod publisher;
 pub mod redis_target;
@@ -56,3 +58,4 @@ pub mod wrapper;
 pub use config::Config;
 pub use consumer::Consumer;
 pub use error::{ArgKind, CoreError, Result};
+pub use pool::Pool;

@@ -30,6 +30,9 @@
 use std::time::Duration;
 
 use rand::Rng;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -123,12 +126,21 @@ pub struct Reloads {
     backoff: Backoff,
     /// When the latest `resync-required` reload started, for spacing.
     last_resync_start: Option<Instant>,
+    /// In a tenant pool: a download waits for one of these permits, so a
+    /// reconnect of the pool's link cannot start every tenant's load at once.
+    gate: Option<Arc<Semaphore>>,
 }
 
 impl Reloads {
     /// An idle reload manager.
-    pub fn new(wrapper: WrapperClient, jitter: Duration, limits: RecordLimits) -> Reloads {
+    pub fn new(
+        wrapper: WrapperClient,
+        jitter: Duration,
+        limits: RecordLimits,
+        gate: Option<Arc<Semaphore>>,
+    ) -> Reloads {
         Reloads {
+            gate,
             wrapper,
             jitter,
             limits,
@@ -237,7 +249,12 @@ impl Reloads {
             self.last_resync_start = Some(Instant::now());
         }
         let wrapper = self.wrapper.clone();
+        let gate = self.gate.clone();
         let task = tokio::spawn(async move {
+            let _permit = match gate {
+                Some(g) => Some(g.acquire_owned().await.map_err(|_| CoreError::Shutdown)?),
+                None => None,
+            };
             let snap = wrapper.snapshot().await?;
             // Building a million-row table is CPU work: off the async workers.
             tokio::task::spawn_blocking(move || CriticalStore::from_snapshot(snap))
@@ -277,7 +294,6 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::metrics::Metrics;
-    use std::sync::Arc;
 
     fn reloads(jitter_ms: u64) -> Reloads {
         let config = Config::from_json(
@@ -293,6 +309,7 @@ mod tests {
                 events: 1000,
                 bytes: 1 << 20,
             },
+            None,
         )
     }
 

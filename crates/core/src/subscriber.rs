@@ -3,6 +3,11 @@
 //! connection, in which events are applied (`apply.rs`) and full reloads run
 //! (`reload.rs`). Between sessions it backs off (SPEC §3 schedule).
 //!
+//! The parts a tenant pool (`pool.rs`) shares are here too: [`open_link`]
+//! (a connection whose push messages go to a bounded queue), [`watch_link`]
+//! (the heartbeat), and [`session`], which runs on any [`Feed`] of messages:
+//! a standalone consumer's own link, or a pool tenant's share of the pool's.
+//!
 //! Where it connects (a server, a Sentinel master, a Cluster node; TLS) is
 //! `redis_target.rs`'s concern. The link is a RESP3 connection (Redis ≥ 6)
 //! whose push messages go into a
@@ -16,7 +21,7 @@
 //! the snapshot downloads, and are recorded; the new store is swapped in with
 //! them re-applied, and only then does the consumer report itself connected.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::Applier;
 use crate::backoff::Backoff;
-use crate::config::Limits;
+use crate::config::{Config, Limits};
 use crate::delta::Notice;
 use crate::error::CoreError;
 use crate::metrics::Metrics;
@@ -44,30 +49,105 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most messages handled before the outbox is flushed.
 const DRAIN_BATCH: usize = 4096;
 
-/// The bounded-queue state shared with the connection's push sender.
+/// The bounded-queue state shared with the connection's push sender (or, in
+/// a pool, with the router that forwards a tenant's messages).
 #[derive(Default)]
-struct PushQueue {
+pub(crate) struct PushQueue {
     /// Payload bytes waiting in the channel.
-    bytes: AtomicUsize,
+    pub bytes: AtomicUsize,
     /// A message did not fit: the session must end and resync.
-    overflowed: AtomicBool,
+    pub overflowed: AtomicBool,
 }
 
-/// One connected, subscribed link.
-struct Link {
+impl PushQueue {
+    /// Puts `info` on `tx` within `limits` (count and bytes); on overflow
+    /// sets the flag and drops it. `Err` when the receiver is gone.
+    pub fn offer(
+        &self,
+        tx: &mpsc::Sender<PushInfo>,
+        info: PushInfo,
+        limits: &Limits,
+    ) -> Result<(), ()> {
+        let bytes = push_bytes(&info);
+        if self.bytes.load(Relaxed) + bytes > limits.push_bytes {
+            self.overflowed.store(true, Relaxed);
+            return Ok(());
+        }
+        match tx.try_send(info) {
+            Ok(()) => {
+                self.bytes.fetch_add(bytes, Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.overflowed.store(true, Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+        }
+    }
+}
+
+/// One connected link.
+pub(crate) struct Link {
     /// The connection (its driver task ends when every handle is dropped).
-    conn: MultiplexedConnection,
+    pub conn: MultiplexedConnection,
     /// Push messages (events, disconnection), bounded.
-    messages: mpsc::Receiver<PushInfo>,
+    pub messages: mpsc::Receiver<PushInfo>,
     /// Shared with the sender: bytes waiting, overflow flag.
-    queue: Arc<PushQueue>,
+    pub queue: Arc<PushQueue>,
     /// With Sentinel: the master's address this link is on; the heartbeat
     /// asks the sentinels whether it still is.
-    master: Option<(String, u16)>,
+    pub master: Option<(String, u16)>,
+}
+
+/// When a link last carried traffic (a message or a `PONG`): shared by the
+/// session's message arm and [`watch_link`].
+pub(crate) struct Traffic {
+    /// The origin of `last_ms`.
+    base: Instant,
+    /// Milliseconds after `base` of the latest traffic.
+    last_ms: AtomicU64,
+}
+
+impl Traffic {
+    /// Traffic seen now.
+    pub fn new() -> Traffic {
+        Traffic {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Records traffic now.
+    pub fn touch(&self) {
+        self.last_ms
+            .store(self.base.elapsed().as_millis() as u64, Relaxed);
+    }
+
+    /// Time since the latest traffic.
+    fn silent(&self) -> Duration {
+        self.base
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_ms.load(Relaxed)))
+    }
+}
+
+/// Where a [`session`]'s messages come from, and how it learns that the link
+/// under it is gone.
+pub(crate) struct Feed<'a> {
+    /// The tenant's messages, in order.
+    pub messages: &'a mut mpsc::Receiver<PushInfo>,
+    /// The bound's accounting for `messages`.
+    pub queue: &'a PushQueue,
+    /// Touched on every message, when the session owns the link's heartbeat.
+    pub traffic: Option<&'a Traffic>,
+    /// Resolves, with a log line (empty: the owner of the link logs it),
+    /// when the link must be treated as lost.
+    pub lost: BoxFuture<'a, String>,
 }
 
 /// Why a session ended.
-enum End {
+pub(crate) enum End {
     /// The link was lost (EOF, error, silence or queue overflow).
     Lost,
     /// Shutdown was requested.
@@ -78,16 +158,23 @@ enum End {
 pub(crate) async fn run(tenant: Arc<Tenant>) {
     let cancel = tenant.shutdown.clone();
     let target = &tenant.config.redis;
-    let limits = tenant.config.limits;
+    let channels: Vec<String> = Topic::ALL
+        .iter()
+        .map(|t| tenant.config.channel(t.name()))
+        .collect();
     let mut backoff = Backoff::reconnect();
     let mut ever_connected = false;
     loop {
         let attempt = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = tokio::time::timeout(CONNECT_TIMEOUT, connect(&tenant, limits)) => r,
+            r = tokio::time::timeout(CONNECT_TIMEOUT, async {
+                let mut link = open_link(&tenant.config).await?;
+                link.conn.subscribe(&channels).await?;
+                Ok::<_, redis::RedisError>(link)
+            }) => r,
         };
         let why = match attempt {
-            Ok(Ok(link)) => {
+            Ok(Ok(mut link)) => {
                 if ever_connected {
                     Metrics::inc(&tenant.metrics.reconnects);
                 }
@@ -107,7 +194,20 @@ pub(crate) async fn run(tenant: Arc<Tenant>) {
                     },
                     format!("subscribed to {} ({})", target.describe(), reason.name()),
                 );
-                let (end, connected_for) = session(&tenant, link, reason).await;
+                let traffic = Traffic::new();
+                let feed = Feed {
+                    lost: watch_link(
+                        link.conn.clone(),
+                        link.master.clone(),
+                        &tenant.config,
+                        &traffic,
+                    )
+                    .boxed(),
+                    messages: &mut link.messages,
+                    queue: &link.queue,
+                    traffic: Some(&traffic),
+                };
+                let (end, connected_for) = session(&tenant, feed, reason).await;
                 let was_connected = tenant.metrics.connected.swap(false, Relaxed);
                 tenant.metrics.redis_down.store(true, Relaxed);
                 if let End::Shutdown = end {
@@ -121,16 +221,8 @@ pub(crate) async fn run(tenant: Arc<Tenant>) {
                 backoff.after_session(connected_for);
                 None
             }
-            Ok(Err(e)) => Some(format!(
-                "{} ({})",
-                target.describe_error(&e),
-                target.describe()
-            )),
-            Err(_) => Some(format!(
-                "connect timed out{} ({})",
-                if target.uses_tls() { " (TLS)" } else { "" },
-                target.describe()
-            )),
+            Ok(Err(e)) => Some(describe_failure(&tenant.config, Some(&e))),
+            Err(_) => Some(describe_failure(&tenant.config, None)),
         };
         if let Some(why) = why {
             tenant.metrics.redis_down.store(true, Relaxed);
@@ -144,8 +236,21 @@ pub(crate) async fn run(tenant: Arc<Tenant>) {
     }
 }
 
+/// A failed connection attempt in words (`None`: it timed out); no secrets.
+pub(crate) fn describe_failure(config: &Config, e: Option<&redis::RedisError>) -> String {
+    let target = &config.redis;
+    match e {
+        Some(e) => format!("{} ({})", target.describe_error(e), target.describe()),
+        None => format!(
+            "connect timed out{} ({})",
+            if target.uses_tls() { " (TLS)" } else { "" },
+            target.describe()
+        ),
+    }
+}
+
 /// Sleeps; false when shutdown came first.
-async fn sleep_or_cancel(cancel: &CancellationToken, d: Duration) -> bool {
+pub(crate) async fn sleep_or_cancel(cancel: &CancellationToken, d: Duration) -> bool {
     tokio::select! {
         _ = cancel.cancelled() => false,
         _ = tokio::time::sleep(d) => true,
@@ -153,7 +258,7 @@ async fn sleep_or_cancel(cancel: &CancellationToken, d: Duration) -> bool {
 }
 
 /// Payload bytes of a push message (what the queue bound counts).
-fn push_bytes(info: &PushInfo) -> usize {
+pub(crate) fn push_bytes(info: &PushInfo) -> usize {
     info.data
         .iter()
         .map(|v| match v {
@@ -164,8 +269,10 @@ fn push_bytes(info: &PushInfo) -> usize {
 }
 
 /// Connects (a server, the sentinels' current master, or the first cluster
-/// node that answers: see `redis_target.rs`) with RESP3 and subscribes.
-async fn connect(tenant: &Tenant, limits: Limits) -> redis::RedisResult<Link> {
+/// node that answers: see `redis_target.rs`) with RESP3; push messages go
+/// to a queue bounded by `config.limits`. Subscribes to nothing.
+pub(crate) async fn open_link(config: &Config) -> redis::RedisResult<Link> {
+    let limits = config.limits;
     let (tx, messages) = mpsc::channel(limits.push_messages.max(1));
     let queue = Arc::new(PushQueue::default());
     let q = queue.clone();
@@ -173,43 +280,69 @@ async fn connect(tenant: &Tenant, limits: Limits) -> redis::RedisResult<Link> {
         if !matches!(info.kind, PushKind::Message | PushKind::Disconnection) {
             return Ok(()); // subscription confirmations: the client tracks them
         }
-        let bytes = push_bytes(&info);
-        if q.bytes.load(Relaxed) + bytes > limits.push_bytes {
-            q.overflowed.store(true, Relaxed);
-            return Ok(());
-        }
-        match tx.try_send(info) {
-            Ok(()) => {
-                q.bytes.fetch_add(bytes, Relaxed);
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                q.overflowed.store(true, Relaxed);
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
-        }
+        q.offer(&tx, info, &limits)
     };
-    let config = AsyncConnectionConfig::new()
+    let async_config = AsyncConnectionConfig::new()
         .set_push_sender(sender)
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(None);
-    let (mut conn, master) = tenant
-        .config
+    let (conn, master) = config
         .redis
-        .connect(config, ProtocolVersion::RESP3)
+        .connect(async_config, ProtocolVersion::RESP3)
         .await?;
-    let channels: Vec<String> = Topic::ALL
-        .iter()
-        .map(|t| tenant.config.channel(t.name()))
-        .collect();
-    conn.subscribe(&channels).await?;
     Ok(Link {
         conn,
         messages,
         queue,
         master,
     })
+}
+
+/// The heartbeat of a link (`conn`, on `master` with Sentinel): every `heartbeatMs` a `PING` (and, with
+/// Sentinel, "is this still the master?"). Resolves, with a log line, when
+/// the link must be treated as lost: two heartbeats without traffic, a
+/// failed `PING`, or the sentinels naming another master.
+pub(crate) async fn watch_link(
+    conn: MultiplexedConnection,
+    master: Option<(String, u16)>,
+    config: &Config,
+    traffic: &Traffic,
+) -> String {
+    let heartbeat = config.heartbeat;
+    let mut tick = tokio::time::interval(heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let silent = traffic.silent();
+        if silent > heartbeat * 2 {
+            return format!(
+                "no traffic on the subscription for {} ms: treating the link as lost",
+                silent.as_millis()
+            );
+        }
+        let mut conn = conn.clone();
+        let ping = redis::cmd("PING");
+        match tokio::time::timeout(heartbeat, ping.query_async::<redis::Value>(&mut conn)).await {
+            Ok(Ok(_)) => traffic.touch(),
+            Ok(Err(e)) if !e.is_timeout() => {
+                return "redis connection lost (ping failed)".into();
+            }
+            // No answer yet: the silence check decides.
+            _ => {}
+        }
+        if let Some(master) = &master {
+            // An unreachable sentinel says nothing; a different master says failover.
+            let check = tokio::time::timeout(heartbeat, config.redis.current_master()).await;
+            if let Ok(Ok(Some(now))) = check {
+                if &now != master {
+                    return format!(
+                        "the sentinels name a new master ({}:{}): reconnecting",
+                        now.0, now.1
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// When the next periodic refresh is due: the interval ±10 % (SPEC §7).
@@ -219,7 +352,13 @@ fn next_refresh(every: Option<Duration>) -> Option<Instant> {
 
 /// Runs one connected session until the link is lost or shutdown. Returns
 /// why it ended and how long the consumer was connected (resynced) in it.
-async fn session(tenant: &Tenant, mut link: Link, reason: Reason) -> (End, Duration) {
+pub(crate) async fn session(tenant: &Tenant, feed: Feed<'_>, reason: Reason) -> (End, Duration) {
+    let Feed {
+        messages,
+        queue,
+        traffic,
+        mut lost,
+    } = feed;
     let cancel = tenant.shutdown.clone();
     let config = &tenant.config;
     let applier = Applier::new(tenant);
@@ -230,15 +369,9 @@ async fn session(tenant: &Tenant, mut link: Link, reason: Reason) -> (End, Durat
             events: config.limits.recorded_events,
             bytes: config.limits.recorded_bytes,
         },
+        tenant.load_gate.clone(),
     );
     reloads.request(reason);
-    let heartbeat = config.heartbeat;
-    let mut last_traffic = Instant::now();
-    let mut tick = tokio::time::interval(heartbeat);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ping: Option<BoxFuture<'static, redis::RedisResult<redis::Value>>> = None;
-    type MasterCheck<'a> = BoxFuture<'a, redis::RedisResult<Option<(String, u16)>>>;
-    let mut master_check: Option<MasterCheck<'_>> = None;
     let mut refresh_at: Option<Instant> = None;
     let mut connected_since: Option<Instant> = None;
     let connected_for = |since: Option<Instant>| since.map_or(Duration::ZERO, |t| t.elapsed());
@@ -246,17 +379,19 @@ async fn session(tenant: &Tenant, mut link: Link, reason: Reason) -> (End, Durat
     let end = loop {
         tokio::select! {
             _ = cancel.cancelled() => break End::Shutdown,
-            msg = link.messages.recv() => {
+            msg = messages.recv() => {
                 let Some(first) = msg else {
                     tenant.log("warn", "redis subscription closed");
                     break End::Lost;
                 };
-                last_traffic = Instant::now();
+                if let Some(t) = traffic {
+                    t.touch();
+                }
                 let mut next = Some(first);
                 let mut n = 0;
-                let mut lost = false;
+                let mut disconnected = false;
                 while let Some(info) = next.take() {
-                    link.queue.bytes.fetch_sub(push_bytes(&info), Relaxed);
+                    queue.bytes.fetch_sub(push_bytes(&info), Relaxed);
                     match info.kind {
                         PushKind::Message => {
                             if let [redis::Value::BulkString(ch), redis::Value::BulkString(payload)] = &info.data[..] {
@@ -264,61 +399,32 @@ async fn session(tenant: &Tenant, mut link: Link, reason: Reason) -> (End, Durat
                             }
                         }
                         PushKind::Disconnection => {
-                            lost = true;
+                            disconnected = true;
                             break;
                         }
                         _ => {}
                     }
                     n += 1;
                     if n < DRAIN_BATCH {
-                        next = link.messages.try_recv().ok();
+                        next = messages.try_recv().ok();
                     }
                 }
                 tenant.outbox.flush();
-                if lost {
+                if disconnected {
                     tenant.log("warn", "redis connection lost");
                     break End::Lost;
                 }
-                if link.queue.overflowed.load(Relaxed) {
+                if queue.overflowed.swap(false, Relaxed) {
                     Metrics::inc(&tenant.metrics.queue_overflows);
                     tenant.log("warn", "events arrived faster than they could be applied and the queue bound was hit: reconnecting to resync");
                     break End::Lost;
                 }
             }
-            _ = tick.tick() => {
-                let silent = last_traffic.elapsed();
-                if silent > heartbeat * 2 {
-                    tenant.log("warn", format!("no traffic on the subscription for {} ms: treating the link as lost", silent.as_millis()));
-                    break End::Lost;
+            why = &mut lost => {
+                if !why.is_empty() {
+                    tenant.log("warn", why);
                 }
-                if ping.is_none() {
-                    let mut conn = link.conn.clone();
-                    ping = Some(async move { redis::cmd("PING").query_async(&mut conn).await }.boxed());
-                }
-                if link.master.is_some() && master_check.is_none() {
-                    master_check = Some(config.redis.current_master().boxed());
-                }
-            }
-            res = async { ping.as_mut().expect("guarded").await }, if ping.is_some() => {
-                ping = None;
-                match res {
-                    Ok(_) => last_traffic = Instant::now(),
-                    Err(e) if e.is_timeout() => {}
-                    Err(_) => {
-                        tenant.log("warn", "redis connection lost (ping failed)");
-                        break End::Lost;
-                    }
-                }
-            }
-            res = async { master_check.as_mut().expect("guarded").await }, if master_check.is_some() => {
-                master_check = None;
-                // An unreachable sentinel says nothing; a different master says failover.
-                if let Ok(Some(now)) = res {
-                    if Some(&now) != link.master.as_ref() {
-                        tenant.log("info", format!("the sentinels name a new master ({}:{}): reconnecting", now.0, now.1));
-                        break End::Lost;
-                    }
-                }
+                break End::Lost;
             }
             done = reloads.next(&tenant.replay) => {
                 match done.result {

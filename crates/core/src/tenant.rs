@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -65,14 +65,33 @@ pub(crate) struct Tenant {
     pub init: watch::Sender<InitState>,
     /// Epoch ms of the last rejection log line (rate limit: one per second).
     pub last_reject_log: AtomicI64,
+    /// In a tenant pool: the permits that bound how many full loads of the
+    /// pool's tenants download at once (a reconnect resyncs them all).
+    pub load_gate: Option<Arc<Semaphore>>,
+    /// `wait_ready` fails as soon as the Wrapper refuses the tenant
+    /// (`WRAPPER_AUTH`) instead of at `initTimeoutMs`: a pool's answer to
+    /// "load this tenant" must not make a request wait for a refusal.
+    pub refusal_is_final: bool,
 }
 
 impl Tenant {
-    /// A tenant's state before any task runs.
+    /// A tenant's state before any task runs, with its own HTTP client.
     pub fn new(config: Config) -> crate::error::Result<Tenant> {
+        let http = WrapperClient::http_client(&config)?;
+        Tenant::shared(config, http, None, CancellationToken::new())
+    }
+
+    /// A tenant's state over shared parts (a pool's): the HTTP client, the
+    /// load permits, and a shutdown token (a child of the pool's).
+    pub fn shared(
+        config: Config,
+        http: reqwest::Client,
+        load_gate: Option<Arc<Semaphore>>,
+        shutdown: CancellationToken,
+    ) -> crate::error::Result<Tenant> {
         let metrics = Arc::new(Metrics::default());
         metrics.redis_down.store(true, Relaxed);
-        let wrapper = WrapperClient::new(&config, metrics.clone())?;
+        let wrapper = WrapperClient::with_http(&config, metrics.clone(), http)?;
         let reference = ReferenceCache::new(&config, wrapper.clone(), metrics.clone());
         let (init, _) = watch::channel(InitState::Pending {
             redis: None,
@@ -86,9 +105,11 @@ impl Tenant {
             store: RwLock::new(CriticalStore::default()),
             replay: ReplayWindow::default(),
             outbox: Outbox::default(),
-            shutdown: CancellationToken::new(),
+            shutdown,
             init,
             last_reject_log: AtomicI64::new(0),
+            load_gate,
+            refusal_is_final: false,
         })
     }
 

@@ -86,7 +86,11 @@ enum Lane {
 #[derive(Clone)]
 pub struct WrapperClient {
     /// Pooled HTTP client with the default headers; never follows redirects.
+    /// Shared by every tenant of a pool.
     http: reqwest::Client,
+    /// `X-Tenant-Id`, sent with every request (not a default header of
+    /// `http`, which a pool shares).
+    tenant: HeaderValue,
     /// Base URL without trailing slash.
     base: String,
     /// Shared counters (requests, errors, `wrapper_failing`).
@@ -194,27 +198,45 @@ impl Drop for PageTask {
 }
 
 impl WrapperClient {
-    /// Builds the client from the configuration.
+    /// Builds the client from the configuration, with its own HTTP connection pool.
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self> {
+        let http = Self::http_client(config)?;
+        Self::with_http(config, metrics, http)
+    }
+
+    /// The HTTP client (connection pool, TLS roots, default headers) of
+    /// `config`'s Wrapper, to be shared by the clients of many tenants
+    /// ([`WrapperClient::with_http`]): everything in it is the same for every
+    /// tenant of a pool; the tenant's header is added per request.
+    pub fn http_client(config: &Config) -> Result<reqwest::Client> {
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-        let tenant = HeaderValue::from_str(&config.tenant_id)
-            .map_err(|_| CoreError::option_range("tenantId", "a valid header value"))?;
-        headers.insert("x-tenant-id", tenant);
         if let Some(token) = &config.wrapper_token {
             let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
                 .map_err(|_| CoreError::option_range("wrapperToken", "a valid header value"))?;
             v.set_sensitive(true);
             headers.insert(AUTHORIZATION, v);
         }
-        let http = reqwest::Client::builder()
+        reqwest::Client::builder()
             .default_headers(headers)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
-            .map_err(|e| CoreError::WrapperUnavailable(format!("cannot build HTTP client: {e}")))?;
+            .map_err(|e| CoreError::WrapperUnavailable(format!("cannot build HTTP client: {e}")))
+    }
+
+    /// A client for `config`'s tenant over `http` (made by
+    /// [`WrapperClient::http_client`] from options that differ at most in the
+    /// tenant id). Its breakers and counters are its own.
+    pub fn with_http(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        http: reqwest::Client,
+    ) -> Result<Self> {
+        let tenant = HeaderValue::from_str(&config.tenant_id)
+            .map_err(|_| CoreError::option_range("tenantId", "a valid header value"))?;
         let breaker = || {
             Arc::new(Breaker::new(
                 config.breaker_failures,
@@ -223,6 +245,7 @@ impl WrapperClient {
         };
         Ok(WrapperClient {
             http,
+            tenant,
             base: config.wrapper_url.clone(),
             metrics,
             retry_base: Duration::from_millis(100),
@@ -295,7 +318,10 @@ impl WrapperClient {
         loop {
             attempt += 1;
             Metrics::inc(&self.metrics.wrapper_requests);
-            let mut req = self.http.request(method.clone(), &url);
+            let mut req = self
+                .http
+                .request(method.clone(), &url)
+                .header("x-tenant-id", self.tenant.clone());
             if let Some(b) = body {
                 req = req
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
