@@ -276,6 +276,76 @@ export declare class SmartCRMConsumer extends EventEmitter {
   off(event: 'error', listener: (err: ConsumerError) => void): this
 }
 
+/** Every consumer option except `tenantId`, applied to each tenant, and the pool's own (SPEC §8). */
+export interface TenantPoolOptions extends Omit<SmartCRMConsumerOptions, 'tenantId'> {
+  /** Tenants loaded at once; beyond it the least recently used is released. 1–10,000,000, default 10,000. */
+  maxTenants?: number
+  /** A tenant without reads for this long is released; 0 = never. Default 30 min. */
+  idleTenantMs?: number
+  /** Full loads of the pool's tenants downloading from the Wrapper at once (a reconnect resyncs them all). 1–1024, default 8. */
+  maxConcurrentLoads?: number
+}
+
+export interface PoolMetrics {
+  /** Tenants loaded. */
+  tenants: number
+  /** Every tenant's figures summed; the rates are those of the sums. */
+  totals: Metrics
+  /** Each loaded tenant's own figures (empty with `{ perTenant: false }`). */
+  perTenant: Record<string, Metrics>
+  /** The shared Redis link. */
+  pool: { connected: boolean; reconnects: number; queueOverflows: number; loadsInFlight: number }
+}
+
+export interface PoolHealth {
+  /** The shared Redis link is up. */
+  connected: boolean
+  tenants: number
+  /** Loaded tenants whose `health().degraded` is true. */
+  degradedTenants: string[]
+}
+
+export interface TenantReleasedEvent {
+  tenantId: string
+  reason: 'release' | 'idle' | 'maxTenants' | 'shutdown'
+}
+
+/** Many tenants over one Redis connection, one HTTP pool and one native runtime (SPEC §8). */
+export declare class TenantPool extends EventEmitter {
+  constructor(options: TenantPoolOptions)
+  /**
+   * The tenant's consumer, loaded on first use (concurrent calls share one
+   * load). Rejects with a TypeError/RangeError for an invalid id, with
+   * `WRAPPER_AUTH` when the Wrapper refuses the tenant, and with the other
+   * `initialize()` codes when it cannot be loaded; a failed load is not kept.
+   */
+  tenant(tenantId: string): Promise<SmartCRMConsumer>
+  /** The loaded tenant's consumer, or null: synchronous, loads nothing. */
+  peek(tenantId: string): SmartCRMConsumer | null
+  /** Ids of the loaded tenants. */
+  tenants(): string[]
+  /** Unsubscribes and frees the tenant; its consumer answers `SHUTDOWN` afterwards. */
+  release(tenantId: string): Promise<void>
+  getMetrics(options?: { perTenant?: boolean }): PoolMetrics
+  /** One exposition; per-tenant series carry a `tenant` label (`{ perTenant: false }`: sums only). */
+  metricsText(options?: { perTenant?: boolean }): string
+  health(): PoolHealth
+  shutdown(): Promise<void>
+  on(event: 'tenantLoaded', listener: (e: { tenantId: string }) => void): this
+  on(event: 'tenantReleased', listener: (e: TenantReleasedEvent) => void): this
+  /** The shared link's state. */
+  on(event: 'connection', listener: (e: { connected: boolean }) => void): this
+  /** The link's errors, and loaded tenants' errors that their consumer has no listener for (`err.tenantId`). */
+  on(event: 'error', listener: (err: ConsumerError & { tenantId?: string }) => void): this
+  off(
+    event: 'tenantLoaded' | 'tenantReleased' | 'connection' | 'error',
+    listener: (...args: any[]) => void,
+  ): this
+}
+
+/** A tenant pool (SPEC §8); throws a `TypeError`/`RangeError` naming an invalid option. */
+export declare function createTenantPool(options: TenantPoolOptions): TenantPool
+
 export interface PublisherOptions extends RedisOptions {
   tenantId: string
   /** Default 'crm'. */

@@ -1,5 +1,11 @@
 // Compiled by package.spec.js: every public member is typed as documented.
-import { SmartCRMConsumer, createPublisher, signMessage, canonicalize } from 'smart-crm-consumer'
+import {
+  SmartCRMConsumer,
+  createPublisher,
+  createTenantPool,
+  signMessage,
+  canonicalize,
+} from 'smart-crm-consumer'
 import type {
   Metrics,
   Health,
@@ -7,8 +13,16 @@ import type {
   ConsumerError,
   DeductError,
   Publisher,
+  TenantPool,
+  PoolMetrics,
+  PoolHealth,
 } from 'smart-crm-consumer'
-import { requirePermission, requireCredits, metricsHandler } from 'smart-crm-consumer/express'
+import {
+  requirePermission,
+  requireCredits,
+  metricsHandler,
+  tenant as tenantMiddleware,
+} from 'smart-crm-consumer/express'
 import {
   startRedis,
   waitFor,
@@ -192,3 +206,36 @@ async function topologies(): Promise<void> {
   void [f, sentinels, owner, slot]
 }
 void topologies
+
+// The tenant pool (SPEC §8) and its Express middleware.
+async function pools(): Promise<void> {
+  const pool: TenantPool = createTenantPool({
+    wrapperUrl: 'http://w',
+    redisUrl: 'redis://127.0.0.1:6379',
+    maxTenants: 1000,
+    idleTenantMs: 60_000,
+    maxConcurrentLoads: 4,
+  })
+  const acme: SmartCRMConsumer = await pool.tenant('acme')
+  const allowed: boolean = acme.checkPermission('u1', 'crm.leads.create')
+  const peeked: SmartCRMConsumer | null = pool.peek('acme')
+  const ids: string[] = pool.tenants()
+  const m: PoolMetrics = pool.getMetrics({ perTenant: false })
+  const total: number = m.totals.eventsApplied + m.tenants
+  const text: string = pool.metricsText({ perTenant: false })
+  const h: PoolHealth = pool.health()
+  const degraded: string[] = h.degradedTenants
+  pool.on('tenantReleased', (e) => {
+    const why: 'release' | 'idle' | 'maxTenants' | 'shutdown' = e.reason
+    void why
+  })
+  pool.on('error', (err) => void err.tenantId)
+  const mw = tenantMiddleware(pool, { getTenantId: (req) => req.user?.tenantId })
+  const guard = requirePermission((req) => req.crm, 'crm.leads.create')
+  const credits = requireCredits((req) => req.crm, 'crm.leads.create')
+  const metrics = metricsHandler(pool)
+  await pool.release('acme')
+  await pool.shutdown()
+  void [allowed, peeked, ids, total, text, degraded, mw, guard, credits, metrics]
+}
+void pools
