@@ -426,3 +426,24 @@ test('express tenant(): 401 without a tenant id, 403 for a refused tenant, 503 w
   const metrics = await request(app).get('/metrics')
   t.regex(metrics.text, /smart_crm_consumer_events_received_total\{tenant="a"\}/)
 })
+
+test('pool.shutdown(): every tenant released with reason shutdown, SHUTDOWN afterwards, the connection closed', async (t) => {
+  const { pool, subscribers } = await setup(t, { tenants: ['a', 'b'] })
+  const a = await pool.tenant('a')
+  await pool.tenant('b')
+  const released = []
+  pool.on('tenantReleased', (e) => released.push(e))
+  await pool.shutdown()
+  t.deepEqual(
+    released.sort((x, y) => x.tenantId.localeCompare(y.tenantId)),
+    [
+      { tenantId: 'a', reason: 'shutdown' },
+      { tenantId: 'b', reason: 'shutdown' },
+    ],
+  )
+  t.throws(() => a.getCreditCost('op'), { code: 'SHUTDOWN' })
+  await t.throwsAsync(pool.tenant('a'), { code: 'SHUTDOWN' })
+  t.deepEqual(pool.tenants(), [])
+  t.false(pool.health().connected)
+  await waitFor(async () => (await subscribers()) === 0, { message: 'the link closed' })
+})
