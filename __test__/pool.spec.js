@@ -447,3 +447,20 @@ test('pool.shutdown(): every tenant released with reason shutdown, SHUTDOWN afte
   t.false(pool.health().connected)
   await waitFor(async () => (await subscribers()) === 0, { message: 'the link closed' })
 })
+
+test('prom-client register(registry, pool): every tenant under one family, read at scrape time', async (t) => {
+  const client = require('prom-client')
+  const { register } = require('../lib/prometheus.js')
+  const { pool } = await setup(t, { tenants: ['a', 'b'] })
+  const a = await pool.tenant('a')
+  const registry = new client.Registry()
+  const names = register(registry, pool)
+  t.true(names.includes('smart_crm_consumer_pool_tenants'))
+  await pool.tenant('b') // loaded after registering: read at scrape time
+  a.getCreditCost('op')
+  const text = await registry.metrics()
+  t.is(text.match(/^# TYPE smart_crm_consumer_critical_hits_total counter$/gm).length, 1)
+  t.regex(text, /^smart_crm_consumer_critical_hits_total\{tenant="a"\} 1$/m)
+  t.regex(text, /^smart_crm_consumer_critical_hits_total\{tenant="b"\} 0$/m)
+  t.regex(text, /^smart_crm_consumer_pool_tenants 2$/m)
+})
