@@ -19,6 +19,8 @@
 //! | [`reload`] | full reloads: reasons, jitter, coalescing, retries, recorded events |
 //! | [`apply`] | event application and the installation of a reloaded store |
 //! | [`replay`] | the `eventId` replay window |
+//! | [`stream`] | the stream transport's Redis layout and commands (SPEC §7) |
+//! | [`snapshot`] | the shared snapshot's format and checks (SPEC §7) |
 //! | [`backoff`] | jittered backoff schedules |
 //! | [`breaker`] | the Wrapper circuit breaker |
 //! | [`metrics`] | counters and health |
@@ -52,6 +54,8 @@ pub mod reload;
 pub mod replay;
 pub mod secret;
 pub mod signature;
+pub mod snapshot;
+pub mod stream;
 pub(crate) mod subscriber;
 pub(crate) mod tasks;
 pub(crate) mod tenant;
