@@ -194,6 +194,8 @@ class PoolStats {
         criticalHitRate: tm.criticalHitRate,
         referenceHitRate: tm.referenceHitRate,
         overallHitRate: tm.overallHitRate,
+        criticalReads: tm.criticalHits + tm.criticalMisses,
+        referenceReads: tm.referenceHits + tm.referenceMisses,
         totalRequests: tm.totalRequests,
         cacheSize: tm.cacheSize,
         eventsReceived: tm.eventsReceived,
