@@ -461,6 +461,8 @@ class SmartCRMConsumer extends EventEmitter {
       this._connected = false
       this._resolveReplicaReady()
       this._shutdownPromise = this._native.shutdown()
+      // Reads throw SHUTDOWN from now on: the replica's memory can go.
+      this._replica = new Replica()
       if (this._pooled !== null) this._pooled.released(this)
     }
     return this._shutdownPromise

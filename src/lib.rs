@@ -455,12 +455,15 @@ impl NativeConsumer {
 
 // ---- the tenant pool -------------------------------------------------------------
 
+/// The pool's threadsafe function: `(slot, batch)` in, `onBatch(slot, json)` called.
+type PoolTsfn = ThreadsafeFunction<(u64, Batch), (), FnArgs<(f64, String)>, Status, false>;
+
 /// Delivers every pool tenant's batches to one JS callback, tagged with the
 /// tenant's slot: one threadsafe function for the whole pool, whatever the
 /// number of tenants (each one is a libuv handle that every wake-up visits).
 struct PoolTsfnSink {
     /// Strong until the pool shuts down, like [`TsfnSink`].
-    tsfn: ThreadsafeFunction<(u64, Batch), (), FnArgs<(f64, String)>, Status, false>,
+    tsfn: PoolTsfn,
 }
 
 impl PoolSink for PoolTsfnSink {

@@ -304,8 +304,8 @@ impl Consumer {
         }
     }
 
-    /// Stops every task, closes every connection and releases the sink.
-    /// Idempotent.
+    /// Stops every task, closes every connection, releases the sink and
+    /// frees the cached data (reads answer nothing afterwards). Idempotent.
     pub async fn shutdown(&self) {
         let tenant = self.tenant();
         tenant.shutdown.cancel();
@@ -324,5 +324,10 @@ impl Consumer {
             }
         }
         tenant.outbox.set_sink(None);
+        // The memory goes now, not when the last handle is garbage-collected
+        // (a pool that releases thousands of tenants must give it back).
+        let old = std::mem::take(&mut *tenant.store_mut());
+        tokio::task::spawn_blocking(move || drop(old));
+        tenant.reference.clear();
     }
 }
