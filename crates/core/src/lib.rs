@@ -22,6 +22,7 @@
 //! | [`backoff`] | jittered backoff schedules |
 //! | [`breaker`] | the Wrapper circuit breaker |
 //! | [`metrics`] | counters and health |
+//! | `tasks` | the background tasks of a handle: joined on shutdown, aborted on drop |
 //! | [`consumer`] | the consumer that ties them together |
 //! | [`pool`] | many tenants' consumers over one Redis link and one HTTP pool (SPEC §8) |
 //! | [`publisher`] | the publishing side, for a Wrapper written in Node |
@@ -52,6 +53,7 @@ pub mod replay;
 pub mod secret;
 pub mod signature;
 pub(crate) mod subscriber;
+pub(crate) mod tasks;
 pub(crate) mod tenant;
 pub mod wrapper;
 
