@@ -464,3 +464,32 @@ test('prom-client register(registry, pool): every tenant under one family, read 
   t.regex(text, /^smart_crm_consumer_critical_hits_total\{tenant="b"\} 0$/m)
   t.regex(text, /^smart_crm_consumer_pool_tenants 2$/m)
 })
+
+test("the pool's 'connection' events, tenant-tagged log lines, 'tenantLoaded' with the consumer, totals of an empty pool", async (t) => {
+  const redis = await startRedis()
+  const sim = await startMultiTenantSim({ tenants: { a: tenantData('a') } })
+  const { logger, lines } = captureLogger()
+  const pool = createTenantPool({ wrapperUrl: sim.url, redisUrl: redis.url, logger })
+  t.teardown(async () => {
+    await pool.shutdown()
+    await sim.stop()
+    await redis.stop()
+  })
+  t.deepEqual(await nextEvent(pool, 'connection'), { connected: true }, 'the first connect too')
+  t.true(pool.getMetrics().totals.connected, 'an empty pool with its link up is connected')
+  const loaded = nextEvent(pool, 'tenantLoaded')
+  const a = await pool.tenant('a')
+  const e = await loaded
+  t.is(e.tenantId, 'a')
+  t.is(e.consumer, a)
+  t.true(
+    lines.some((l) => l.msg.includes('(tenant a) critical data loaded')),
+    JSON.stringify(lines),
+  )
+  const down = nextEvent(pool, 'connection')
+  await redis.kill()
+  t.deepEqual(await down, { connected: false })
+  const up = nextEvent(pool, 'connection', { timeout: 30_000 })
+  await redis.restart()
+  t.deepEqual(await up, { connected: true })
+})

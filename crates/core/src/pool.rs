@@ -556,9 +556,7 @@ async fn run_link(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Com
                     ),
                 );
                 drop(routes);
-                if ever_connected {
-                    shared.outbox.notice(Notice::Connection { connected: true });
-                }
+                shared.outbox.notice(Notice::Connection { connected: true });
                 ever_connected = true;
                 let began = Instant::now();
                 let traffic = Traffic::new();
