@@ -21,6 +21,10 @@ use crate::reload::{Reason, Recorded, Reloads};
 use crate::stream::{parse_live, StreamId, LIVE_SEGMENT};
 use crate::tenant::Tenant;
 
+/// How far ahead of this host's clock a live entry id may be (Redis's clock
+/// made it): beyond, the id is forged and the message rejected.
+const FUTURE_ID_MS: i64 = 5 * 60_000;
+
 /// Applies messages of one tenant's channels.
 pub struct Applier<'a> {
     /// The tenant whose store is written.
@@ -97,6 +101,10 @@ impl<'a> Applier<'a> {
         if stream.id().is_some_and(|at| id <= at) {
             return;
         }
+        // Redis's clock made the id: one far ahead of ours is forged.
+        if !read_back && id.ms as i64 > now_ms() + FUTURE_ID_MS {
+            return self.reject(Rejection::Malformed, LIVE_SEGMENT);
+        }
         if read_back {
             Metrics::inc(&tenant.metrics.events_received);
         }
@@ -116,7 +124,6 @@ impl<'a> Applier<'a> {
         };
         match parse_event_since(msg, &ctx, not_before) {
             Ok(p) => {
-                stream.advance(id);
                 if p.event.change == Change::ResyncRequired {
                     reloads.require(id);
                 }
@@ -159,10 +166,16 @@ impl<'a> Applier<'a> {
         reloads: &mut Reloads,
     ) {
         let tenant = self.tenant;
-        if let Some(id) = &ev.event_id {
-            if tenant.replay.seen(id) {
+        if let Some(event_id) = &ev.event_id {
+            if tenant.replay.seen(event_id) {
                 return self.reject(Rejection::Replay, "replay");
             }
+        }
+        // A stream entry moves the position once it is known not to be a
+        // replay: a replayed message under a forged later id must not make
+        // the consumer skip the genuine entries before that id.
+        if let (Some(id), Some(stream)) = (id, &tenant.stream) {
+            stream.advance(id);
         }
         let listen = tenant.outbox.listen_changes();
         let limit = tenant.config.limits.pending_changes;
