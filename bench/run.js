@@ -27,7 +27,8 @@ const { whyMissed } = require('./lib/notes.js')
 
 const SMOKE = process.argv.includes('--smoke')
 // --only=micro,stampede,propagation,cluster,storm,memory,coldstart,reload runs those groups
-// and prints the table without writing a results file (for development).
+// and prints the table without writing a results file (for development). The fleet group
+// (--only=fleet) writes bench/RESULTS-fleet.md all the same; --fleet-size=N sets its fleets' size.
 const ONLY = (process.argv.find((a) => a.startsWith('--only=')) || '').slice(7)
 const runs = (group) => !ONLY || ONLY.split(',').includes(group)
 const OUT = path.join(__dirname, SMOKE ? 'RESULTS.smoke.md' : 'RESULTS.md')
@@ -1004,6 +1005,18 @@ async function main() {
     if (runs('reload')) rows.push(await reloadRow(redis))
   } finally {
     await redis.stop()
+  }
+  // Group `fleet` (rows F1–F5, SPEC §7): bench/lib/fleet.js runs it with its own
+  // Redis servers and writes bench/RESULTS-fleet.md itself; its rows stay out of this table.
+  if (runs('fleet') && (!SMOKE || ONLY)) {
+    await require('./lib/fleet.js').fleetGroup({
+      smoke: SMOKE,
+      log,
+      machineBusy,
+      busyProcesses,
+      redisVersion,
+      binary: BINARY,
+    })
   }
   rows.sort((a, b) => a.id.localeCompare(b.id, 'en', { numeric: true }))
 
