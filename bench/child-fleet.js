@@ -64,7 +64,8 @@ process.on('message', async (msg) => {
       const initMs = Number(process.hrtime.bigint() - t0) / 1e6
       send({ type: 'ready', ok: true, initMs, state: state() })
     } catch (err) {
-      send({ type: 'ready', ok: false, code: err.code, message: err.message })
+      const initMs = Number(process.hrtime.bigint() - t0) / 1e6
+      send({ type: 'ready', ok: false, code: err.code, message: err.message, initMs, state: state() })
     }
   } else if (msg.cmd === 'state') {
     send({ type: 'state', state: state() })

@@ -44,19 +44,41 @@ function sizes(smoke) {
         instances: 3,
         tenant: { users: 500, ops: 100, roles: 20, configs: 4 },
         reps: 1,
-        big: { users: 5000, ops: 100, roles: 20, configs: 10, pageSize: 1000, reps: 1 },
+        settleMs: 300,
+        big: {
+          users: 5000,
+          ops: 100,
+          roles: 20,
+          configs: 10,
+          pageSize: 1000,
+          reps: 1,
+          checkTimeoutMs: 5000,
+        },
         propagation: { rate: 1000, events: 100, warmup: 20, reps: 1 },
       }
     : {
         instances: 50,
         tenant: { users: 20000, ops: 1000, roles: 200, configs: 10 },
         reps: 2,
-        big: { users: 1000000, ops: 10000, roles: 1000, configs: 10, pageSize: 10000, reps: 3 },
+        settleMs: 1500,
+        big: {
+          users: 1000000,
+          ops: 10000,
+          roles: 1000,
+          configs: 10,
+          pageSize: 10000,
+          reps: 3,
+          checkTimeoutMs: 30000,
+        },
         propagation: { rate: 1000, events: 5000, warmup: 200, reps: 3 },
       }
   if (SIZE_ARG > 0) s.instances = SIZE_ARG
   return s
 }
+
+// --fleet-rows=F4,F5 runs only those rows of the group (F1–F3 share their fleets).
+const ROWS_ARG = (process.argv.find((a) => a.startsWith('--fleet-rows=')) || '').slice(13)
+const wants = (...ids) => !ROWS_ARG || ids.some((id) => ROWS_ARG.split(',').includes(id))
 
 const MODES = ['stream', 'pubsub']
 const WATCH_OP = data.opCode(7) // cost 7.5 in data.credits
@@ -250,7 +272,7 @@ const loadsOf = (states) => ({
 // F1–F3: one fleet per (mode, persistence): its cold start (F3), then a Redis
 // restart with its data (F1, persist) or without (F2).
 
-async function fleetRun({ mode, persist, n, T, log, rep }) {
+async function fleetRun({ mode, persist, n, T, settleMs, log, rep }) {
   const tenantId = `fleet-${mode}-${persist ? 'aof' : 'mem'}-${rep}`
   const { redis, cleanup } = await redisFor(persist)
   let sim = null
@@ -316,7 +338,7 @@ async function fleetRun({ mode, persist, n, T, log, rep }) {
       { what: 'the fleet to catch up after the restart' },
     )
     const recoverMs = hrMs(t0)
-    await sleep(1500) // late requests, if any, are counted too
+    await sleep(settleMs) // late requests, if any, are counted too
     const after = await fleet.states()
     const b = loadsOf(before)
     const a = loadsOf(after)
@@ -364,16 +386,18 @@ async function bigRun({ S, log }) {
   const admin = await connectRedis(redis.url)
   const expect = S.ops + S.roles + S.users + S.configs
   const out = { pubsub: [], streamWrapper: [], streamSnapshot: [], snapshotBytes: [] }
-  const one = async (mode) => {
+  const one = async (mode, extra = {}, { mayFail = false } = {}) => {
     const fleet = await spawnFleet(1, {
       tenantId,
       wrapperUrl: sim.url,
       redisUrl: redis.url,
       ...instanceOptions(mode),
+      ...extra,
     })
     try {
       const { results } = await fleet.go()
       const r = results[0]
+      if (mayFail) return r
       if (!r.ok) throw new Error(`${mode} instance failed: ${r.code} ${r.message}`)
       return {
         initMs: r.initMs,
@@ -386,6 +410,15 @@ async function bigRun({ S, log }) {
       await fleet.close()
     }
   }
+  // A snapshot is read on the instance's subscribed connection, to which Redis
+  // applies its pub/sub output-buffer limit (default hard limit 32 MB): a larger
+  // GET reply gets the connection closed. The measured runs lift the limit;
+  // the check after them puts the default back (see `defaultLimit`).
+  const PUBSUB_LIMIT = 'client-output-buffer-limit'
+  const defaultLimit = String(await admin.command('CONFIG', 'GET', PUBSUB_LIMIT)).match(
+    /pubsub \d+ \d+ \d+/,
+  )[0]
+  await admin.command('CONFIG', 'SET', PUBSUB_LIMIT, 'pubsub 0 0 0')
   try {
     for (let r = 0; r < S.reps; r++) {
       out.pubsub.push(await one('pubsub'))
@@ -399,6 +432,25 @@ async function bigRun({ S, log }) {
           `${fmtMs(out.streamSnapshot[r].initMs)} (${out.streamSnapshot[r].source})`,
       )
     }
+    // The same start from the snapshot with Redis's default pub/sub output-buffer limit.
+    await admin.command('CONFIG', 'SET', PUBSUB_LIMIT, defaultLimit)
+    const t0 = process.hrtime.bigint()
+    const r = await one('stream', { initTimeoutMs: S.checkTimeoutMs }, { mayFail: true })
+    out.defaultLimit = {
+      limit: defaultLimit,
+      timeoutMs: S.checkTimeoutMs,
+      ok: r.ok,
+      code: r.code || null,
+      ms: hrMs(t0),
+      initMs: r.initMs,
+      reconnects: r.state ? r.state.reconnects : null,
+      source: r.state ? r.state.source : null,
+      wrapperLoads: r.state ? r.state.snapshotLoads.wrapper : null,
+      snapshotBytes: Number(await admin.command('STRLEN', `crm:{${tenantId}}:snapshot`)),
+    }
+    log(
+      `  default ${defaultLimit}: ${r.ok ? `ready in ${fmtMs(r.initMs)} (${r.state.source})` : `initialize() failed with ${r.code} after ${fmtMs(r.initMs)}, ${out.defaultLimit.reconnects} reconnects`}`,
+    )
     out.redisUsedMiB =
       Number(/used_memory:(\d+)/.exec(await admin.command('INFO', 'memory'))[1]) / 1048576
   } finally {
@@ -440,123 +492,138 @@ async function propagationRun({ P, log }) {
 // ---------------------------------------------------------------------------
 // Rows
 
+const medOf = (list, f) => median(list.map(f))
+const perRun = (list, f, fmt) => list.map((x) => fmt(f(x))).join(', ')
+
 function buildRows({ S, runs, big, prop }) {
+  const rows = []
+  if (runs.length) rows.push(...fleetRows(S, runs))
+  if (big) rows.push(...bigRows(S, big))
+  if (prop) rows.push(propagationRow(S, prop))
+  return rows
+}
+
+/** F1–F3, from the fleets' runs. */
+function fleetRows(S, runs) {
   const n = S.instances
   const by = (mode, persist) => runs.filter((x) => x.mode === mode && x.persist === persist)
   const all = (mode) => runs.filter((x) => x.mode === mode)
-  const medOf = (list, f) => median(list.map(f))
-  const perRun = (list, f, fmt) => list.map((x) => fmt(f(x))).join(', ')
   const rows = []
+  {
+    // F1
+    const f1 = (m) => by(m, true).map((x) => x.restart)
+    const sReq = medOf(f1('stream'), (x) => x.requests)
+    const pReq = medOf(f1('pubsub'), (x) => x.requests)
+    const sBytes = medOf(f1('stream'), (x) => x.bytes)
+    const pBytes = medOf(f1('pubsub'), (x) => x.bytes)
+    rows.push({
+      id: 'F1',
+      title: `${n} instances, Redis restarted with its data (AOF): Wrapper requests / bytes`,
+      stream: sReq,
+      pubsub: pReq,
+      cells: {
+        stream: `${fmtInt(sReq)} / ${fmtMB(sBytes)}`,
+        pubsub: `${fmtInt(pReq)} / ${fmtMB(pBytes)}`,
+      },
+      ratio: fmtRatio(sBytes, pBytes),
+      target: '0 requests, 0 bytes',
+      met: f1('stream').every((x) => x.requests === 0 && x.bytes === 0 && x.allCaughtUp),
+      detail:
+        `Per run (requests / bytes): stream ${perRun(
+          f1('stream'),
+          (x) => x,
+          (x) => `${x.requests} / ${fmtMB(x.bytes)}`,
+        )}; ` +
+        `pub/sub ${perRun(
+          f1('pubsub'),
+          (x) => x,
+          (x) => `${x.requests} / ${fmtMB(x.bytes)}`,
+        )}. ` +
+        `Counted from the restart until ${fmtMs(S.settleMs)} after the last instance showed the event published once Redis was back. ` +
+        `Stream: ${medOf(f1('stream'), (x) => x.resumes)} resumes and ${medOf(f1('stream'), (x) => x.resyncs)} full reloads over the fleet (median of runs); ` +
+        `pub/sub: ${medOf(f1('pubsub'), (x) => x.resyncs)} full reloads. ` +
+        `Restart → every instance caught up: stream ${fmtMs(medOf(f1('stream'), (x) => x.recoverMs))}, ` +
+        `pub/sub ${fmtMs(medOf(f1('pubsub'), (x) => x.recoverMs))} (redis-server stop + start took ` +
+        `${fmtMs(medOf([...f1('stream'), ...f1('pubsub')], (x) => x.restartMs))}; the reconnect backoff's first delay is 0.5–1 s).`,
+    })
 
-  // F1
-  const f1 = (m) => by(m, true).map((x) => x.restart)
-  const sReq = medOf(f1('stream'), (x) => x.requests)
-  const pReq = medOf(f1('pubsub'), (x) => x.requests)
-  const sBytes = medOf(f1('stream'), (x) => x.bytes)
-  const pBytes = medOf(f1('pubsub'), (x) => x.bytes)
-  rows.push({
-    id: 'F1',
-    title: `${n} instances, Redis restarted with its data (AOF): Wrapper requests / bytes`,
-    stream: sReq,
-    pubsub: pReq,
-    cells: {
-      stream: `${fmtInt(sReq)} / ${fmtMB(sBytes)}`,
-      pubsub: `${fmtInt(pReq)} / ${fmtMB(pBytes)}`,
-    },
-    ratio: fmtRatio(sBytes, pBytes),
-    target: '0 requests, 0 bytes',
-    met: f1('stream').every((x) => x.requests === 0 && x.bytes === 0 && x.allCaughtUp),
-    detail:
-      `Per run (requests / bytes): stream ${perRun(
-        f1('stream'),
-        (x) => x,
-        (x) => `${x.requests} / ${fmtMB(x.bytes)}`,
-      )}; ` +
-      `pub/sub ${perRun(
-        f1('pubsub'),
-        (x) => x,
-        (x) => `${x.requests} / ${fmtMB(x.bytes)}`,
-      )}. ` +
-      `Counted from the restart until ${1.5} s after the last instance showed the event published once Redis was back. ` +
-      `Stream: ${medOf(f1('stream'), (x) => x.resumes)} resumes and ${medOf(f1('stream'), (x) => x.resyncs)} full reloads over the fleet (median of runs); ` +
-      `pub/sub: ${medOf(f1('pubsub'), (x) => x.resyncs)} full reloads. ` +
-      `Restart → every instance caught up: stream ${fmtMs(medOf(f1('stream'), (x) => x.recoverMs))}, ` +
-      `pub/sub ${fmtMs(medOf(f1('pubsub'), (x) => x.recoverMs))} (redis-server stop + start took ` +
-      `${fmtMs(medOf([...f1('stream'), ...f1('pubsub')], (x) => x.restartMs))}; the reconnect backoff's first delay is 0.5–1 s).`,
-  })
+    // F2
+    const f2 = (m) => by(m, false).map((x) => x.restart)
+    const sLoads = medOf(f2('stream'), (x) => x.loads)
+    const pLoads = medOf(f2('pubsub'), (x) => x.loads)
+    rows.push({
+      id: 'F2',
+      title: `${n} instances, Redis lost its data (restart without persistence): Wrapper loads`,
+      stream: sLoads,
+      pubsub: pLoads,
+      cells: { stream: fmtInt(sLoads), pubsub: fmtInt(pLoads) },
+      ratio: fmtRatio(sLoads, pLoads),
+      target: `1 for the fleet (pub/sub: ${n})`,
+      met: f2('stream').every((x) => x.loads === 1 && x.allCaughtUp),
+      detail:
+        `Full snapshot loads served by the simulator, per run: stream ${perRun(f2('stream'), (x) => x.loads, fmtInt)}; ` +
+        `pub/sub ${perRun(f2('pubsub'), (x) => x.loads, fmtInt)}. Wrapper requests / bytes (median): stream ` +
+        `${fmtInt(medOf(f2('stream'), (x) => x.requests))} / ${fmtMB(medOf(f2('stream'), (x) => x.bytes))}, pub/sub ` +
+        `${fmtInt(medOf(f2('pubsub'), (x) => x.requests))} / ${fmtMB(medOf(f2('pubsub'), (x) => x.bytes))}. ` +
+        `The stream fleet's own counters: loads from the Wrapper ${perRun(f2('stream'), (x) => x.fromWrapper, fmtInt)}, ` +
+        `from the Redis snapshot ${perRun(f2('stream'), (x) => x.fromRedis, fmtInt)}, snapshots rejected ` +
+        `${perRun(f2('stream'), (x) => x.rejected, fmtInt)}. Restart → every instance caught up: stream ` +
+        `${fmtMs(medOf(f2('stream'), (x) => x.recoverMs))}, pub/sub ${fmtMs(medOf(f2('pubsub'), (x) => x.recoverMs))}.`,
+    })
 
-  // F2
-  const f2 = (m) => by(m, false).map((x) => x.restart)
-  const sLoads = medOf(f2('stream'), (x) => x.loads)
-  const pLoads = medOf(f2('pubsub'), (x) => x.loads)
-  rows.push({
-    id: 'F2',
-    title: `${n} instances, Redis lost its data (restart without persistence): Wrapper loads`,
-    stream: sLoads,
-    pubsub: pLoads,
-    cells: { stream: fmtInt(sLoads), pubsub: fmtInt(pLoads) },
-    ratio: fmtRatio(sLoads, pLoads),
-    target: `1 for the fleet (pub/sub: ${n})`,
-    met: f2('stream').every((x) => x.loads === 1 && x.allCaughtUp),
-    detail:
-      `Full snapshot loads served by the simulator, per run: stream ${perRun(f2('stream'), (x) => x.loads, fmtInt)}; ` +
-      `pub/sub ${perRun(f2('pubsub'), (x) => x.loads, fmtInt)}. Wrapper requests / bytes (median): stream ` +
-      `${fmtInt(medOf(f2('stream'), (x) => x.requests))} / ${fmtMB(medOf(f2('stream'), (x) => x.bytes))}, pub/sub ` +
-      `${fmtInt(medOf(f2('pubsub'), (x) => x.requests))} / ${fmtMB(medOf(f2('pubsub'), (x) => x.bytes))}. ` +
-      `The stream fleet's own counters: loads from the Wrapper ${perRun(f2('stream'), (x) => x.fromWrapper, fmtInt)}, ` +
-      `from the Redis snapshot ${perRun(f2('stream'), (x) => x.fromRedis, fmtInt)}, snapshots rejected ` +
-      `${perRun(f2('stream'), (x) => x.rejected, fmtInt)}. Restart → every instance caught up: stream ` +
-      `${fmtMs(medOf(f2('stream'), (x) => x.recoverMs))}, pub/sub ${fmtMs(medOf(f2('pubsub'), (x) => x.recoverMs))}.`,
-  })
+    // F3
+    const f3 = (m) => all(m).map((x) => x.cold)
+    const sAll = medOf(f3('stream'), (x) => x.allMs)
+    const pAll = medOf(f3('pubsub'), (x) => x.allMs)
+    const sColdLoads = medOf(f3('stream'), (x) => x.loads)
+    const pColdLoads = medOf(f3('pubsub'), (x) => x.loads)
+    const sources = (m) =>
+      f3(m)
+        .map((x) =>
+          Object.entries(x.sources)
+            .map(([k, v]) => `${v} ${k}`)
+            .join(' + '),
+        )
+        .join('; ')
+    rows.push({
+      id: 'F3',
+      title: `${n} instances cold start: Wrapper loads; time until all ready`,
+      stream: sAll,
+      pubsub: pAll,
+      cells: {
+        stream: `${fmtInt(sColdLoads)}; ${fmtMs(sAll)}`,
+        pubsub: `${fmtInt(pColdLoads)}; ${fmtMs(pAll)}`,
+      },
+      ratio: fmtRatio(sAll, pAll),
+      target: '1 load; time ≤ 0.5× pub/sub',
+      met:
+        f3('stream').every((x) => x.loads === 1 && x.complete) &&
+        f3('pubsub').every((x) => x.complete) &&
+        sAll <= 0.5 * pAll,
+      detail:
+        `The ${n} processes are started and their consumers constructed first; then \`initialize()\` starts in all ` +
+        `of them at once (an IPC message), and the time runs until the last one reported ready. Samples: ` +
+        `${f3('stream').length} per mode (every fleet of F1 and F2 starts cold). Time per sample: stream ` +
+        `${perRun(f3('stream'), (x) => x.allMs, fmtMs)}; pub/sub ${perRun(f3('pubsub'), (x) => x.allMs, fmtMs)}. ` +
+        `Median instance ready after: stream ${fmtMs(medOf(f3('stream'), (x) => x.medianReadyMs))}, pub/sub ` +
+        `${fmtMs(medOf(f3('pubsub'), (x) => x.medianReadyMs))}; first ready: stream ` +
+        `${fmtMs(medOf(f3('stream'), (x) => x.firstReadyMs))}, pub/sub ${fmtMs(medOf(f3('pubsub'), (x) => x.firstReadyMs))}. ` +
+        `Loads per sample: stream ${perRun(f3('stream'), (x) => x.loads, fmtInt)}; pub/sub ${perRun(f3('pubsub'), (x) => x.loads, fmtInt)}. ` +
+        `Wrapper bytes (median): stream ${fmtMB(medOf(f3('stream'), (x) => x.bytes))}, pub/sub ` +
+        `${fmtMB(medOf(f3('pubsub'), (x) => x.bytes))}. health().source: stream ${sources('stream')}. Every ` +
+        `instance held all ${fmtInt(S.tenant.ops + S.tenant.roles + S.tenant.users + S.tenant.configs)} entries and the right cost: ${f3('stream').every((x) => x.complete) && f3('pubsub').every((x) => x.complete) ? 'yes' : 'NO'}. ` +
+        `RSS per instance once ready (median): stream ${fmtMiB(medOf(f3('stream'), (x) => x.rssMiBMedian))}, ` +
+        `pub/sub ${fmtMiB(medOf(f3('pubsub'), (x) => x.rssMiBMedian))}. Spawning the ${n} processes and ` +
+        `constructing their consumers (not timed in the row) took ${fmtMs(medOf(all('stream').concat(all('pubsub')), (x) => x.cold.spawnMs))}.`,
+    })
+  }
+  return rows
+}
 
-  // F3
-  const f3 = (m) => all(m).map((x) => x.cold)
-  const sAll = medOf(f3('stream'), (x) => x.allMs)
-  const pAll = medOf(f3('pubsub'), (x) => x.allMs)
-  const sColdLoads = medOf(f3('stream'), (x) => x.loads)
-  const pColdLoads = medOf(f3('pubsub'), (x) => x.loads)
-  const sources = (m) =>
-    f3(m)
-      .map((x) =>
-        Object.entries(x.sources)
-          .map(([k, v]) => `${v} ${k}`)
-          .join(' + '),
-      )
-      .join('; ')
-  rows.push({
-    id: 'F3',
-    title: `${n} instances cold start: Wrapper loads; time until all ready`,
-    stream: sAll,
-    pubsub: pAll,
-    cells: {
-      stream: `${fmtInt(sColdLoads)}; ${fmtMs(sAll)}`,
-      pubsub: `${fmtInt(pColdLoads)}; ${fmtMs(pAll)}`,
-    },
-    ratio: fmtRatio(sAll, pAll),
-    target: '1 load; time ≤ 0.5× pub/sub',
-    met:
-      f3('stream').every((x) => x.loads === 1 && x.complete) &&
-      f3('pubsub').every((x) => x.complete) &&
-      sAll <= 0.5 * pAll,
-    detail:
-      `The ${n} processes are started and their consumers constructed first; then \`initialize()\` starts in all ` +
-      `of them at once (an IPC message), and the time runs until the last one reported ready. Samples: ` +
-      `${f3('stream').length} per mode (every fleet of F1 and F2 starts cold). Time per sample: stream ` +
-      `${perRun(f3('stream'), (x) => x.allMs, fmtMs)}; pub/sub ${perRun(f3('pubsub'), (x) => x.allMs, fmtMs)}. ` +
-      `Median instance ready after: stream ${fmtMs(medOf(f3('stream'), (x) => x.medianReadyMs))}, pub/sub ` +
-      `${fmtMs(medOf(f3('pubsub'), (x) => x.medianReadyMs))}; first ready: stream ` +
-      `${fmtMs(medOf(f3('stream'), (x) => x.firstReadyMs))}, pub/sub ${fmtMs(medOf(f3('pubsub'), (x) => x.firstReadyMs))}. ` +
-      `Loads per sample: stream ${perRun(f3('stream'), (x) => x.loads, fmtInt)}; pub/sub ${perRun(f3('pubsub'), (x) => x.loads, fmtInt)}. ` +
-      `Wrapper bytes (median): stream ${fmtMB(medOf(f3('stream'), (x) => x.bytes))}, pub/sub ` +
-      `${fmtMB(medOf(f3('pubsub'), (x) => x.bytes))}. health().source: stream ${sources('stream')}. Every ` +
-      `instance held all ${fmtInt(S.tenant.ops + S.tenant.roles + S.tenant.users + S.tenant.configs)} entries and the right cost: ${f3('stream').every((x) => x.complete) && f3('pubsub').every((x) => x.complete) ? 'yes' : 'NO'}. ` +
-      `RSS per instance once ready (median): stream ${fmtMiB(medOf(f3('stream'), (x) => x.rssMiBMedian))}, ` +
-      `pub/sub ${fmtMiB(medOf(f3('pubsub'), (x) => x.rssMiBMedian))}. Spawning the ${n} processes and ` +
-      `constructing their consumers (not timed in the row) took ${fmtMs(medOf(all('stream').concat(all('pubsub')), (x) => x.cold.spawnMs))}.`,
-  })
-
-  // F4
-  if (big) {
+/** F4 (and F4b, the same start with Redis's default output-buffer limit). */
+function bigRows(S, big) {
+  const rows = []
+  {
     const w = medOf(big.pubsub, (x) => x.initMs)
     const sw = medOf(big.streamWrapper, (x) => x.initMs)
     const ss = medOf(big.streamSnapshot, (x) => x.initMs)
@@ -585,16 +652,53 @@ function buildRows({ S, runs, big, prop }) {
         `(${fmtRatio(sw, w)} of pub/sub's load; per run ${perRun(big.streamWrapper, (x) => x.initMs, fmtMs)}), peak RSS ` +
         `${fmtMiB(medOf(big.streamWrapper, (x) => x.peakRssMiB))}. Snapshot in Redis: ` +
         `${fmtMB(median(big.snapshotBytes))} (Redis used_memory at the end ${fmtMiB(big.redisUsedMiB)}). ` +
-        `Sources as expected (snapshot / wrapper) and every entry present: ${ok ? 'yes' : 'NO'}.`,
+        `Sources as expected (snapshot / wrapper) and every entry present: ${ok ? 'yes' : 'NO'}. ` +
+        `Measured with Redis's pub/sub output-buffer limit lifted (\`CONFIG SET client-output-buffer-limit ` +
+        `"pubsub 0 0 0"\`): see F4b for the default.`,
     })
   }
+  const d = big.defaultLimit
+  if (d) {
+    rows.push({
+      id: 'F4b',
+      title: `The same start from the snapshot with Redis's default \`client-output-buffer-limit ${d.limit}\``,
+      stream: d.ok ? d.initMs : NaN,
+      pubsub: NaN,
+      cells: {
+        stream: d.ok
+          ? `ready in ${fmtMs(d.initMs)} (${d.source})`
+          : `not ready: ${d.code} after ${fmtMs(d.initMs)}, ${fmtInt(d.reconnects)} reconnects`,
+        pubsub: '–',
+      },
+      ratio: '–',
+      target: 'ready from the snapshot (or from the Wrapper)',
+      met: d.ok,
+      detail:
+        `One more stream instance with \`initTimeoutMs: ${d.timeoutMs}\`, after \`CONFIG SET ` +
+        `client-output-buffer-limit "${d.limit}"\` (the default) on the same Redis holding the ` +
+        `${fmtMB(d.snapshotBytes)} snapshot. ` +
+        (d.ok
+          ? `It was ready (source ${d.source}).`
+          : `\`initialize()\` rejected with ${d.code} after ${fmtMs(d.initMs)}; the instance had reconnected ` +
+            `${fmtInt(d.reconnects)} times, its health().source was ${d.source}, and it made ` +
+            `${fmtInt(d.wrapperLoads)} Wrapper load(s). The snapshot is read with GET on the instance's ` +
+            "subscribed (RESP3) connection, to which Redis applies the pub/sub class's output-buffer limit " +
+            '(hard limit 32 MB by default): Redis closes the connection in the middle of every reply ' +
+            '("scheduled to be closed ASAP for overcoming of output buffer limits" in its log), the ' +
+            'session ends as a lost link, and the next session tries the same GET again. No snapshot is ' +
+            'counted as rejected and the Wrapper is never asked.'),
+    })
+  }
+  return rows
+}
 
-  // F5
-  if (prop) {
+/** F5. */
+function propagationRow(S, prop) {
+  {
     const p99 = (m) => medOf(prop[m], (x) => x.p99Us)
     const p50 = (m) => medOf(prop[m], (x) => x.p50Us)
     const delta = p99('stream') - p99('pubsub')
-    rows.push({
+    return {
       id: 'F5',
       title: `Publish → visible at ${fmtInt(S.propagation.rate)} events/s: p50 / p99`,
       stream: p99('stream'),
@@ -618,9 +722,8 @@ function buildRows({ S, runs, big, prop }) {
         `consumer's p50 / p99 is ${fmtUs(p50('stream-both'))} / ${fmtUs(p99('stream-both'))}. Max (median over runs): ` +
         `stream ${fmtUs(medOf(prop.stream, (x) => x.maxUs))}, pub/sub ${fmtUs(medOf(prop.pubsub, (x) => x.maxUs))}. ` +
         `No run reloaded: ${Object.values(prop).every((l) => l.every((x) => x.resyncs === 0)) ? 'yes' : 'NO'}.`,
-    })
+    }
   }
-  return rows
 }
 
 // ---------------------------------------------------------------------------
@@ -704,7 +807,7 @@ const METHOD = (S) =>
   [
     `- One fleet per mode and Redis setting and run (${S.reps} run(s), modes interleaved): a fresh private redis-server (\`--appendonly yes --appendfsync everysec\` in a temporary directory for F1; no persistence for F2), a fresh Wrapper simulator in the driver process (its \`redisUrl\` set, so its changes are published with the package's publisher, transport 'both'), and ${S.instances} instance processes. Instance options: \`transport\`, \`refreshIntervalMs: 0\` (a periodic refresh would add Wrapper requests to the counts), \`resyncJitterMs: 0\`, \`initTimeoutMs: 300000\`, \`requestTimeoutMs: 60000\`, default heartbeat, a logger that drops every line.`,
     '- F3 is the start of each of those fleets: every process is spawned and its consumer constructed, then one IPC message per instance starts `initialize()`; the time until the last `ready` is taken in the driver. Loads = first pages of `/api/credits/configs` served (one per full load); bytes = what the simulator wrote on its sockets (headers included).',
-    '- F1/F2: once the fleet is ready, one change is published and seen live by every instance (so the stream holds an entry); then `redis.restart()` (SIGTERM, which with AOF writes the file, then a new redis-server on the same port), one more change once Redis is back, and the wait until every instance is connected, has counted a resume or a reload since, and shows the new value; requests and bytes are counted from the restart until 1.5 s after that.',
+    `- F1/F2: once the fleet is ready, one change is published and seen live by every instance (so the stream holds an entry); then \`redis.restart()\` (SIGTERM, which with AOF writes the file, then a new redis-server on the same port), one more change once Redis is back, and the wait until every instance is connected, has counted a resume or a reload since, and shows the new value; requests and bytes are counted from the restart until ${fmtMs(S.settleMs)} after that.`,
     "- F4: one instance in a process of its own, the simulator (paged lists) in the driver: pub/sub (Wrapper), then stream with the snapshot key deleted (Wrapper under the lease, then the snapshot written), then stream again (from the snapshot, caught up from the stream). Peak RSS = the instance's `resourceUsage().maxRSS`.",
     "- F5: as row 3 of RESULTS.md, in a child process per mode and run; the stream mode's publisher sends the core's `PUBLISH_SCRIPT` (read from crates/core/src/stream.rs) with EVAL, as `createPublisher({ transport: 'stream' })` does.",
   ].join('\n')
@@ -738,17 +841,35 @@ async function fleetGroup(ctx) {
     .join(', ')
   log(`group fleet: ${S.instances} instances per fleet, ${S.reps} run(s) per mode ...`)
   const runs = []
-  for (let rep = 0; rep < S.reps; rep++) {
+  for (let rep = 0; rep < (wants('F1', 'F2', 'F3') ? S.reps : 0); rep++) {
     for (const persist of [true, false]) {
       for (const mode of MODES) {
-        runs.push(await fleetRun({ mode, persist, n: S.instances, T: S.tenant, log, rep }))
+        runs.push(
+          await fleetRun({
+            mode,
+            persist,
+            n: S.instances,
+            T: S.tenant,
+            settleMs: S.settleMs,
+            log,
+            rep,
+          }),
+        )
       }
     }
   }
-  log(`row F4: one instance of ${S.big.users} users, from the snapshot and from the Wrapper ...`)
-  const big = await bigRun({ S: S.big, log })
-  log(`row F5: propagation, ${S.propagation.events} events at ${S.propagation.rate}/s per mode ...`)
-  const prop = await propagationRun({ P: S.propagation, log })
+  let big = null
+  if (wants('F4')) {
+    log(`row F4: one instance of ${S.big.users} users, from the snapshot and from the Wrapper ...`)
+    big = await bigRun({ S: S.big, log })
+  }
+  let prop = null
+  if (wants('F5')) {
+    log(
+      `row F5: propagation, ${S.propagation.events} events at ${S.propagation.rate}/s per mode ...`,
+    )
+    prop = await propagationRun({ P: S.propagation, log })
+  }
   const rows = buildRows({ S, runs, big, prop })
   const busyAfter = await ctx.machineBusy()
   const stat = fs.statSync(ctx.binary)
