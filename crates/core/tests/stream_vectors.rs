@@ -11,7 +11,10 @@ use smart_crm_core::snapshot::{decode, encode};
 use smart_crm_core::stream::{parse_live, Keys, StreamId};
 
 fn doc() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../test-vectors/stream.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../test-vectors/stream.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -54,7 +57,10 @@ fn keys_and_live_messages() {
         let (id, topic, msg) = parse_live(text.as_bytes()).unwrap();
         assert_eq!(id.to_string(), v["id"].as_str().unwrap());
         assert_eq!(Some(topic), Topic::from_name(v["topic"].as_str().unwrap()));
-        assert_eq!(std::str::from_utf8(msg).unwrap(), v["msg"].as_str().unwrap());
+        assert_eq!(
+            std::str::from_utf8(msg).unwrap(),
+            v["msg"].as_str().unwrap()
+        );
     }
 }
 
