@@ -38,6 +38,7 @@ fn snapshot() -> Snapshot {
             version: Some(1),
         }],
         configs: vec![],
+        unchanged: [false; 4],
     }
 }
 
