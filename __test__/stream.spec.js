@@ -174,32 +174,35 @@ test('Redis restarted without persistence: the epoch is gone, one full reload, c
 
 // ---- the shared snapshot ------------------------------------------------------------
 
-test.serial('twenty instances starting at once: one Wrapper load for the fleet; the same after Redis loses its data', async (t) => {
-  const { sim, base, loads, redis } = await setup(t, { init: false, sim: { pageSize: 2 } })
-  sim.resetCounts?.()
-  const fleet = startFleet(t, 20, { ...base, initTimeoutMs: 20_000 }, [OP])
-  const first = await Promise.all(fleet.map((i) => i.ready))
-  t.true(
-    first.every((r) => r.ready),
-    JSON.stringify(first.find((r) => !r.ready)),
-  )
-  t.is(loads(), 1, 'one Wrapper load for twenty instances')
-  const sources = first.map((r) => r.health.source).sort()
-  t.is(sources.filter((s) => s === 'wrapper').length, 1)
-  t.is(sources.filter((s) => s === 'snapshot').length, 19)
-  t.true(first.every((r) => r.costs[OP] === 2.5))
-  // Redis loses its data: everyone reloads, one of them from the Wrapper
-  await redis.restart()
-  await sim.setCreditConfig(OP, { creditCost: 12 }).catch(() => {})
-  await waitFor(
-    async () => {
-      const s = await Promise.all(fleet.map((i) => i.state()))
-      return s.every((x) => x.metrics.resyncs >= 1 && x.metrics.connected)
-    },
-    { timeout: 40_000, interval: 200, message: 'the fleet reloaded' },
-  )
-  t.is(loads(), 2, 'one more Wrapper load for the whole fleet')
-})
+test.serial(
+  'twenty instances starting at once: one Wrapper load for the fleet; the same after Redis loses its data',
+  async (t) => {
+    const { sim, base, loads, redis } = await setup(t, { init: false, sim: { pageSize: 2 } })
+    sim.resetCounts?.()
+    const fleet = startFleet(t, 20, { ...base, initTimeoutMs: 20_000 }, [OP])
+    const first = await Promise.all(fleet.map((i) => i.ready))
+    t.true(
+      first.every((r) => r.ready),
+      JSON.stringify(first.find((r) => !r.ready)),
+    )
+    t.is(loads(), 1, 'one Wrapper load for twenty instances')
+    const sources = first.map((r) => r.health.source).sort()
+    t.is(sources.filter((s) => s === 'wrapper').length, 1)
+    t.is(sources.filter((s) => s === 'snapshot').length, 19)
+    t.true(first.every((r) => r.costs[OP] === 2.5))
+    // Redis loses its data: everyone reloads, one of them from the Wrapper
+    await redis.restart()
+    await sim.setCreditConfig(OP, { creditCost: 12 }).catch(() => {})
+    await waitFor(
+      async () => {
+        const s = await Promise.all(fleet.map((i) => i.state()))
+        return s.every((x) => x.metrics.resyncs >= 1 && x.metrics.connected)
+      },
+      { timeout: 40_000, interval: 200, message: 'the fleet reloaded' },
+    )
+    t.is(loads(), 2, 'one more Wrapper load for the whole fleet')
+  },
+)
 
 test('Wrapper down at start, snapshot in Redis: initialize() resolves from it and the stream keeps it current', async (t) => {
   const { sim, base, consumer } = await setup(t)
@@ -217,20 +220,23 @@ test('Wrapper down at start, snapshot in Redis: initialize() resolves from it an
   await waitFor(() => second.getCreditCost(OP) === 13, { message: 'the stream keeps it current' })
 })
 
-test.serial('periodic refresh over a fleet: one Wrapper load per interval, and a change made without an event reaches every instance', async (t) => {
-  const { sim, base, loads } = await setup(t, { init: false })
-  const fleet = startFleet(t, 8, { ...base, refreshIntervalMs: 3000 }, [OP])
-  await Promise.all(fleet.map((i) => i.ready))
-  t.is(loads(), 1)
-  // changed at the Wrapper, no event
-  sim.data.credits.set(OP, { operationCode: OP, creditCost: 42, isActive: true, version: 9 })
-  await waitFor(
-    async () => (await Promise.all(fleet.map((i) => i.state()))).every((s) => s.costs[OP] === 42),
-    { timeout: 20_000, interval: 200, message: 'the refresh reached every instance' },
-  )
-  const afterOne = loads()
-  t.true(afterOne <= 3, `one Wrapper load per interval, not one per instance (${afterOne})`)
-})
+test.serial(
+  'periodic refresh over a fleet: one Wrapper load per interval, and a change made without an event reaches every instance',
+  async (t) => {
+    const { sim, base, loads } = await setup(t, { init: false })
+    const fleet = startFleet(t, 8, { ...base, refreshIntervalMs: 3000 }, [OP])
+    await Promise.all(fleet.map((i) => i.ready))
+    t.is(loads(), 1)
+    // changed at the Wrapper, no event
+    sim.data.credits.set(OP, { operationCode: OP, creditCost: 42, isActive: true, version: 9 })
+    await waitFor(
+      async () => (await Promise.all(fleet.map((i) => i.state()))).every((s) => s.costs[OP] === 42),
+      { timeout: 20_000, interval: 200, message: 'the refresh reached every instance' },
+    )
+    const afterOne = loads()
+    t.true(afterOne <= 3, `one Wrapper load per interval, not one per instance (${afterOne})`)
+  },
+)
 
 for (const [name, mutate] of [
   ['tampered', (b) => b.replace('"creditCost":2.5', '"creditCost":0.1')],

@@ -248,6 +248,7 @@ impl<'a> Applier<'a> {
             source,
             position,
             catchup,
+            unchanged,
         } = loaded;
         let mut scratch = Delta::default();
         let mut last = position.as_ref().map(|(_, id)| *id);
@@ -290,10 +291,12 @@ impl<'a> Applier<'a> {
             Relaxed,
         );
         let mut delta = Delta::default();
-        tenant.store().diff_into(&new, &mut delta);
+        tenant.store().diff_changed(&new, unchanged, &mut delta);
         let first = !tenant.metrics.ready.load(Relaxed);
         let old = {
             let mut store = tenant.store_mut();
+            // Tables the Wrapper said are unchanged stay as they are (O(1)).
+            new.adopt(&mut store, unchanged);
             let old = std::mem::replace(&mut *store, new);
             tenant.outbox.with(|d| d.merge(delta));
             old

@@ -102,6 +102,9 @@ pub struct Loaded {
     pub position: Option<(String, StreamId)>,
     /// Entries after `position` to apply before installing (shared snapshot loads).
     pub catchup: Vec<Entry>,
+    /// Tables the Wrapper answered 304 for (credits, roles, users, configs):
+    /// the installation keeps the current ones.
+    pub unchanged: [bool; 4],
 }
 
 fn redis_err(e: redis::RedisError) -> CoreError {
@@ -176,6 +179,7 @@ async fn shared(ctx: &FleetContext, epoch: &str, wants: Wants) -> Result<Option<
         source: Source::Redis,
         position: Some((epoch.to_owned(), position)),
         catchup,
+        unchanged: [false; 4],
     }))
 }
 
@@ -251,6 +255,14 @@ pub async fn load(
             }
         }
     }
+    // A refresh asks conditionally first: when nothing changed there is
+    // nothing to install, store or announce (SPEC §4 ETags).
+    if wants.refresh && !wants.follow {
+        let probe = wrapper.snapshot_if(true).await?;
+        if probe.unchanged.iter().all(|u| *u) {
+            return Ok(None);
+        }
+    }
     let loaded = wrapper.snapshot().await;
     let snap = match loaded {
         Ok(s) => s,
@@ -297,6 +309,7 @@ pub async fn load(
             source: Source::Wrapper,
             position: Some((epoch, tail)),
             catchup: Vec::new(),
+            unchanged: [false; 4],
         }));
     }
     Ok(Some(Loaded {
@@ -304,6 +317,7 @@ pub async fn load(
         source: Source::Wrapper,
         position: Some((epoch, tail)),
         catchup: Vec::new(),
+        unchanged: [false; 4],
     }))
 }
 

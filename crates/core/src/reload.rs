@@ -288,7 +288,9 @@ impl Reloads {
             if let Some(ctx) = &fleet {
                 return crate::fleet::load(ctx, &wrapper, wants).await;
             }
-            let snap = wrapper.snapshot().await?;
+            // Conditional (SPEC §4 ETags) except for the first load.
+            let snap = wrapper.snapshot_if(reason != Reason::Initial).await?;
+            let unchanged = snap.unchanged;
             // Building a million-row table is CPU work: off the async workers.
             let store = tokio::task::spawn_blocking(move || CriticalStore::from_snapshot(snap))
                 .await
@@ -298,6 +300,7 @@ impl Reloads {
                 source: Source::Wrapper,
                 position: None,
                 catchup: Vec::new(),
+                unchanged,
             }))
         });
         self.running = Some(Running {
