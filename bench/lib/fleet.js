@@ -306,6 +306,13 @@ async function fleetRun({ mode, persist, n, T, settleMs, log, rep }) {
         (r) => r.state.criticalCacheSize === expectEntries && r.state.cost === 7.5,
       ),
       initMsMedian: median(start.results.map((r) => r.initMs)),
+      // ready times by where the instance's data came from
+      bySource: Object.fromEntries(
+        Object.keys(countBy(start.results.map((r) => r.state.source))).map((src) => {
+          const ms = start.results.filter((r) => r.state.source === src).map((r) => r.atMs)
+          return [src, { min: Math.min(...ms), median: median(ms), max: Math.max(...ms) }]
+        }),
+      ),
       rssMiBMedian: median(start.results.map((r) => r.state.rssMiB)),
       spawnMs,
     }
@@ -610,7 +617,15 @@ function fleetRows(S, runs) {
         `${fmtMs(medOf(f3('stream'), (x) => x.firstReadyMs))}, pub/sub ${fmtMs(medOf(f3('pubsub'), (x) => x.firstReadyMs))}. ` +
         `Loads per sample: stream ${perRun(f3('stream'), (x) => x.loads, fmtInt)}; pub/sub ${perRun(f3('pubsub'), (x) => x.loads, fmtInt)}. ` +
         `Wrapper bytes (median): stream ${fmtMB(medOf(f3('stream'), (x) => x.bytes))}, pub/sub ` +
-        `${fmtMB(medOf(f3('pubsub'), (x) => x.bytes))}. health().source: stream ${sources('stream')}. Every ` +
+        `${fmtMB(medOf(f3('pubsub'), (x) => x.bytes))}. health().source: stream ${sources('stream')}. ` +
+        `Stream, ready after (per sample): the instance that loaded from the Wrapper ` +
+        `${perRun(f3('stream'), (x) => (x.bySource.wrapper ? x.bySource.wrapper.max : NaN), fmtMs)}; the ` +
+        `instances that loaded the snapshot min / median / max ` +
+        `${perRun(
+          f3('stream'),
+          (x) => x.bySource.snapshot,
+          (b) => (b ? `${fmtMs(b.min)} / ${fmtMs(b.median)} / ${fmtMs(b.max)}` : '–'),
+        )}. Every ` +
         `instance held all ${fmtInt(S.tenant.ops + S.tenant.roles + S.tenant.users + S.tenant.configs)} entries and the right cost: ${f3('stream').every((x) => x.complete) && f3('pubsub').every((x) => x.complete) ? 'yes' : 'NO'}. ` +
         `RSS per instance once ready (median): stream ${fmtMiB(medOf(f3('stream'), (x) => x.rssMiBMedian))}, ` +
         `pub/sub ${fmtMiB(medOf(f3('pubsub'), (x) => x.rssMiBMedian))}. Spawning the ${n} processes and ` +
