@@ -8,7 +8,7 @@
 //   → { cmd: 'state' }  answers { type: 'state', state }
 //   → { cmd: 'exit' }   shuts the consumer down and exits
 //   ← { type: 'constructed' } once the consumer exists (modules loaded)
-//   ← { type: 'ready', ok, initMs, state } or { type: 'ready', ok: false, code, message }
+//   ← { type: 'ready', ok, initMs, cpuMs, state } or { type: 'ready', ok: false, code, message, … }
 //
 // `state` is what the rows read: the §7 metrics, health().source, the cost of
 // the watched operation (argv[3]) and this process's RSS and peak RSS.
@@ -59,13 +59,24 @@ process.on('message', async (msg) => {
   if (!msg || typeof msg !== 'object') return
   if (msg.cmd === 'go') {
     const t0 = process.hrtime.bigint()
+    const cpu0 = process.cpuUsage()
     try {
       await consumer.initialize()
       const initMs = Number(process.hrtime.bigint() - t0) / 1e6
-      send({ type: 'ready', ok: true, initMs, state: state() })
+      const cpu = process.cpuUsage(cpu0)
+      // CPU time of the whole process (every thread) during initialize()
+      const cpuMs = (cpu.user + cpu.system) / 1000
+      send({ type: 'ready', ok: true, initMs, cpuMs, state: state() })
     } catch (err) {
       const initMs = Number(process.hrtime.bigint() - t0) / 1e6
-      send({ type: 'ready', ok: false, code: err.code, message: err.message, initMs, state: state() })
+      send({
+        type: 'ready',
+        ok: false,
+        code: err.code,
+        message: err.message,
+        initMs,
+        state: state(),
+      })
     }
   } else if (msg.cmd === 'state') {
     send({ type: 'state', state: state() })

@@ -70,7 +70,7 @@ function sizes(smoke) {
           reps: 3,
           checkTimeoutMs: 30000,
         },
-        propagation: { rate: 1000, events: 5000, warmup: 200, reps: 3 },
+        propagation: { rate: 1000, events: 5000, warmup: 200, reps: 5 },
       }
   if (SIZE_ARG > 0) s.instances = SIZE_ARG
   return s
@@ -306,6 +306,12 @@ async function fleetRun({ mode, persist, n, T, settleMs, log, rep }) {
         (r) => r.state.criticalCacheSize === expectEntries && r.state.cost === 7.5,
       ),
       initMsMedian: median(start.results.map((r) => r.initMs)),
+      cpuMsBySource: Object.fromEntries(
+        Object.keys(countBy(start.results.map((r) => r.state.source))).map((src) => [
+          src,
+          median(start.results.filter((r) => r.state.source === src).map((r) => r.cpuMs)),
+        ]),
+      ),
       // ready times by where the instance's data came from
       bySource: Object.fromEntries(
         Object.keys(countBy(start.results.map((r) => r.state.source))).map((src) => {
@@ -408,6 +414,7 @@ async function bigRun({ S, log }) {
       if (!r.ok) throw new Error(`${mode} instance failed: ${r.code} ${r.message}`)
       return {
         initMs: r.initMs,
+        cpuMs: r.cpuMs,
         peakRssMiB: r.state.peakRssMiB,
         source: r.state.source,
         loads: r.state.snapshotLoads,
@@ -625,7 +632,11 @@ function fleetRows(S, runs) {
           f3('stream'),
           (x) => x.bySource.snapshot,
           (b) => (b ? `${fmtMs(b.min)} / ${fmtMs(b.median)} / ${fmtMs(b.max)}` : '–'),
-        )}. Every ` +
+        )}. CPU time of one instance's \`initialize()\` (its process, every thread; median): ` +
+        `stream from the snapshot ${fmtMs(medOf(f3('stream'), (x) => x.cpuMsBySource.snapshot))}, stream from ` +
+        `the Wrapper ${fmtMs(medOf(f3('stream'), (x) => x.cpuMsBySource.wrapper))}, pub/sub ` +
+        `${fmtMs(medOf(f3('pubsub'), (x) => x.cpuMsBySource.wrapper))}: with ${n} instances on ` +
+        `${os.cpus().length} cores the snapshot readers' CPU, not the Wrapper, sets the time. Every ` +
         `instance held all ${fmtInt(S.tenant.ops + S.tenant.roles + S.tenant.users + S.tenant.configs)} entries and the right cost: ${f3('stream').every((x) => x.complete) && f3('pubsub').every((x) => x.complete) ? 'yes' : 'NO'}. ` +
         `RSS per instance once ready (median): stream ${fmtMiB(medOf(f3('stream'), (x) => x.rssMiBMedian))}, ` +
         `pub/sub ${fmtMiB(medOf(f3('pubsub'), (x) => x.rssMiBMedian))}. Spawning the ${n} processes and ` +
@@ -665,7 +676,9 @@ function bigRows(S, big) {
         `(pub/sub) ${perRun(big.pubsub, (x) => x.initMs, fmtMs)}. The first stream instance (no snapshot yet: ` +
         `it loads from the Wrapper under the lease and writes the snapshot) took ${fmtMs(sw)} ` +
         `(${fmtRatio(sw, w)} of pub/sub's load; per run ${perRun(big.streamWrapper, (x) => x.initMs, fmtMs)}), peak RSS ` +
-        `${fmtMiB(medOf(big.streamWrapper, (x) => x.peakRssMiB))}. Snapshot in Redis: ` +
+        `${fmtMiB(medOf(big.streamWrapper, (x) => x.peakRssMiB))}. CPU time of \`initialize()\` (the ` +
+        `instance's process, every thread; median): from the snapshot ${fmtMs(medOf(big.streamSnapshot, (x) => x.cpuMs))}, ` +
+        `from the Wrapper (pub/sub) ${fmtMs(medOf(big.pubsub, (x) => x.cpuMs))}. Snapshot in Redis: ` +
         `${fmtMB(median(big.snapshotBytes))} (Redis used_memory at the end ${fmtMiB(big.redisUsedMiB)}). ` +
         `Sources as expected (snapshot / wrapper) and every entry present: ${ok ? 'yes' : 'NO'}. ` +
         `Measured with Redis's pub/sub output-buffer limit lifted (\`CONFIG SET client-output-buffer-limit ` +
