@@ -115,6 +115,16 @@ function byteMeter(sim) {
   }
 }
 
+/** Bytes this redis-server has sent to its clients since it started (INFO stats). */
+async function redisBytesOut(redis) {
+  const c = await connectRedis(redis.url)
+  try {
+    return Number(/total_net_output_bytes:(\d+)/.exec(await c.command('INFO', 'stats'))[1])
+  } finally {
+    c.destroy()
+  }
+}
+
 /** Full snapshot loads the simulator served (first pages of the credit list). */
 const wrapperLoads = (sim) => sim.count((r) => r.path === '/api/credits/configs')
 
@@ -291,7 +301,9 @@ async function fleetRun({ mode, persist, n, T, settleMs, log, rep }) {
     const spawnMs = hrMs(t0Spawn)
     const bytes0 = bytes()
     const req0 = sim.requests.length
+    const redisOut0 = await redisBytesOut(redis)
     const start = await fleet.go()
+    const redisOut = (await redisBytesOut(redis)) - redisOut0
     const failed = start.results.filter((r) => !r.ok)
     if (failed.length) throw new Error(`${failed.length} instance(s) failed: ${failed[0].message}`)
     const cold = {
@@ -301,6 +313,7 @@ async function fleetRun({ mode, persist, n, T, settleMs, log, rep }) {
       loads: wrapperLoads(sim),
       requests: sim.requests.length - req0,
       bytes: bytes() - bytes0,
+      redisOut,
       sources: countBy(start.results.map((r) => r.state.source)),
       complete: start.results.every(
         (r) => r.state.criticalCacheSize === expectEntries && r.state.cost === 7.5,
@@ -353,6 +366,7 @@ async function fleetRun({ mode, persist, n, T, settleMs, log, rep }) {
     const recoverMs = hrMs(t0)
     await sleep(settleMs) // late requests, if any, are counted too
     const after = await fleet.states()
+    const redisOutAfter = await redisBytesOut(redis) // the new server's counter: since the restart
     const b = loadsOf(before)
     const a = loadsOf(after)
     const restart = {
@@ -362,6 +376,7 @@ async function fleetRun({ mode, persist, n, T, settleMs, log, rep }) {
       loads: wrapperLoads(sim) - loads0,
       requests: sim.requests.length - reqBefore,
       bytes: bytes() - bytesBefore,
+      redisOut: redisOutAfter,
       resumes: sum(after.map((s, i) => s.resumes - before[i].resumes)),
       resyncs: sum(after.map((s, i) => s.resyncs - before[i].resyncs)),
       fromWrapper: a.wrapper - b.wrapper,
@@ -555,7 +570,9 @@ function fleetRows(S, runs) {
         )}. ` +
         `Counted from the restart until ${fmtMs(S.settleMs)} after the last instance showed the event published once Redis was back. ` +
         `Stream: ${medOf(f1('stream'), (x) => x.resumes)} resumes and ${medOf(f1('stream'), (x) => x.resyncs)} full reloads over the fleet (median of runs); ` +
-        `pub/sub: ${medOf(f1('pubsub'), (x) => x.resyncs)} full reloads. ` +
+        `pub/sub: ${medOf(f1('pubsub'), (x) => x.resyncs)} full reloads. Bytes Redis sent to its clients ` +
+        `after the restart (INFO total_net_output_bytes, median): stream ${fmtMB(medOf(f1('stream'), (x) => x.redisOut))}, ` +
+        `pub/sub ${fmtMB(medOf(f1('pubsub'), (x) => x.redisOut))}. ` +
         `Restart → every instance caught up: stream ${fmtMs(medOf(f1('stream'), (x) => x.recoverMs))}, ` +
         `pub/sub ${fmtMs(medOf(f1('pubsub'), (x) => x.recoverMs))} (redis-server stop + start took ` +
         `${fmtMs(medOf([...f1('stream'), ...f1('pubsub')], (x) => x.restartMs))}; the reconnect backoff's first delay is 0.5–1 s).`,
@@ -578,7 +595,9 @@ function fleetRows(S, runs) {
         `Full snapshot loads served by the simulator, per run: stream ${perRun(f2('stream'), (x) => x.loads, fmtInt)}; ` +
         `pub/sub ${perRun(f2('pubsub'), (x) => x.loads, fmtInt)}. Wrapper requests / bytes (median): stream ` +
         `${fmtInt(medOf(f2('stream'), (x) => x.requests))} / ${fmtMB(medOf(f2('stream'), (x) => x.bytes))}, pub/sub ` +
-        `${fmtInt(medOf(f2('pubsub'), (x) => x.requests))} / ${fmtMB(medOf(f2('pubsub'), (x) => x.bytes))}. ` +
+        `${fmtInt(medOf(f2('pubsub'), (x) => x.requests))} / ${fmtMB(medOf(f2('pubsub'), (x) => x.bytes))}; ` +
+        `bytes Redis sent after the restart: stream ${fmtMB(medOf(f2('stream'), (x) => x.redisOut))} (the snapshot, ` +
+        `to every instance but the loader), pub/sub ${fmtMB(medOf(f2('pubsub'), (x) => x.redisOut))}. ` +
         `The stream fleet's own counters: loads from the Wrapper ${perRun(f2('stream'), (x) => x.fromWrapper, fmtInt)}, ` +
         `from the Redis snapshot ${perRun(f2('stream'), (x) => x.fromRedis, fmtInt)}, snapshots rejected ` +
         `${perRun(f2('stream'), (x) => x.rejected, fmtInt)}. Restart → every instance caught up: stream ` +
@@ -624,7 +643,9 @@ function fleetRows(S, runs) {
         `${fmtMs(medOf(f3('stream'), (x) => x.firstReadyMs))}, pub/sub ${fmtMs(medOf(f3('pubsub'), (x) => x.firstReadyMs))}. ` +
         `Loads per sample: stream ${perRun(f3('stream'), (x) => x.loads, fmtInt)}; pub/sub ${perRun(f3('pubsub'), (x) => x.loads, fmtInt)}. ` +
         `Wrapper bytes (median): stream ${fmtMB(medOf(f3('stream'), (x) => x.bytes))}, pub/sub ` +
-        `${fmtMB(medOf(f3('pubsub'), (x) => x.bytes))}. health().source: stream ${sources('stream')}. ` +
+        `${fmtMB(medOf(f3('pubsub'), (x) => x.bytes))}; Redis bytes out: stream ` +
+        `${fmtMB(medOf(f3('stream'), (x) => x.redisOut))}, pub/sub ${fmtMB(medOf(f3('pubsub'), (x) => x.redisOut))}. ` +
+        `health().source: stream ${sources('stream')}. ` +
         `Stream, ready after (per sample): the instance that loaded from the Wrapper ` +
         `${perRun(f3('stream'), (x) => (x.bySource.wrapper ? x.bySource.wrapper.max : NaN), fmtMs)}; the ` +
         `instances that loaded the snapshot min / median / max ` +
