@@ -119,6 +119,7 @@ async function main(config) {
     rate,
     events: latencies.length,
     p50Us: median(latencies),
+    p90Us: percentile(latencies, 90),
     p99Us: percentile(latencies, 99),
     maxUs: latencies.reduce((a, b) => Math.max(a, b), 0),
     eventsApplied: m.eventsApplied,

@@ -1008,7 +1008,7 @@ async function main() {
   }
   // Group `fleet` (rows F1–F5, SPEC §7): bench/lib/fleet.js runs it with its own
   // Redis servers and writes bench/RESULTS-fleet.md itself; its rows stay out of this table.
-  if (runs('fleet') && (!SMOKE || ONLY)) {
+  if (runs('fleet')) {
     await require('./lib/fleet.js').fleetGroup({
       smoke: SMOKE,
       log,

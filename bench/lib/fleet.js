@@ -765,7 +765,10 @@ function propagationRow(S, prop) {
         `${fmtInt(S.propagation.events)} events per run after ${S.propagation.warmup} warm-up events, median of ` +
         `${S.propagation.reps} runs per mode, each in its own process (as row 3: a raw RESP publisher in the same ` +
         `process sends what createPublisher sends for the transport, and a \`setImmediate\` loop polls ` +
-        `\`getCreditCost\`). p99 stream − pub/sub: ${fmtSignedUs(delta)}. p99 per run: stream ` +
+        `\`getCreditCost\`). p99 stream − pub/sub: ${fmtSignedUs(delta)}; p50: ` +
+        `${fmtSignedUs(p50('stream') - p50('pubsub'))}; p90: stream ${fmtUs(medOf(prop.stream, (x) => x.p90Us))}, ` +
+        `pub/sub ${fmtUs(medOf(prop.pubsub, (x) => x.p90Us))}. p50 per run: stream ` +
+        `${perRun(prop.stream, (x) => x.p50Us, fmtUs)}; pub/sub ${perRun(prop.pubsub, (x) => x.p50Us, fmtUs)}. p99 per run: stream ` +
         `${perRun(prop.stream, (x) => x.p99Us, fmtUs)}; pub/sub ${perRun(prop.pubsub, (x) => x.p99Us, fmtUs)}. ` +
         `With the publisher's default transport 'both' (the script also PUBLISHes on the topic channel) the stream ` +
         `consumer's p50 / p99 is ${fmtUs(p50('stream-both'))} / ${fmtUs(p99('stream-both'))}. Max (median over runs): ` +
