@@ -17,9 +17,11 @@
 //!   node fails over or dies the link is lost and the next connection goes to
 //!   another node. (Sharded pub/sub, `SSUBSCRIBE`, would spread the bus
 //!   traffic but needs every publisher to use `SPUBLISH` on the slot's owner:
-//!   classic pub/sub keeps publishers in any language unchanged.) The
-//!   package writes no keys yet; when it does (SPEC §7) they carry the
-//!   `{tenant}` hash tag so one tenant stays in one slot.
+//!   classic pub/sub keeps publishers in any language unchanged.) Keys the
+//!   package writes (SPEC §7) carry the `{tenant}` hash tag so one tenant
+//!   stays in one slot; a command sent to a node that does not own it is
+//!   redirected (`MOVED`), and [`RedisTarget::connect_node`] opens the
+//!   connection to the owner.
 //!
 //! Error descriptions never hold a URL, a password or certificate material;
 //! a TLS failure says it is one.
@@ -475,6 +477,11 @@ impl RedisTarget {
         self.topology.uses_tls()
     }
 
+    /// True for a Redis Cluster (keys live on the node that owns their slot).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.topology, Topology::Cluster { .. })
+    }
+
     fn certificates(&self) -> Option<TlsCertificates> {
         let t = self.tls.as_ref()?;
         if t.ca.is_none() && t.cert.is_none() {
@@ -599,6 +606,41 @@ impl RedisTarget {
                 Ok((conn, master))
             }
         }
+    }
+
+    /// With Cluster: a connection to the node `addr` (`host:port`, as a
+    /// `MOVED`/`ASK` redirect names it), with the first seed's scheme,
+    /// credentials and TLS material. Other targets have no other node: an
+    /// error.
+    pub async fn connect_node(
+        &self,
+        config: AsyncConnectionConfig,
+        protocol: ProtocolVersion,
+        addr: &str,
+    ) -> RedisResult<MultiplexedConnection> {
+        let not_cluster =
+            || RedisError::from((redis::ErrorKind::InvalidClientConfig, "not a cluster node"));
+        let Topology::Cluster { nodes } = &self.topology else {
+            return Err(not_cluster());
+        };
+        let (host, port) = addr.rsplit_once(':').ok_or_else(not_cluster)?;
+        let port: u16 = port.parse().map_err(|_| not_cluster())?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let mut url = nodes
+            .first()
+            .and_then(|n| url::Url::parse(n.expose()).ok())
+            .ok_or_else(not_cluster)?;
+        if url.set_host(Some(host)).is_err() || url.set_port(Some(port)).is_err() {
+            return Err(not_cluster());
+        }
+        let (client, resolver) = self.url_client(url.as_str(), protocol).await?;
+        let config = match resolver {
+            Some(r) => config.set_dns_resolver(r),
+            None => config,
+        };
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
     }
 
     /// Remembers the cluster's other nodes (`CLUSTER NODES` on `conn`, which

@@ -188,19 +188,40 @@ mod tests {
         assert_eq!(s.credits[0].credit_cost, 2.5);
         // Without a secret, a signed snapshot is accepted (its digest still checked).
         assert!(decode(&b, "acme", 1 << 20, None).is_ok());
-        assert_eq!(decode(&b, "other", 1 << 20, keys.as_ref()).unwrap_err(), Rejected::Tenant);
-        assert_eq!(decode(&b, "acme", 10, keys.as_ref()).unwrap_err(), Rejected::Size);
+        assert_eq!(
+            decode(&b, "other", 1 << 20, keys.as_ref()).unwrap_err(),
+            Rejected::Tenant
+        );
+        assert_eq!(
+            decode(&b, "acme", 10, keys.as_ref()).unwrap_err(),
+            Rejected::Size
+        );
         let other = SigningKeys::single(Secret::new(String::from("other")));
-        assert_eq!(decode(&b, "acme", 1 << 20, other.as_ref()).unwrap_err(), Rejected::Signature);
+        assert_eq!(
+            decode(&b, "acme", 1 << 20, other.as_ref()).unwrap_err(),
+            Rejected::Signature
+        );
         let unsigned = encode("acme", pos, "ep", 1, &snap(), None);
-        assert_eq!(decode(&unsigned, "acme", 1 << 20, keys.as_ref()).unwrap_err(), Rejected::Signature);
+        assert_eq!(
+            decode(&unsigned, "acme", 1 << 20, keys.as_ref()).unwrap_err(),
+            Rejected::Signature
+        );
         let mut tampered = b.clone();
         let n = tampered.len();
         tampered[n - 5] = b'9';
-        assert_eq!(decode(&tampered, "acme", 1 << 20, None).unwrap_err(), Rejected::Digest);
+        assert_eq!(
+            decode(&tampered, "acme", 1 << 20, None).unwrap_err(),
+            Rejected::Digest
+        );
         let mut wrong = b.clone();
         wrong[19] = b'2';
-        assert_eq!(decode(&wrong, "acme", 1 << 20, None).unwrap_err(), Rejected::Format);
-        assert_eq!(decode(b"{}", "acme", 1 << 20, None).unwrap_err(), Rejected::Format);
+        assert_eq!(
+            decode(&wrong, "acme", 1 << 20, None).unwrap_err(),
+            Rejected::Format
+        );
+        assert_eq!(
+            decode(b"{}", "acme", 1 << 20, None).unwrap_err(),
+            Rejected::Format
+        );
     }
 }

@@ -318,7 +318,10 @@ mod tests {
         assert_eq!(k.snapshot, "crm:{acme}:snapshot");
         assert_eq!(k.live, "crm:acme:stream");
         let (id, topic, msg) = parse_live(b"5-1 roles {\"a\":1}").unwrap();
-        assert_eq!((id, topic, msg), (StreamId { ms: 5, seq: 1 }, Topic::Roles, &b"{\"a\":1}"[..]));
+        assert_eq!(
+            (id, topic, msg),
+            (StreamId { ms: 5, seq: 1 }, Topic::Roles, &b"{\"a\":1}"[..])
+        );
         assert!(parse_live(b"5-1 nope {}").is_none());
         assert!(parse_live(b"garbage").is_none());
     }
