@@ -435,6 +435,8 @@ class SmartCRMConsumer extends EventEmitter {
       wrapperErrors: n.wrapperErrors,
       coalescedRequests: n.coalescedRequests,
       staleServed: n.staleServed,
+      sharedHits: n.sharedHits,
+      sharedMisses: n.sharedMisses,
       eventsReceived: n.eventsReceived,
       eventsApplied: n.eventsApplied,
       eventsRejected: n.eventsRejected,

@@ -47,7 +47,7 @@ use crate::config::Config;
 use crate::error::{CoreError, Result};
 use crate::ids::{parse_key, RefKind};
 use crate::metrics::{now_ms, Metrics};
-use crate::shared_ref::{Begin, SharedTier, Ticket, NOT_FOUND_VALUE};
+use crate::shared_ref::{Begin, SharedTier, Ticket, Written, NOT_FOUND_VALUE};
 use crate::wrapper::WrapperClient;
 
 /// The TTL of entries of `kind`.
@@ -313,20 +313,22 @@ impl ReferenceCache {
             Ok(text) => {
                 let body: Arc<str> = Arc::from(text);
                 let ttl = ttl_of(kind, &inner.config);
-                self.share(ticket, Some(&body), ttl, &flag).await;
-                self.store(
-                    &key,
-                    Some(body.clone()),
-                    ttl,
-                    ttl + inner.config.stale_if_error,
-                    &flag,
-                );
+                if self.share(ticket, Some(&body), ttl, &flag).await {
+                    self.store(
+                        &key,
+                        Some(body.clone()),
+                        ttl,
+                        ttl + inner.config.stale_if_error,
+                        &flag,
+                    );
+                }
                 Ok(body)
             }
             Err(CoreError::NotFound(p)) => {
                 let ttl = inner.config.ttl.not_found;
-                self.share(ticket, Some(NOT_FOUND_VALUE), ttl, &flag).await;
-                self.store(&key, None, ttl, ttl, &flag);
+                if self.share(ticket, Some(NOT_FOUND_VALUE), ttl, &flag).await {
+                    self.store(&key, None, ttl, ttl, &flag);
+                }
                 Err(CoreError::NotFound(p))
             }
             Err(e) => {
@@ -391,19 +393,28 @@ impl ReferenceCache {
 
     /// Writes a fetched answer to the shared tier (fenced) and releases the
     /// lease; with `value` `None`, or when an invalidation arrived during the
-    /// fetch, only releases the lease.
+    /// fetch, only releases the lease. False when the fence refused the
+    /// answer: it is outdated, so it is not kept here either (and an older
+    /// entry held for stale-if-error goes too).
     async fn share(
         &self,
         ticket: Option<Ticket>,
         value: Option<&str>,
         ttl: Duration,
         flag: &AtomicBool,
-    ) {
+    ) -> bool {
         let (Some(tier), Some(ticket)) = (&self.inner.shared, ticket) else {
-            return;
+            return true;
         };
+        let key = ticket.key().to_owned();
         let value = value.filter(|_| !flag.load(SeqCst));
-        tier.finish(ticket, value, ttl).await;
+        if tier.finish(ticket, value, ttl).await == Written::Fenced {
+            if let Some(c) = self.inner.cache.get() {
+                c.invalidate(&key);
+            }
+            return false;
+        }
+        true
     }
 
     /// Caches a fetched answer, within the byte bound (see the module docs).

@@ -31,6 +31,10 @@
 //!   value read earlier if its key expired or was evicted between the read
 //!   and the write; random tokens cannot, and a missing token matches
 //!   nothing.)
+//! * **The fetcher learns it too.** A write refused by the fence tells the
+//!   fetching instance that its answer is outdated (the invalidation may not
+//!   have reached its own subscription yet): it answers the callers already
+//!   waiting, as SPEC §2 allows, and keeps nothing ([`Written::Fenced`]).
 //! * **Ordering with this instance's own invalidations.** Invalidations are
 //!   queued (the call sites are synchronous, under locks) and sent in order
 //!   by one task ([`SharedTier::run`]). A miss first waits until every
@@ -212,6 +216,24 @@ impl Ticket {
     pub fn holds_lease(&self) -> bool {
         self.lease.is_some()
     }
+
+    /// The cache key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// What became of a fetched answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// It is in Redis for the fleet.
+    Yes,
+    /// Refused by the fence: the key was invalidated (or the tenant's
+    /// reference data dropped) since the fetch began, so the answer is
+    /// outdated and this instance must not keep it either.
+    Fenced,
+    /// Nothing written (nothing to write, or Redis unavailable).
+    No,
 }
 
 /// Invalidations waiting to be sent.
@@ -267,8 +289,9 @@ struct Inner {
     queue: Mutex<Queue>,
     /// Sequence number of the latest invalidation issued.
     issued: AtomicU64,
-    /// Sequence number up to which every invalidation has reached Redis.
-    applied: watch::Sender<u64>,
+    /// Sequence number up to which every invalidation has reached Redis,
+    /// and whether the latest attempt to send more failed.
+    applied: watch::Sender<(u64, bool)>,
     /// Wakes the sending task.
     wake: Notify,
 }
@@ -349,7 +372,7 @@ impl SharedTier {
         // Every attempt of one Wrapper fetch (wrapper.rs makes at most three,
         // with short pauses), and a margin.
         let lease_ttl = config.request_timeout * 3 + Duration::from_secs(1);
-        let (applied, _) = watch::channel(0);
+        let (applied, _) = watch::channel((0, false));
         SharedTier {
             inner: Arc::new(Inner {
                 link,
@@ -436,10 +459,15 @@ impl SharedTier {
             };
             if sent {
                 backoff.reset();
+                self.inner.applied.send_modify(|(a, stalled)| {
+                    *a = (*a).max(pending.upto);
+                    *stalled = false;
+                });
+            } else {
+                // Misses waiting for this skip the tier instead of waiting on.
                 self.inner
                     .applied
-                    .send_modify(|a| *a = (*a).max(pending.upto));
-            } else {
+                    .send_modify(|(_, stalled)| *stalled = true);
                 self.queue().merge(pending);
                 tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -474,19 +502,34 @@ impl SharedTier {
     }
 
     /// Waits until every invalidation issued so far has reached Redis; false
-    /// when that did not happen within the wait bound (or Redis is down).
+    /// when that did not happen within the wait bound, or sending failed
+    /// (Redis is down: the tier is skipped rather than waited for).
     async fn caught_up(&self) -> bool {
         let need = self.inner.issued.load(SeqCst);
         let mut applied = self.inner.applied.subscribe();
-        if *applied.borrow_and_update() >= need {
+        let (sent, stalled) = *applied.borrow_and_update();
+        if sent >= need {
             return true;
         }
-        if self.inner.link.is_backing_off() {
+        // The sender is failing (and backing off), or Redis is: not now.
+        if stalled || self.inner.link.is_backing_off() {
             return false;
         }
-        tokio::time::timeout(self.inner.wait, applied.wait_for(|a| *a >= need))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        let waited = tokio::time::timeout(self.inner.wait, async {
+            loop {
+                if applied.changed().await.is_err() {
+                    return false;
+                }
+                let (a, stalled) = *applied.borrow_and_update();
+                if a >= need {
+                    return true;
+                }
+                if stalled {
+                    return false;
+                }
+            }
+        });
+        waited.await.unwrap_or(false)
     }
 
     async fn read(&self, key: &str, lease: &str) -> Option<Read> {
@@ -583,12 +626,12 @@ impl SharedTier {
     /// After the fetch of `ticket`: writes `value` (the JSON text, or
     /// [`NOT_FOUND_VALUE`]) for `ttl` if the fence allows, and releases the
     /// lease. `None` (an error, an invalidated fetch, a zero TTL): releases
-    /// the lease only. True when written.
-    pub async fn finish(&self, ticket: Ticket, value: Option<&str>, ttl: Duration) -> bool {
+    /// the lease only.
+    pub async fn finish(&self, ticket: Ticket, value: Option<&str>, ttl: Duration) -> Written {
         let i = &self.inner;
         let value = value.filter(|_| !ttl.is_zero());
         if value.is_none() && ticket.lease.is_none() {
-            return false;
+            return Written::No;
         }
         let k = &ticket.key;
         let (entry, fence, lease_key, epoch) = (
@@ -626,7 +669,11 @@ impl SharedTier {
                 ],
             )
             .await;
-        matches!(answer, Ok(Value::Int(1)))
+        match answer {
+            Ok(Value::Int(1)) => Written::Yes,
+            Ok(_) if value.is_some() => Written::Fenced,
+            _ => Written::No,
+        }
     }
 }
 

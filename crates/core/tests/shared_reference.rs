@@ -179,7 +179,7 @@ async fn concurrent_misses_of_many_instances_make_one_request() {
 /// A is not subscribed (not started: its reads work all the same), so it
 /// never hears of the invalidation and its own invalidation-wins flag
 /// cannot save the day: only the fence in Redis stands between its old
-/// value and the fleet.
+/// value and the fleet (and A's own cache).
 async fn fence_case(invalidate: impl AsyncFnOnce(&Consumer, &Redis, &Wrapper)) {
     let redis = Redis::start();
     let w = Wrapper::default();
@@ -201,8 +201,10 @@ async fn fence_case(invalidate: impl AsyncFnOnce(&Consumer, &Redis, &Wrapper)) {
     drop(held);
     // The callers already waiting may get the old value (SPEC §2)...
     assert_eq!(name(&fetch.await.unwrap().unwrap()), "Ann");
-    // ...but it is not kept: not in Redis, not in A.
+    // ...but it is not kept: not in Redis, and not in A either (the refused
+    // write told it the answer is outdated).
     assert_eq!(shared_value(&redis.url(), "t1", "user:u1").await, None);
+    assert_eq!(a.cache_expiry("user:u1"), None);
     let body = b.reference_get(RefKind::UserProfile, "u1").await.unwrap();
     assert_eq!(name(&body), "Bea");
     assert_eq!(w.hits(PROFILE), 2);
