@@ -159,6 +159,40 @@ test('20 processes × 50 concurrent misses for one profile make one Wrapper requ
   await Promise.all(instances.map((i) => i.ask('shutdown').catch(() => {})))
 })
 
+test('when the lease holder dies, its lease expires and one other instance fetches', async (t) => {
+  const requestTimeoutMs = 2_000
+  const ctx = await fleet(t, { consumer: { requestTimeoutMs } })
+  const { sim } = ctx
+  const expected = sim.data.profiles.get('u-alice')
+  const holder = ctx.processInstance()
+  const waiters = [await ctx.instance(), await ctx.instance(), await ctx.instance()]
+  await holder.next('ready')
+
+  const gate = sim.gate(ALICE)
+  holder.send({ op: 'read', method: 'getUserProfile', id: 'u-alice', n: 1 })
+  await waitFor(() => gate.waiting === 1, { message: "the holder's request at the Wrapper" })
+  const lease = `crm:{${ctx.tenantId}}:ref-lease:user:u-alice`
+  t.is(await ctx.client.command('EXISTS', lease), 1)
+  const pttl = await ctx.client.command('PTTL', lease)
+  t.true(pttl > 0 && pttl <= requestTimeoutMs, `the lease lives one request's bound (${pttl} ms)`)
+
+  const reads = waiters.map((w) => w.getUserProfile('u-alice'))
+  await waitFor(() => waiters.every((w) => w.getMetrics().referenceMisses === 1))
+  const exited = new Promise((resolve) => holder.child.once('exit', resolve))
+  holder.child.kill('SIGKILL')
+  await exited
+  gate.release() // the dead holder's request answers no one; later ones pass
+  const killedAt = Date.now()
+
+  for (const r of await Promise.all(reads)) t.deepEqual(r, expected)
+  const took = Date.now() - killedAt
+  t.true(took < requestTimeoutMs + 1_000, `the others had the value ${took} ms after the death`)
+  t.is(sim.count(ALICE), 2, "the dead holder's request and one more")
+  const metrics = waiters.map((w) => w.getMetrics())
+  t.is(sum(metrics, 'sharedMisses'), 1, 'one instance took the lease over')
+  t.is(sum(metrics, 'sharedHits'), 2, 'the others waited for it')
+})
+
 test('a later instance reads the shared entry without asking the Wrapper', async (t) => {
   const ctx = await fleet(t)
   const [a, b] = [await ctx.instance(), await ctx.instance()]

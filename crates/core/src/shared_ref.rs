@@ -17,9 +17,12 @@
 //!   missing) and tries to take the lease, all in the same atomic step.
 //! * **One Wrapper request per key across the fleet.** The lease holder
 //!   fetches and writes; the others poll (5 ms doubling to 50 ms) until the
-//!   value is there or the lease is free (its holder failed, was fenced off,
-//!   or died and the lease expired: then one of them takes it), for at most
-//!   `requestTimeoutMs`, after which each fetches on its own (still fenced).
+//!   value is there, or the lease is free and one of them takes it (its
+//!   holder failed and released it, or was fenced off, or died). A lease
+//!   lives `requestTimeoutMs`, one Wrapper request's bound, so a dead holder
+//!   blocks the others no longer than that. A waiter waits for one holder up
+//!   to `requestTimeoutMs` + 250 ms, and for a new holder that took over up to
+//!   twice that in all; then it asks the Wrapper itself (still fenced).
 //! * **The fence.** A write ([`WRITE`]) stores the value only if the key's
 //!   fence token and the tenant epoch are still the ones read before the
 //!   fetch began, atomically. An invalidation deletes the entry, its fence
@@ -61,9 +64,9 @@ use crate::config::Config;
 use crate::signature::{sign_bytes, verify_bytes_any, SigningKeys};
 
 /// A miss. KEYS: entry, fence, lease, epoch. ARGV: fence candidate, epoch
-/// candidate, lease token (`''`: do not take it), lease ms, fence and epoch
-/// ms. Returns `{1, v, pttl, s, e}` for a hit, `{0, fence, epoch, leased}`
-/// for a miss.
+/// candidate, lease token, lease ms, fence and epoch ms. Returns
+/// `{1, v, pttl, s, e}` for a hit; for a miss `{0, fence, epoch}` when the
+/// lease was taken, else `{0, fence, epoch, holder}` (the holder's token).
 pub const READ: &str = r#"
 local e = redis.call('GET', KEYS[4])
 if not e then
@@ -82,11 +85,10 @@ if not f then
   f = ARGV[1]
   redis.call('SET', KEYS[2], f, 'PX', ARGV[5])
 end
-local leased = 0
-if ARGV[3] ~= '' and redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[4]) then
-  leased = 1
+if redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[4]) then
+  return {0, f, e}
 end
-return {0, f, e, leased}
+return {0, f, e, redis.call('GET', KEYS[3])}
 "#;
 
 /// The fenced write. KEYS: entry, fence, lease, epoch. ARGV: fence token
@@ -122,6 +124,8 @@ pub const NOT_FOUND_VALUE: &str = "null";
 const MAX_QUEUED: usize = 10_000;
 /// Keys per `DEL` (three per cache key).
 const DEL_CHUNK: usize = 300;
+/// How much longer a miss waits than a lease lives (Redis's clock and ours).
+const WAIT_MARGIN: Duration = Duration::from_millis(250);
 /// Poll schedule of a miss waiting for another instance's fetch.
 const POLL_FIRST: Duration = Duration::from_millis(5);
 /// The longest pause between polls.
@@ -313,7 +317,8 @@ enum Read {
     Miss {
         fence: String,
         epoch: String,
-        leased: bool,
+        /// Who holds the lease; `None`: we took it.
+        holder: Option<String>,
     },
 }
 
@@ -344,7 +349,8 @@ fn parse_read(v: &Value) -> Option<Read> {
         _ => Some(Read::Miss {
             fence: text(items.get(1)?)?,
             epoch: text(items.get(2)?)?,
-            leased: int(items.get(3)?)? == 1,
+            // A lease that expired between SET NX and GET: nobody's.
+            holder: items.get(3).map(|h| text(h).unwrap_or_default()),
         }),
     }
 }
@@ -369,9 +375,10 @@ fn ms(d: Duration) -> Vec<u8> {
 impl SharedTier {
     /// The tier of the tenant `config` names, over `link`.
     pub fn new(config: &Config, link: Arc<CommandLink>) -> SharedTier {
-        // Every attempt of one Wrapper fetch (wrapper.rs makes at most three,
-        // with short pauses), and a margin.
-        let lease_ttl = config.request_timeout * 3 + Duration::from_secs(1);
+        // One Wrapper request's bound: a holder that dies stops blocking the
+        // fleet then (one that retries may lose it; another instance then
+        // fetches too).
+        let lease_ttl = config.request_timeout;
         let (applied, _) = watch::channel((0, false));
         SharedTier {
             inner: Arc::new(Inner {
@@ -381,7 +388,7 @@ impl SharedTier {
                 signing: config.signing_secret.clone(),
                 lease_ttl,
                 token_ttl: (lease_ttl * 4).max(Duration::from_secs(60)),
-                wait: config.request_timeout,
+                wait: config.request_timeout + WAIT_MARGIN,
                 max_bytes: config.max_response_bytes,
                 queue: Mutex::new(Queue::default()),
                 issued: AtomicU64::new(0),
@@ -566,14 +573,16 @@ impl SharedTier {
         if !self.caught_up().await {
             return Begin::Skip;
         }
-        let deadline = Instant::now() + self.inner.wait;
+        let i = &self.inner;
+        let started = Instant::now();
+        // Past the lifetime of any lease seen now: a dead holder's lease has
+        // expired by then, and the last poll takes it over.
+        let mut deadline = started + i.wait;
+        let mut holder: Option<String> = None;
         let mut pause = POLL_FIRST;
         let lease = token();
         loop {
-            let past = Instant::now() >= deadline;
-            // Past the wait bound, fetch without the lease (still fenced).
-            let ask = if past { "" } else { lease.as_str() };
-            match self.read(key, ask).await {
+            let (fence, epoch, now_held_by) = match self.read(key, &lease).await {
                 None => return Begin::Skip,
                 Some(Read::Hit {
                     v,
@@ -584,20 +593,41 @@ impl SharedTier {
                 Some(Read::Miss {
                     fence,
                     epoch,
-                    leased,
+                    holder: None,
                 }) => {
-                    if leased || past {
-                        return Begin::Fetch(Ticket {
-                            key: key.to_owned(),
-                            fence,
-                            epoch,
-                            lease: leased.then(|| lease.clone()),
-                        });
-                    }
+                    return Begin::Fetch(Ticket {
+                        key: key.to_owned(),
+                        fence,
+                        epoch,
+                        lease: Some(lease),
+                    })
                 }
-            }
+                Some(Read::Miss {
+                    fence,
+                    epoch,
+                    holder: Some(h),
+                }) => (fence, epoch, h),
+            };
             let now = Instant::now();
-            tokio::time::sleep(pause.min(deadline.saturating_duration_since(now))).await;
+            if holder.as_deref() != Some(&now_held_by) {
+                // A new holder (the one before failed, or died and its lease
+                // expired): wait for it too, within twice the bound in all.
+                if holder.is_some() {
+                    deadline = (now + i.wait).min(started + i.wait * 2);
+                }
+                holder = Some(now_held_by);
+            }
+            if now >= deadline {
+                // Waited long enough: ask the Wrapper without the lease
+                // (the write is still fenced).
+                return Begin::Fetch(Ticket {
+                    key: key.to_owned(),
+                    fence,
+                    epoch,
+                    lease: None,
+                });
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
             pause = (pause * 2).min(POLL_MAX);
         }
     }
