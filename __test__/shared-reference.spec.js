@@ -1,7 +1,7 @@
 'use strict'
 // The shared reference tier (SPEC §7 `sharedReference`, issue 11): reference data
 // in Redis shared by a fleet. Real redis-server, the Wrapper simulator over HTTP,
-// instances as separate OS processes (helpers/fleet-child.js) or as separate
+// instances as separate OS processes (helpers/reference-child.js) or as separate
 // consumers in this process (each its own caches and command connection).
 //
 // - 20 processes × 50 concurrent misses for one profile → one Wrapper request
@@ -26,7 +26,7 @@ const {
 } = require('../tools/wrapper-sim.js')
 const { SmartCRMConsumer, createTenantPool } = require('../lib/index.js')
 
-const CHILD = path.join(__dirname, 'helpers', 'fleet-child.js')
+const CHILD = path.join(__dirname, 'helpers', 'reference-child.js')
 const ALICE = '/api/users/u-alice/profile'
 const TTL = { userProfiles: 60_000, hierarchy: 62_000, notFound: 30_000 }
 let seq = 0
@@ -64,7 +64,7 @@ async function fleet(t, { consumer: common = {} } = {}) {
     if (init) await c.initialize()
     return c
   }
-  /** An instance in its own OS process (see helpers/fleet-child.js). */
+  /** An instance in its own OS process (see helpers/reference-child.js). */
   const processInstance = (extra = {}) => {
     const child = fork(CHILD, [JSON.stringify(options(extra))], { stdio: 'pipe' })
     children.push(child)

@@ -1,51 +1,41 @@
 'use strict'
-// One instance of a fleet, in its own OS process (forked with an IPC channel by
-// __test__/shared-reference.spec.js): a SmartCRMConsumer built from the JSON
-// options in argv[2], driven by messages from the parent.
-//
-//   → { op: 'read', method, id, n }  fires n concurrent calls of consumer[method](id),
-//                                     answers { op: 'fired' } at once, then
-//                                     { op: 'read', values, errors } when all settled
-//   → { op: 'metrics' }               { op: 'metrics', metrics }
-//   → { op: 'expiry', key }           { op: 'expiry', expiry }
-//   → { op: 'shutdown' }              shuts down and exits
-//   ← { op: 'ready' } after initialize(), or { op: 'failed', message }
+// One instance of a fleet, in its own process (SPEC §7 tests): a consumer
+// built from the JSON options in argv[2]. It prints one JSON line when ready
+// (or when initialize() fails) and answers commands on stdin, one per line:
+//   state            → { metrics, health, costs: { [op]: cost } }
+//   exit             → shuts down and exits
 
+const readline = require('node:readline')
 const { SmartCRMConsumer } = require('../../lib/index.js')
-const { quietLogger } = require('../../tools/test-helpers/index.js')
 
+const quiet = { debug() {}, info() {}, warn() {}, error() {} }
 const options = JSON.parse(process.argv[2])
-const consumer = new SmartCRMConsumer({ ...options, logger: quietLogger() })
+const ops = JSON.parse(process.argv[3] || '[]')
+const consumer = new SmartCRMConsumer({ ...options, logger: quiet })
+consumer.on('error', () => {})
 
-const handlers = {
-  async read({ method, id, n }) {
-    const calls = []
-    for (let i = 0; i < n; i++) calls.push(consumer[method](id))
-    process.send({ op: 'fired' })
-    const settled = await Promise.allSettled(calls)
-    return {
-      values: settled.filter((s) => s.status === 'fulfilled').map((s) => s.value),
-      errors: settled.filter((s) => s.status === 'rejected').map((s) => s.reason.code),
+const say = (o) => process.stdout.write(JSON.stringify(o) + '\n')
+const state = () => {
+  const costs = {}
+  for (const op of ops) {
+    try {
+      costs[op] = consumer.getCreditCost(op)
+    } catch {
+      costs[op] = 'closed'
     }
-  },
-  metrics: () => ({ metrics: consumer.getMetrics() }),
-  expiry: ({ key }) => ({ expiry: consumer.getCacheExpiry(key) }),
-  async shutdown() {
-    await consumer.shutdown()
-    process.disconnect()
-    return null
-  },
+  }
+  return { metrics: consumer.getMetrics(), health: consumer.health(), costs }
 }
 
-process.on('message', async (msg) => {
-  const answer = await handlers[msg.op](msg)
-  if (answer !== null) process.send({ op: msg.op, ...answer })
-})
-
 consumer.initialize().then(
-  () => process.send({ op: 'ready' }),
-  (err) => {
-    process.send({ op: 'failed', message: `${err.code}: ${err.message}` })
-    process.exit(1)
-  },
+  () => say({ ready: true, ...state() }),
+  (err) => say({ ready: false, code: err.code, message: err.message }),
 )
+
+readline.createInterface({ input: process.stdin }).on('line', async (line) => {
+  if (line === 'state') say(state())
+  if (line === 'exit') {
+    await consumer.shutdown()
+    process.exit(0)
+  }
+})

@@ -264,7 +264,7 @@ impl CommandLink {
                     .map(|(c, _)| c),
                 Some(addr) => {
                     self.target
-                        .connect_node(config, ProtocolVersion::RESP2, addr)
+                        .connect_node(addr, config, ProtocolVersion::RESP2)
                         .await
                 }
             }

@@ -608,32 +608,27 @@ impl RedisTarget {
         }
     }
 
-    /// With Cluster: a connection to the node `addr` (`host:port`, as a
-    /// `MOVED`/`ASK` redirect names it), with the first seed's scheme,
-    /// credentials and TLS material. Other targets have no other node: an
-    /// error.
+    /// With Cluster: opens a connection to the node at `addr` (`host:port`,
+    /// as a `MOVED` redirection names it), with the seeds' scheme,
+    /// credentials and TLS material. Other topologies connect as
+    /// [`RedisTarget::connect`] does.
     pub async fn connect_node(
         &self,
+        addr: &str,
         config: AsyncConnectionConfig,
         protocol: ProtocolVersion,
-        addr: &str,
     ) -> RedisResult<MultiplexedConnection> {
-        let not_cluster =
-            || RedisError::from((redis::ErrorKind::InvalidClientConfig, "not a cluster node"));
         let Topology::Cluster { nodes } = &self.topology else {
-            return Err(not_cluster());
+            return Ok(self.connect(config, protocol).await?.0);
         };
-        let (host, port) = addr.rsplit_once(':').ok_or_else(not_cluster)?;
-        let port: u16 = port.parse().map_err(|_| not_cluster())?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let mut url = nodes
-            .first()
-            .and_then(|n| url::Url::parse(n.expose()).ok())
-            .ok_or_else(not_cluster)?;
-        if url.set_host(Some(host)).is_err() || url.set_port(Some(port)).is_err() {
-            return Err(not_cluster());
-        }
-        let (client, resolver) = self.url_client(url.as_str(), protocol).await?;
+        let bad = || RedisError::from((redis::ErrorKind::InvalidClientConfig, "bad redirect"));
+        let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let seed = nodes.first().ok_or_else(bad)?;
+        let mut u = url::Url::parse(seed.expose()).map_err(|_| bad())?;
+        u.set_host(Some(host)).map_err(|_| bad())?;
+        u.set_port(Some(port)).map_err(|_| bad())?;
+        let (client, resolver) = self.url_client(u.as_str(), protocol).await?;
         let config = match resolver {
             Some(r) => config.set_dns_resolver(r),
             None => config,

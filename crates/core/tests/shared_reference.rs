@@ -240,6 +240,8 @@ async fn a_fetch_that_began_before_a_reload_that_drops_reference_data_never_writ
             tenant_id: "t1".into(),
             channel_prefix: "crm".into(),
             signing_secret: None,
+            transport: smart_crm_core::publisher::PublishTransport::PubSub,
+            stream_max_len: 100,
         })
         .await
         .unwrap();
