@@ -61,6 +61,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::commands::CommandLink;
 use crate::config::Config;
+use crate::secret::Secret;
 use crate::signature::{sign_bytes, verify_bytes_any, SigningKeys};
 
 /// A miss. KEYS: entry, fence, lease, epoch. ARGV: fence candidate, epoch
@@ -181,6 +182,12 @@ fn signed_parts<'a>(tenant: &'a str, key: &'a str, epoch: &'a str, v: &'a str) -
         b"\n",
         v.as_bytes(),
     ]
+}
+
+/// The signature (`s`) of an entry: hex HMAC-SHA256 with `secret` over
+/// [`signed_parts`] (PROTOCOL.md).
+pub fn entry_signature(tenant: &str, key: &str, epoch: &str, v: &str, secret: &Secret) -> String {
+    sign_bytes(&signed_parts(tenant, key, epoch, v), secret)
 }
 
 /// What a miss found in the shared tier.
@@ -677,10 +684,9 @@ impl SharedTier {
             None => ("", ""),
         };
         let sig = match (&i.signing, value) {
-            (Some(keys), Some(v)) => sign_bytes(
-                &signed_parts(&i.tenant, k, &ticket.epoch, v),
-                keys.primary(),
-            ),
+            (Some(keys), Some(v)) => {
+                entry_signature(&i.tenant, k, &ticket.epoch, v, keys.primary())
+            }
             _ => String::new(),
         };
         let lease = ticket.lease.as_deref().unwrap_or("");

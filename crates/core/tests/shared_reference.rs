@@ -324,3 +324,102 @@ async fn a_pools_tenants_share_one_command_connection() {
     assert_eq!(evals, 1, "{list}");
     pool.shutdown().await;
 }
+
+fn vectors() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../test-vectors/shared-reference.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn the_shipped_vectors_hold() {
+    use smart_crm_core::commands::key_slot;
+    use smart_crm_core::secret::Secret;
+    use smart_crm_core::shared_ref::{entry_signature, Layout, NOT_FOUND_VALUE};
+    let d = vectors();
+    let tenant = d["tenant"].as_str().unwrap();
+    let layout = Layout::new(d["prefix"].as_str().unwrap(), tenant);
+    assert_eq!(layout.epoch(), d["epoch"]);
+    let slot = d["slot"].as_u64().unwrap() as u16;
+    assert_eq!(key_slot(&layout.epoch()), slot);
+    for (key, k) in d["keys"].as_object().unwrap() {
+        assert_eq!(layout.entry(key), k["entry"]);
+        assert_eq!(layout.fence(key), k["fence"]);
+        assert_eq!(layout.lease(key), k["lease"]);
+        for name in ["entry", "fence", "lease"] {
+            assert_eq!(key_slot(k[name].as_str().unwrap()), slot, "{key} {name}");
+        }
+    }
+    assert_eq!(NOT_FOUND_VALUE, d["notFoundValue"]);
+    let secret = Secret::new(d["signingSecret"].as_str().unwrap());
+    for e in d["entries"].as_array().unwrap() {
+        let s = |f: &str| e[f].as_str().unwrap().to_owned();
+        assert_eq!(
+            entry_signature(tenant, &s("key"), &s("epoch"), &s("v"), &secret),
+            s("s")
+        );
+    }
+}
+
+/// An entry written with plain commands, as PROTOCOL.md describes it (a
+/// writer in another language warming the tier), is served; with a signing
+/// secret a tampered one is not: it is deleted and the Wrapper is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_written_by_plain_commands_are_served_and_checked() {
+    use smart_crm_core::secret::Secret;
+    use smart_crm_core::shared_ref::entry_signature;
+    let redis = Redis::start();
+    let w = Wrapper::default();
+    seed(&w);
+    let url = w.clone().serve().await;
+    let mut opts = options(&url, &redis.url(), "acme");
+    opts["signingSecret"] = json!("s3cret");
+    let a = instance(opts).await;
+    let r = redis.url();
+    let epoch = "e-from-elsewhere";
+    redis_cmd(&r, &["SET", "crm:{acme}:ref-epoch", epoch]).await;
+    let write = async |key: &str, v: &str, s: &str| {
+        let entry = format!("crm:{{acme}}:ref:{key}");
+        redis_cmd(&r, &["HSET", &entry, "v", v, "e", epoch, "s", s]).await;
+        redis_cmd(&r, &["PEXPIRE", &entry, "50000"]).await;
+    };
+    let secret = Secret::new("s3cret");
+    let v = r#"{"name":"Warm"}"#;
+    write(
+        "user:u1",
+        v,
+        &entry_signature("acme", "user:u1", epoch, v, &secret),
+    )
+    .await;
+    let body = a.reference_get(RefKind::UserProfile, "u1").await.unwrap();
+    assert_eq!(name(&body), "Warm");
+    assert_eq!(w.hits(PROFILE), 0);
+    let left = a.cache_expiry("user:u1").unwrap() - smart_crm_core::metrics::now_ms();
+    assert!((48_000..=50_000).contains(&left), "{left}");
+
+    // The signature of another value: refused, deleted, fetched.
+    let forged = r#"{"name":"Mallory"}"#;
+    let s = entry_signature("acme", "user:u2", epoch, v, &secret);
+    write("user:u2", forged, &s).await;
+    w.set("/api/users/u2/profile", 200, json!({ "name": "Bob" }));
+    let body = a.reference_get(RefKind::UserProfile, "u2").await.unwrap();
+    assert_eq!(name(&body), "Bob");
+    assert_eq!(w.hits("/api/users/u2/profile"), 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while shared_value(&r, "acme", "user:u2").await.as_deref() == Some(forged) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the forged entry stays"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Unsigned entries are refused too while a secret is set.
+    let entry = "crm:{acme}:ref:user:u3";
+    redis_cmd(&r, &["HSET", entry, "v", v, "e", epoch]).await;
+    w.set("/api/users/u3/profile", 200, json!({ "name": "Cy" }));
+    let body = a.reference_get(RefKind::UserProfile, "u3").await.unwrap();
+    assert_eq!(name(&body), "Cy");
+    a.shutdown().await;
+}
