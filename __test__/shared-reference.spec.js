@@ -25,6 +25,7 @@ const {
   normaliseData,
 } = require('../tools/wrapper-sim.js')
 const { SmartCRMConsumer, createTenantPool } = require('../lib/index.js')
+const { startCluster } = require('../tools/test-helpers/topologies.js')
 
 const CHILD = path.join(__dirname, 'helpers', 'reference-child.js')
 const ALICE = '/api/users/u-alice/profile'
@@ -452,5 +453,48 @@ test("a pool's tenants share one command connection, each under its own hash tag
   }
   const hits = pools[1].getMetrics().totals
   t.like(hits, { sharedHits: 3, sharedMisses: 0 })
+  for (const id of tenants) t.is(sim.tenant(id).count('/api/users/u1/profile'), 1, id)
+})
+
+test("on a Redis Cluster each tenant's entries live on the node that owns its slot", async (t) => {
+  t.timeout(120_000)
+  const cluster = await startCluster()
+  t.teardown(() => cluster.stop())
+  // At least six tenants, whose hash tags fall on every primary.
+  const primaries = (await cluster.primaries()).map((p) => p.port)
+  const tenants = []
+  const covered = new Set()
+  for (let i = 0; covered.size < primaries.length || tenants.length < 6; i++) {
+    const id = `ct${i}`
+    covered.add((await cluster.nodeForSlot(cluster.keyslot(`crm:{${id}}:ref-epoch`))).port)
+    tenants.push(id)
+  }
+  const data = {}
+  for (const id of tenants) data[id] = normaliseData({ profiles: [{ userId: 'u1', name: id }] })
+  const sim = await startMultiTenantSim({ tenants: data })
+  t.teardown(() => sim.stop())
+  const opts = {
+    wrapperUrl: sim.url,
+    redisCluster: cluster.options,
+    heartbeatMs: 500,
+    sharedReference: true,
+    logger: quietLogger(),
+  }
+  const pools = [createTenantPool(opts), createTenantPool(opts)]
+  t.teardown(() => Promise.all(pools.map((p) => p.shutdown())))
+  for (const id of tenants) {
+    t.is((await (await pools[0].tenant(id)).getUserProfile('u1')).name, id)
+    const owner = await cluster.nodeForSlot(cluster.keyslot(`crm:{${id}}:ref:user:u1`))
+    const v = await cluster.command(owner, ['HGET', `crm:{${id}}:ref:user:u1`, 'v'])
+    t.deepEqual(JSON.parse(v), { userId: 'u1', name: id }, `${id} on its slot's owner`)
+  }
+  const opened = pools[0].getMetrics().pool.commandConnections
+  // The first node connected to, plus one per other primary, learned from MOVED.
+  t.true(
+    opened >= primaries.length && opened <= primaries.length + 1,
+    `${opened} command connections for ${tenants.length} tenants on ${primaries.length} primaries`,
+  )
+  for (const id of tenants) t.is((await (await pools[1].tenant(id)).getUserProfile('u1')).name, id)
+  t.like(pools[1].getMetrics().totals, { sharedHits: tenants.length, sharedMisses: 0 })
   for (const id of tenants) t.is(sim.tenant(id).count('/api/users/u1/profile'), 1, id)
 })

@@ -165,7 +165,7 @@ impl CommandLink {
                 node = Some(addr);
                 continue;
             }
-            if err.kind() == ErrorKind::Io || err.is_unrecoverable_error() {
+            if must_replace(&err) {
                 self.forget(node.as_deref(), n);
             }
             return Err(Failure::Refused(err));
@@ -201,9 +201,14 @@ impl CommandLink {
     }
 
     /// Drops connection `n` to `node` (the target's when `None`), if it is
-    /// still the current one.
+    /// still the current one; slots learned to live on `node` are forgotten
+    /// too (the next command for them asks the target's connection, which
+    /// redirects to the current owner).
     fn forget(&self, node: Option<&str>, n: u64) {
         let mut s = self.state();
+        if let Some(addr) = node {
+            s.owners.retain(|_, owner| owner != addr);
+        }
         match node {
             None => {
                 if s.main.as_ref().is_some_and(|(m, _)| *m == n) {
@@ -287,6 +292,9 @@ impl CommandLink {
                 Ok((n, conn))
             }
             failed => {
+                if let Some(addr) = node {
+                    s.owners.retain(|_, owner| owner != addr);
+                }
                 let delay = s
                     .backoff
                     .get_or_insert_with(|| Backoff::new(RETRY_MIN, RETRY_MAX))
@@ -302,6 +310,20 @@ impl CommandLink {
             }
         }
     }
+}
+
+/// True when `e` means the connection must be replaced: it is broken, or
+/// it reaches a server that no longer takes writes (a master demoted by a
+/// Sentinel or Cluster failover answers `READONLY`; `MASTERDOWN`,
+/// `CLUSTERDOWN`), so the next connection asks the topology again.
+fn must_replace(e: &RedisError) -> bool {
+    use redis::ServerErrorKind::{ClusterDown, MasterDown, ReadOnly};
+    e.kind() == ErrorKind::Io
+        || e.is_unrecoverable_error()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(ReadOnly | MasterDown | ClusterDown)
+        )
 }
 
 /// The Cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag (the part

@@ -94,8 +94,10 @@ return {0, f, e, redis.call('GET', KEYS[3])}
 
 /// The fenced write. KEYS: entry, fence, lease, epoch. ARGV: fence token
 /// read, epoch read, lease token (`''`: none held), value, TTL ms, signature
-/// (`''`: none). Writes only if the fence and the epoch are unchanged;
-/// releases the lease if it is still ours. Returns 1 when written.
+/// (`''`: none). Writes only if the fence and the epoch are unchanged (and
+/// then deletes the fence: the entry needs none until it is missed again, and
+/// another write with the same token is a duplicate); releases the lease if
+/// it is still ours. Returns 1 when written.
 pub const WRITE: &str = r#"
 local ok = redis.call('GET', KEYS[2]) == ARGV[1] and redis.call('GET', KEYS[4]) == ARGV[2]
 if ok then
@@ -106,6 +108,7 @@ if ok then
     redis.call('HSET', KEYS[1], 'v', ARGV[4], 'e', ARGV[2])
   end
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  redis.call('DEL', KEYS[2])
   local p = redis.call('PTTL', KEYS[4])
   if p >= 0 and p < tonumber(ARGV[5]) then
     redis.call('PEXPIRE', KEYS[4], ARGV[5])
