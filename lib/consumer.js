@@ -23,6 +23,7 @@ const { Replica, grants } = require('./replica.js')
 const { metricsText } = require('./prometheus.js')
 const errors = require('./errors.js')
 const { readEnv, toJsonOptions } = require('./options.js')
+const tracing = require('./tracing.js')
 
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error']
 /** Marks the internal constructor argument of a pool's tenants (lib/pool.js). */
@@ -113,6 +114,9 @@ class SmartCRMConsumer extends EventEmitter {
     // Set by every read; the pool's sweeper clears it (idleTenantMs, maxTenants).
     this._touched = true
     this._shutdownPromise = null
+    // The span of the first initialize() call (lib/tracing.js): the parent of
+    // the initial full load's span.
+    this._initSpan = null
     this._replicaReady = new Promise((resolve) => (this._resolveReplicaReady = resolve))
     // 'change' and 'change:{key}' notices cost the core nothing until a
     // listener for one of them exists.
@@ -138,12 +142,20 @@ class SmartCRMConsumer extends EventEmitter {
    */
   async initialize() {
     if (this._closed) throw errors.shutdownError()
-    if (!this._started) {
-      this._started = true
-      this._native.start((json) => this._onBatch(json))
+    const span = tracing.startInitialize(this.tenantId)
+    if (this._initSpan === null) this._initSpan = span
+    try {
+      if (!this._started) {
+        this._started = true
+        this._native.start((json) => this._onBatch(json))
+      }
+      await this._native.waitReady()
+      await this._replicaReady
+    } catch (err) {
+      tracing.endInitialize(span, err)
+      throw err
     }
-    await this._native.waitReady()
-    await this._replicaReady
+    tracing.endInitialize(span)
   }
 
   /** Applies a replica batch from the core, then dispatches its notices. */
@@ -180,6 +192,7 @@ class SmartCRMConsumer extends EventEmitter {
         this.emit('connection', { connected: n.connected })
         break
       case 'resync':
+        tracing.fullLoad(this.tenantId, n, n.reason === 'initial' ? this._initSpan : null)
         this.emit('resync', { reason: n.reason })
         break
       case 'ready':
@@ -301,7 +314,9 @@ class SmartCRMConsumer extends EventEmitter {
     } catch (err) {
       return Promise.reject(err)
     }
-    return this._native.refGet(kind, id).then(JSON.parse)
+    return tracing.referenceMiss(kind, this.tenantId, () =>
+      this._native.refGet(kind, id).then(JSON.parse),
+    )
   }
 
   /** The user's profile (`user:{id}`, 5 min by default). */
@@ -344,7 +359,7 @@ class SmartCRMConsumer extends EventEmitter {
   async getUserCredits(userId) {
     this._open()
     checkString('userId', userId)
-    return this._native.userCredits(userId)
+    return tracing.credits('getUserCredits', this.tenantId, () => this._native.userCredits(userId))
   }
 
   /** False if the operation is not configured or inactive, else available >= cost. */
@@ -381,7 +396,9 @@ class SmartCRMConsumer extends EventEmitter {
       const { operationCode } = opts
       if (operationCode !== undefined && operationCode !== null)
         checkString('operationCode', operationCode)
-      const remaining = await this._native.deduct(userId, amount, operationCode ?? null, key)
+      const remaining = await tracing.credits('deductCredits', this.tenantId, () =>
+        this._native.deduct(userId, amount, operationCode ?? null, key),
+      )
       return { remaining, idempotencyKey: key }
     } catch (err) {
       err.idempotencyKey = key

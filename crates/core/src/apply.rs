@@ -158,8 +158,15 @@ impl<'a> Applier<'a> {
 
     /// Installs a reloaded store: re-applies the recorded events to it, tells
     /// the replica the differences, swaps it in, and reports the consumer
-    /// synced. The old store is freed off this task.
-    pub fn install(&self, mut new: CriticalStore, recorded: &[Event], reason: Reason) {
+    /// synced. The old store is freed off this task. `started_ms`: when the
+    /// reload began (epoch ms), passed on in the `resync` notice.
+    pub fn install(
+        &self,
+        mut new: CriticalStore,
+        recorded: &[Event],
+        reason: Reason,
+        started_ms: i64,
+    ) {
         let tenant = self.tenant;
         let mut scratch = Delta::default();
         for ev in recorded {
@@ -200,6 +207,8 @@ impl<'a> Applier<'a> {
             });
             d.notice(Notice::Resync {
                 reason: reason.name().to_owned(),
+                started_at: Some(started_ms),
+                duration_ms: Some((now_ms() - started_ms).max(0)),
             });
             if first {
                 d.notice(Notice::Ready);

@@ -440,7 +440,7 @@ pub(crate) async fn session(tenant: &Tenant, feed: Feed<'_>, reason: Reason) -> 
             done = reloads.next(&tenant.replay) => {
                 match done.result {
                     Ok(store) => {
-                        applier.install(store, &done.recorded, done.reason);
+                        applier.install(store, &done.recorded, done.reason, done.started_ms);
                         reloads.done(done.reason, true);
                         refresh_at = next_refresh(config.refresh_interval);
                         connected_since.get_or_insert_with(Instant::now);

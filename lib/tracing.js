@@ -1,0 +1,199 @@
+'use strict'
+// Tracing through @opentelemetry/api (SPEC §10), when the app has it.
+//
+// `@opentelemetry/api` is an optional peer dependency. It is required once, when
+// the first span would be made (initialize(), a Wrapper request, a reference
+// miss); when it cannot be required nothing is tried again and every helper
+// here costs one comparison. With the API but no SDK registered, its no-op
+// tracer answers. Cache hits and critical reads never make a span.
+//
+// Spans (tracer `smart-crm-consumer`):
+//
+//   GET /api/users/{id}/credits          CLIENT    getUserCredits (and checkCredits)
+//   POST /api/users/{id}/credits/deduct  CLIENT    deductCredits (its retries included)
+//   smart-crm-consumer getUserProfile    INTERNAL  a reference miss (likewise getHierarchy,
+//                                                  getAuditLog, getHistoricalData)
+//   smart-crm-consumer initialize        INTERNAL  initialize() until it settles
+//   smart-crm-consumer full load         INTERNAL  a full load of the critical data, with
+//                                                  the core's start and end times
+//
+// A call's span is a child of the caller's active span (`context.active()` at
+// the call). The initial full load is a child of its initialize() span; every
+// later load (reconnect, refresh, resync-required) is a root span, whatever
+// context the native callback happens to run in.
+//
+// Attributes never hold an id, a token or a URL: the route template
+// (`url.template`), the method, the operation (`crm.operation`), the tenant
+// (`crm.tenant.id`, SPEC §10), the outcome (`crm.result`: `ok` or the error's
+// code) and, on failure, `error.type` (the code) with status ERROR (message:
+// the code; error messages can name paths with ids, so they are not recorded).
+
+let api // undefined: not tried yet; null: not available
+let tracer = null
+let kinds = null
+
+const VERSION = require('../package.json').version
+
+/** The API, or null (required at most once). Tests may reset it with `_reset()`. */
+function load() {
+  if (api === undefined) {
+    try {
+      api = require('@opentelemetry/api')
+      tracer = api.trace.getTracer('smart-crm-consumer', VERSION)
+      kinds = { client: api.SpanKind.CLIENT, internal: api.SpanKind.INTERNAL }
+    } catch {
+      api = null
+    }
+  }
+  return api
+}
+
+/** Reference kinds (the core's names) → the operation and the Wrapper route. */
+const REFERENCE = {
+  user: { operation: 'getUserProfile', template: '/api/users/{id}/profile' },
+  hierarchy: { operation: 'getHierarchy', template: '/api/hierarchy/{id}' },
+  audit: { operation: 'getAuditLog', template: '/api/audit-logs/{id}' },
+  historical: { operation: 'getHistoricalData', template: '/api/historical/{key}' },
+}
+
+const CREDITS = {
+  getUserCredits: { method: 'GET', template: '/api/users/{id}/credits' },
+  deductCredits: { method: 'POST', template: '/api/users/{id}/credits/deduct' },
+}
+
+function codeOf(err) {
+  return (err && typeof err.code === 'string' && err.code) || (err && err.name) || 'Error'
+}
+
+function finish(span, err) {
+  if (err === undefined) {
+    span.setAttribute('crm.result', 'ok')
+  } else {
+    const code = codeOf(err)
+    span.setAttribute('crm.result', code)
+    span.setAttribute('error.type', code)
+    span.setStatus({ code: api.SpanStatusCode.ERROR, message: code })
+  }
+  span.end()
+}
+
+/** Runs `fn` (returning a promise) inside a span that ends when it settles. */
+function around(name, kind, attributes, fn) {
+  const span = tracer.startSpan(name, { kind, attributes }, api.context.active())
+  let p
+  try {
+    p = fn()
+  } catch (err) {
+    finish(span, err)
+    throw err
+  }
+  return p.then(
+    (v) => {
+      finish(span)
+      return v
+    },
+    (err) => {
+      finish(span, err)
+      throw err
+    },
+  )
+}
+
+/** A Wrapper request of the credit methods, as a CLIENT span. */
+function credits(operation, tenantId, fn) {
+  if (api === null || load() === null) return fn()
+  const { method, template } = CREDITS[operation]
+  return around(
+    `${method} ${template}`,
+    kinds.client,
+    {
+      'http.request.method': method,
+      'url.template': template,
+      'crm.operation': operation,
+      'crm.tenant.id': tenantId,
+    },
+    fn,
+  )
+}
+
+/** A reference miss (`kind`: the core's reference kind), as an INTERNAL span. */
+function referenceMiss(kind, tenantId, fn) {
+  if (api === null || load() === null) return fn()
+  const r = REFERENCE[kind]
+  return around(
+    `smart-crm-consumer ${r.operation}`,
+    kinds.internal,
+    {
+      'crm.operation': r.operation,
+      'crm.cache.key_type': kind,
+      'crm.cache.result': 'miss',
+      'http.request.method': 'GET',
+      'url.template': r.template,
+      'crm.tenant.id': tenantId,
+    },
+    fn,
+  )
+}
+
+/**
+ * Starts the span of an initialize() call (a child of the active span); null
+ * without the API. End it with `endInitialize(span, err)`.
+ */
+function startInitialize(tenantId) {
+  if (api === null || load() === null) return null
+  return tracer.startSpan(
+    'smart-crm-consumer initialize',
+    { kind: kinds.internal, attributes: { 'crm.tenant.id': tenantId } },
+    api.context.active(),
+  )
+}
+
+function endInitialize(span, err) {
+  if (span !== null) finish(span, err)
+}
+
+/**
+ * Records a completed full load from the core's `resync` notice (`startedAt`,
+ * `durationMs`: epoch ms and ms). `parent`: the initialize() span for the
+ * initial load, else null (a root span).
+ */
+function fullLoad(tenantId, notice, parent) {
+  if (api === null || typeof notice.startedAt !== 'number' || load() === null) return
+  const ctx =
+    parent !== null && parent !== undefined
+      ? api.trace.setSpan(api.ROOT_CONTEXT, parent)
+      : api.ROOT_CONTEXT
+  const span = tracer.startSpan(
+    'smart-crm-consumer full load',
+    {
+      kind: kinds.internal,
+      startTime: notice.startedAt,
+      attributes: { 'crm.load.reason': notice.reason, 'crm.tenant.id': tenantId },
+    },
+    ctx,
+  )
+  span.setAttribute('crm.result', 'ok')
+  span.end(notice.startedAt + (notice.durationMs ?? 0))
+}
+
+/** For tests: forget the loaded API (the next span requires it again). */
+function _reset() {
+  api = undefined
+  tracer = null
+  kinds = null
+}
+
+/** For tests: whether the API has been loaded (true), found missing (false), or not tried (null). */
+function _state() {
+  return api === undefined ? null : api !== null
+}
+
+module.exports = {
+  credits,
+  referenceMiss,
+  startInitialize,
+  endInitialize,
+  fullLoad,
+  _reset,
+  _state,
+}
