@@ -804,7 +804,13 @@ function examine(cfg, seen) {
         reject('badSignature (unsigned)')
         continue
       }
-      const key = cfg.signingSecrets.findIndex((s) => signMessage(m.message, s) === ev.signature)
+      const key = cfg.signingSecrets.findIndex((s) => {
+        try {
+          return signMessage(m.message, s) === ev.signature
+        } catch {
+          return false // JSON the signer cannot canonicalise: no signature can match
+        }
+      })
       if (key === -1) {
         signing.badlySigned++
         reject('badSignature (no configured secret made it)')
