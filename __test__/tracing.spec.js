@@ -178,6 +178,7 @@ test('full loads: the initial one under initialize() under the caller’s span, 
   const load = spansOf(tenantId).find((x) => x.name === 'smart-crm-consumer full load')
   t.truthy(load)
   t.is(load.attributes['crm.load.reason'], 'initial')
+  t.is(load.attributes['crm.load.source'], 'wrapper')
   t.is(parentId(load), init.spanContext().spanId)
   t.is(load.spanContext().traceId, parent.spanContext().traceId)
   const ms = (hr) => hr[0] * 1000 + hr[1] / 1e6

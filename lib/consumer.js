@@ -111,6 +111,8 @@ class SmartCRMConsumer extends EventEmitter {
     this._connected = false
     this._closed = false
     this._started = this._pooled !== null
+    // A pool's tenants share one logger: their lines name the tenant.
+    this._logTag = this._pooled !== null ? `(tenant ${this.tenantId}) ` : ''
     // Set by every read; the pool's sweeper clears it (idleTenantMs, maxTenants).
     this._touched = true
     this._shutdownPromise = null
@@ -200,7 +202,7 @@ class SmartCRMConsumer extends EventEmitter {
         this._resolveReplicaReady()
         break
       case 'log':
-        this._logger[n.level](`[smart-crm-consumer] ${n.msg}`)
+        this._logger[n.level](`[smart-crm-consumer] ${this._logTag}${n.msg}`)
         break
       case 'error': {
         const err = new Error(n.message)
@@ -215,7 +217,7 @@ class SmartCRMConsumer extends EventEmitter {
   _emitError(err) {
     if (this.listenerCount('error') > 0) this.emit('error', err)
     else if (this._pooled !== null) this._pooled.unhandledError(err)
-    else this._logger.error(`[smart-crm-consumer] ${err.code}: ${err.message}`)
+    else this._logger.error(`[smart-crm-consumer] ${this._logTag}${err.code}: ${err.message}`)
   }
 
   _open() {
@@ -413,7 +415,7 @@ class SmartCRMConsumer extends EventEmitter {
     return this._connected && !this._closed
   }
 
-  /** `{ ready, connected, degraded, lastEventAt, lastSyncAt, reason, circuit }`. */
+  /** `{ ready, connected, degraded, lastEventAt, lastSyncAt, reason, circuit, source }`. */
   health() {
     const h = this._native.health()
     return {
@@ -424,6 +426,7 @@ class SmartCRMConsumer extends EventEmitter {
       lastSyncAt: h.lastSyncAt,
       reason: h.reason,
       circuit: h.circuit,
+      source: h.source,
     }
   }
 
@@ -458,6 +461,9 @@ class SmartCRMConsumer extends EventEmitter {
       reconnects: n.reconnects,
       resyncs: n.resyncs,
       queueOverflows: n.queueOverflows,
+      resumes: n.resumes,
+      snapshotLoads: { wrapper: n.snapshotLoadsWrapper, redis: n.snapshotLoadsRedis },
+      snapshotRejected: n.snapshotRejected,
       connected: this.isConnected,
     }
   }

@@ -44,16 +44,24 @@ const SUMMED = [
   'reconnects',
   'resyncs',
   'queueOverflows',
+  'resumes',
+  'snapshotRejected',
 ]
 
-/** The sum of several tenants' `getMetrics()`, with the rates of the sums. */
-function sumMetrics(list) {
+/**
+ * The sum of several tenants' `getMetrics()`, with the rates of the sums;
+ * `connected` when every tenant is (with none: when the link is).
+ */
+function sumMetrics(list, linkConnected) {
   const t = {}
   for (const f of SUMMED) t[f] = 0
   t.eventsRejected = {}
-  let connected = list.length > 0
+  t.snapshotLoads = { wrapper: 0, redis: 0 }
+  let connected = list.length > 0 || linkConnected
   for (const m of list) {
     for (const f of SUMMED) t[f] += m[f]
+    t.snapshotLoads.wrapper += m.snapshotLoads.wrapper
+    t.snapshotLoads.redis += m.snapshotLoads.redis
     for (const [reason, n] of Object.entries(m.eventsRejected))
       t.eventsRejected[reason] = (t.eventsRejected[reason] ?? 0) + n
     connected = connected && m.connected
@@ -149,7 +157,7 @@ class TenantPool extends EventEmitter {
         entry.lastUsed = ++this._useClock
         entry.lastUsedAt = Date.now()
         this._loaded.set(tenantId, entry)
-        this.emit('tenantLoaded', { tenantId })
+        this.emit('tenantLoaded', { tenantId, consumer })
         return consumer
       },
       (err) => {
@@ -307,7 +315,7 @@ class TenantPool extends EventEmitter {
     const s = this._native.status()
     return {
       tenants: this._loaded.size,
-      totals: sumMetrics(list),
+      totals: sumMetrics(list, s.connected),
       perTenant,
       pool: {
         connected: s.connected,

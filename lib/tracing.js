@@ -15,7 +15,8 @@
 //                                                  getAuditLog, getHistoricalData)
 //   smart-crm-consumer initialize        INTERNAL  initialize() until it settles
 //   smart-crm-consumer full load         INTERNAL  a full load of the critical data, with
-//                                                  the core's start and end times
+//                                                  the core's start and end times and its
+//                                                  source (`wrapper`, or `snapshot`: SPEC §7)
 //
 // A call's span is a child of the caller's active span (`context.active()` at
 // the call). The initial full load is a child of its initialize() span; every
@@ -168,7 +169,11 @@ function fullLoad(tenantId, notice, parent) {
     {
       kind: kinds.internal,
       startTime: notice.startedAt,
-      attributes: { 'crm.load.reason': notice.reason, 'crm.tenant.id': tenantId },
+      attributes: {
+        'crm.load.reason': notice.reason,
+        'crm.load.source': notice.source ?? 'wrapper',
+        'crm.tenant.id': tenantId,
+      },
     },
     ctx,
   )

@@ -50,6 +50,9 @@ pub enum Notice {
         /// Ms from its start to its installation (absent for `change-overflow`).
         #[serde(rename = "durationMs", skip_serializing_if = "Option::is_none")]
         duration_ms: Option<i64>,
+        /// Where the data came from: `wrapper` or `snapshot` (as `health().source`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        source: Option<&'static str>,
     },
     /// The first full load is in the replica: `initialize()` may resolve.
     Ready,
@@ -164,6 +167,7 @@ impl Delta {
                 reason: "change-overflow".into(),
                 started_at: None,
                 duration_ms: None,
+                source: None,
             });
             self.changes = 0;
             self.changes_dropped = true;
@@ -333,10 +337,11 @@ mod tests {
             reason: "refresh".into(),
             started_at: Some(1_700_000_000_000),
             duration_ms: Some(25),
+            source: Some("wrapper"),
         };
         assert_eq!(
             serde_json::to_string(&load).unwrap(),
-            r#"{"kind":"resync","reason":"refresh","startedAt":1700000000000,"durationMs":25}"#
+            r#"{"kind":"resync","reason":"refresh","startedAt":1700000000000,"durationMs":25,"source":"wrapper"}"#
         );
         let mut d = Delta::default();
         d.push_change("x", vec![], 0);
@@ -362,6 +367,7 @@ mod tests {
                     reason: "change-overflow".into(),
                     started_at: None,
                     duration_ms: None,
+                    source: None,
                 }
             ]
         );

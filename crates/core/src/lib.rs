@@ -17,8 +17,11 @@
 //! | [`tenant`] | one tenant's state, shared by the consumer and its tasks |
 //! | [`subscriber`] | the Redis link: connect, subscribe, heartbeat, reconnect backoff, the session loop |
 //! | [`reload`] | full reloads: reasons, jitter, coalescing, retries, recorded events |
+//! | [`fleet`] | stream-transport full loads: the shared snapshot, the lease, the refresh lease |
 //! | [`apply`] | event application and the installation of a reloaded store |
 //! | [`replay`] | the `eventId` replay window |
+//! | [`stream`] | the stream transport's Redis layout and commands (SPEC §7) |
+//! | [`snapshot`] | the shared snapshot's format and checks (SPEC §7) |
 //! | [`backoff`] | jittered backoff schedules |
 //! | [`breaker`] | the Wrapper circuit breaker |
 //! | [`metrics`] | counters and health |
@@ -39,6 +42,7 @@ pub mod consumer;
 pub mod critical;
 pub mod delta;
 pub mod error;
+pub mod fleet;
 pub mod ids;
 pub mod metrics;
 pub mod model;
@@ -52,6 +56,8 @@ pub mod reload;
 pub mod replay;
 pub mod secret;
 pub mod signature;
+pub mod snapshot;
+pub mod stream;
 pub(crate) mod subscriber;
 pub(crate) mod tasks;
 pub(crate) mod tenant;
