@@ -97,7 +97,7 @@ function line(r, name) {
 }
 
 test('a healthy setup: every check passes, one line each, exit 0, no secret in the output', async (t) => {
-  const s = await setup(t)
+  const s = await setup(t, { sim: { etags: true } })
   // A live consumer of the tenant: the channels check sees its subscriptions.
   const consumer = new SmartCRMConsumer({
     tenantId: s.tenantId,
@@ -121,6 +121,7 @@ test('a healthy setup: every check passes, one line each, exit 0, no secret in t
   t.regex(line(r, 'channels'), /1 subscriber on each/)
   t.regex(line(r, 'canary'), /received back/)
   t.regex(line(r, 'wrapper GET /api/users/access'), /200, 3 rows in 2 pages \(paged\)/)
+  t.regex(line(r, 'wrapper GET /api/roles'), /ETag, 304 on If-None-Match/)
   t.regex(line(r, 'traffic'), /messages in .* \(configs \d+\)/)
   t.regex(line(r, 'signing'), /(\d+) of \1 events signed with a configured secret/)
   t.regex(line(r, 'config'), /bearer token set, signing secret set/)

@@ -21,7 +21,7 @@ const { AsyncLocalStorageContextManager } = require('@opentelemetry/context-asyn
 const { setup, waitFor, quietLogger } = require('./helpers/fixture.js')
 const { startRedis } = require('../tools/test-helpers/index.js')
 const { startWrapperSim } = require('../tools/wrapper-sim.js')
-const { signMessage } = require('../lib/index.js')
+const { signMessage, SmartCRMConsumer } = require('../lib/index.js')
 
 const exporter = new InMemorySpanExporter()
 api.context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable())
@@ -197,6 +197,35 @@ test('full loads: the initial one under initialize() under the caller’s span, 
   t.is(parentId(again), undefined)
   t.not(again.spanContext().traceId, parent.spanContext().traceId)
   noIdsOrSecrets(t, spansOf(tenantId), [])
+})
+
+test('a full load from the shared snapshot (SPEC §7) says so: crm.load.source snapshot', async (t) => {
+  const redis = await startRedis()
+  const tenantId = `trs${process.pid}`
+  const sim = await startWrapperSim({ tenantId, redisUrl: redis.url })
+  const base = {
+    tenantId,
+    wrapperUrl: sim.url,
+    redisUrl: redis.url,
+    transport: 'stream',
+    resyncJitterMs: 0,
+    logger: quietLogger(),
+  }
+  const first = new SmartCRMConsumer(base)
+  const second = new SmartCRMConsumer(base)
+  t.teardown(async () => {
+    await first.shutdown()
+    await second.shutdown()
+    await sim.stop()
+    await redis.stop()
+  })
+  await first.initialize()
+  // The Wrapper is down: the second instance loads from the snapshot the first stored.
+  sim.fault('/api/', { status: 503, json: { error: 'down' } })
+  await second.initialize()
+  t.is(second.health().source, 'snapshot')
+  const loads = spansOf(tenantId).filter((x) => x.name === 'smart-crm-consumer full load')
+  t.deepEqual(loads.map((x) => x.attributes['crm.load.source']).sort(), ['snapshot', 'wrapper'])
 })
 
 test('initialize() refused by the Wrapper: its span ends with ERROR and WRAPPER_AUTH', async (t) => {
