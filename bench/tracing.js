@@ -97,7 +97,23 @@ async function main() {
   const m = {}
   for (const side of SIDES) {
     m[side] = {}
-    for (const k of ['hit', 'miss', 'credits', 'spanOnly', 'bare'])
+    for (const k of [
+      'hit',
+      'miss',
+      'credits',
+      'spanOnly',
+      'bare',
+      'missOff',
+      'creditsOff',
+      'missCpu',
+      'missCpuOff',
+      'creditsCpu',
+      'creditsCpuOff',
+      'missMain',
+      'missMainOff',
+      'creditsMain',
+      'creditsMainOff',
+    ])
       m[side][k] = median(runs[side].map((x) => x[k]))
     m[side].state = runs[side].map((x) => x.state)
     m[side].loaded = runs[side].map((x) => x.loaded)
@@ -121,12 +137,19 @@ async function main() {
     ],
   ]
   const value = (side, key) => (key === 'span' ? m[side].spanOnly - m[side].bare : m[side][key])
+  // The SDK side's Wrapper rows, with the package's tracing off in the same process.
+  const off = (key) =>
+    key === 'miss' ? m.sdk.missOff : key === 'credits' ? m.sdk.creditsOff : null
+  const pairedDelta = (key) =>
+    key === 'miss' || key === 'credits'
+      ? fmtDelta(median(runs.sdk.map((x) => x[key] - (key === 'miss' ? x.missOff : x.creditsOff))))
+      : '—'
   const table = [
-    `| #   | measure | ${SIDES.map((s) => LABEL[s]).join(' | ')} | SDK − none |`,
-    `| --- | --- | ${SIDES.map(() => '---:').join(' | ')} | ---: |`,
+    `| #   | measure | ${SIDES.map((s) => LABEL[s]).join(' | ')} | SDK registered, the package's tracing off | SDK − none | on − off (same process) |`,
+    `| --- | --- | ${SIDES.map(() => '---:').join(' | ')} | ---: | ---: | ---: |`,
     ...rows.map(
       ([n, what, key]) =>
-        `| ${n} | ${what} | ${SIDES.map((s) => fmtNs(value(s, key))).join(' | ')} | ${fmtDelta(value('sdk', key) - value('none', key))} |`,
+        `| ${n} | ${what} | ${SIDES.map((s) => fmtNs(value(s, key))).join(' | ')} | ${off(key) === null ? '—' : fmtNs(off(key))} | ${fmtDelta(value('sdk', key) - value('none', key))} | ${pairedDelta(key)} |`,
     ),
   ]
   const perRun = rows
@@ -167,14 +190,24 @@ ${SIZES.reps} repetitions of ${SIZES.hits.toLocaleString('en-US')} hits / ${SIZE
 
 ${table.join('\n')}
 
+CPU time per call in the SDK process, traced / not traced, same blocks: the JS thread
+(schedstat) reference miss ${fmtNs(m.sdk.missMain)} / ${fmtNs(m.sdk.missMainOff)} (${fmtDelta(m.sdk.missMain - m.sdk.missMainOff)}),
+\`getUserCredits\` ${fmtNs(m.sdk.creditsMain)} / ${fmtNs(m.sdk.creditsMainOff)} (${fmtDelta(m.sdk.creditsMain - m.sdk.creditsMainOff)});
+the whole process (every thread, the core's included) reference miss ${fmtNs(m.sdk.missCpu)} / ${fmtNs(m.sdk.missCpuOff)} (${fmtDelta(m.sdk.missCpu - m.sdk.missCpuOff)}),
+\`getUserCredits\` ${fmtNs(m.sdk.creditsCpu)} / ${fmtNs(m.sdk.creditsCpuOff)} (${fmtDelta(m.sdk.creditsCpu - m.sdk.creditsCpuOff)}).
+
 Per run (in the order they ran: ${perRun}).
 
 - **T1** makes no span on any side: a hit never touches the tracing code.
 - **T2, T3**: one span per call on the SDK side (a reference miss: \`smart-crm-consumer
   getUserProfile\`; credits: \`GET /api/users/{id}/credits\`), against a Wrapper request over
-  loopback HTTP to the simulator in the parent process. The request dominates: the run-to-run
-  spread of a side (above) is larger than T4, so the difference between the columns of these
-  rows is noise unless it exceeds that spread.
+  loopback HTTP to the simulator in the parent process. The request dominates, and the
+  run-to-run spread of a side (above) is larger than a span, so the columns of separate
+  processes differ mostly by noise. The SDK process therefore runs these loops in alternating
+  blocks of 50 calls with the package's tracing on and off (\`_disable()\` of
+  \`lib/tracing.js\`: no span, as without the API), both halves under the same load: the
+  **SDK registered** column is the traced half, the next one the other, and **on − off** the
+  median of the runs' differences.
 - **T4** isolates what a span costs, without the request's noise: \`referenceMiss()\` of
   \`lib/tracing.js\` around an already settled promise, minus the same \`await\` without it.
 `

@@ -188,6 +188,13 @@ function _reset() {
   kinds = null
 }
 
+/** For the bench: behave as if the API were missing, until `_reset()`. */
+function _disable() {
+  api = null
+  tracer = null
+  kinds = null
+}
+
 /** For tests: whether the API has been loaded (true), found missing (false), or not tried (null). */
 function _state() {
   return api === undefined ? null : api !== null
@@ -200,5 +207,6 @@ module.exports = {
   endInitialize,
   fullLoad,
   _reset,
+  _disable,
   _state,
 }
