@@ -150,11 +150,14 @@ async function main({ tenantId, wrapperUrl, redisUrl, sizes }) {
       rows.miss.push(await perCall(sizes.misses, miss))
       rows.credits.push(await perCall(sizes.misses, credits))
     }
-    // The span alone: the same helper around an already settled promise, and
-    // the same await without it.
+    // The span alone: started and ended next to an already settled promise,
+    // and the same await without it.
     rows.bare.push(await perCall(sizes.hits, () => one))
     rows.spanOnly.push(
-      await perCall(sizes.hits, () => tracing.referenceMiss('user', tenantId, () => one)),
+      await perCall(sizes.hits, () => {
+        tracing.end(tracing.startReferenceMiss('user', tenantId))
+        return one
+      }),
     )
   }
   // Every profile read from the cache after the loops: nothing was lost.

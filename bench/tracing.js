@@ -132,7 +132,7 @@ async function main() {
     ['T3', '`getUserCredits`, awaited (one Wrapper request)', 'credits'],
     [
       'T4',
-      'The span alone: `lib/tracing.js` around a settled promise, minus the bare `await`',
+      'The span alone: `lib/tracing.js` starts and ends one, next to an awaited settled promise, minus the bare `await`',
       'span',
     ],
   ]
@@ -208,8 +208,10 @@ Per run (in the order they ran: ${perRun}).
   \`lib/tracing.js\`: no span, as without the API), both halves under the same load: the
   **SDK registered** column is the traced half, the next one the other, and **on − off** the
   median of the runs' differences.
-- **T4** isolates what a span costs, without the request's noise: \`referenceMiss()\` of
-  \`lib/tracing.js\` around an already settled promise, minus the same \`await\` without it.
+- **T4** isolates what a span costs, without the request's noise: \`startReferenceMiss()\`
+  and \`end()\` of \`lib/tracing.js\` next to an already settled promise, minus the same
+  \`await\` without them. A traced call adds no promise: the span ends in the continuation
+  the call has anyway.
 `
   console.log(`\n${table.join('\n')}\n`)
   if (!SMOKE) {

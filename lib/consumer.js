@@ -154,10 +154,10 @@ class SmartCRMConsumer extends EventEmitter {
       await this._native.waitReady()
       await this._replicaReady
     } catch (err) {
-      tracing.endInitialize(span, err)
+      tracing.end(span, err)
       throw err
     }
-    tracing.endInitialize(span)
+    tracing.end(span)
   }
 
   /** Applies a replica batch from the core, then dispatches its notices. */
@@ -316,8 +316,32 @@ class SmartCRMConsumer extends EventEmitter {
     } catch (err) {
       return Promise.reject(err)
     }
-    return tracing.referenceMiss(kind, this.tenantId, () =>
-      this._native.refGet(kind, id).then(JSON.parse),
+    const span = tracing.startReferenceMiss(kind, this.tenantId)
+    if (span === null) return this._native.refGet(kind, id).then(JSON.parse)
+    // Traced: the span ends in the one continuation the call has anyway.
+    let p
+    try {
+      p = this._native.refGet(kind, id)
+    } catch (err) {
+      tracing.end(span, err)
+      throw err
+    }
+    return p.then(
+      (text) => {
+        let value
+        try {
+          value = JSON.parse(text)
+        } catch (err) {
+          tracing.end(span, err)
+          throw err
+        }
+        tracing.end(span)
+        return value
+      },
+      (err) => {
+        tracing.end(span, err)
+        throw err
+      },
     )
   }
 
@@ -361,7 +385,16 @@ class SmartCRMConsumer extends EventEmitter {
   async getUserCredits(userId) {
     this._open()
     checkString('userId', userId)
-    return tracing.credits('getUserCredits', this.tenantId, () => this._native.userCredits(userId))
+    const span = tracing.startCredits('getUserCredits', this.tenantId)
+    if (span === null) return this._native.userCredits(userId)
+    try {
+      const available = await this._native.userCredits(userId)
+      tracing.end(span)
+      return available
+    } catch (err) {
+      tracing.end(span, err)
+      throw err
+    }
   }
 
   /** False if the operation is not configured or inactive, else available >= cost. */
@@ -398,9 +431,15 @@ class SmartCRMConsumer extends EventEmitter {
       const { operationCode } = opts
       if (operationCode !== undefined && operationCode !== null)
         checkString('operationCode', operationCode)
-      const remaining = await tracing.credits('deductCredits', this.tenantId, () =>
-        this._native.deduct(userId, amount, operationCode ?? null, key),
-      )
+      const span = tracing.startCredits('deductCredits', this.tenantId)
+      let remaining
+      try {
+        remaining = await this._native.deduct(userId, amount, operationCode ?? null, key)
+      } catch (err) {
+        tracing.end(span, err)
+        throw err
+      }
+      tracing.end(span)
       return { remaining, idempotencyKey: key }
     } catch (err) {
       err.idempotencyKey = key

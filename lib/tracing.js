@@ -78,67 +78,59 @@ function finish(span, err) {
   span.end()
 }
 
-/** Runs `fn` (returning a promise) inside a span that ends when it settles. */
-function around(name, kind, attributes, fn) {
-  const span = tracer.startSpan(name, { kind, attributes }, api.context.active())
-  let p
-  try {
-    p = fn()
-  } catch (err) {
-    finish(span, err)
-    throw err
-  }
-  return p.then(
-    (v) => {
-      finish(span)
-      return v
-    },
-    (err) => {
-      finish(span, err)
-      throw err
-    },
-  )
-}
-
-/** A Wrapper request of the credit methods, as a CLIENT span. */
-function credits(operation, tenantId, fn) {
-  if (api === null || load() === null) return fn()
+/**
+ * Starts the CLIENT span of a credit method's Wrapper request (`operation`:
+ * `getUserCredits` or `deductCredits`); null without the API. The caller ends
+ * it with `end(span, err)` where it already awaits the request, so tracing adds
+ * no promise to the call.
+ */
+function startCredits(operation, tenantId) {
+  if (api === null || load() === null) return null
   const { method, template } = CREDITS[operation]
-  return around(
+  return tracer.startSpan(
     `${method} ${template}`,
-    kinds.client,
     {
-      'http.request.method': method,
-      'url.template': template,
-      'crm.operation': operation,
-      'crm.tenant.id': tenantId,
+      kind: kinds.client,
+      attributes: {
+        'http.request.method': method,
+        'url.template': template,
+        'crm.operation': operation,
+        'crm.tenant.id': tenantId,
+      },
     },
-    fn,
+    api.context.active(),
   )
 }
 
-/** A reference miss (`kind`: the core's reference kind), as an INTERNAL span. */
-function referenceMiss(kind, tenantId, fn) {
-  if (api === null || load() === null) return fn()
+/** Starts the span of a reference miss (`kind`: the core's reference kind); null without the API. */
+function startReferenceMiss(kind, tenantId) {
+  if (api === null || load() === null) return null
   const r = REFERENCE[kind]
-  return around(
+  return tracer.startSpan(
     `smart-crm-consumer ${r.operation}`,
-    kinds.internal,
     {
-      'crm.operation': r.operation,
-      'crm.cache.key_type': kind,
-      'crm.cache.result': 'miss',
-      'http.request.method': 'GET',
-      'url.template': r.template,
-      'crm.tenant.id': tenantId,
+      kind: kinds.internal,
+      attributes: {
+        'crm.operation': r.operation,
+        'crm.cache.key_type': kind,
+        'crm.cache.result': 'miss',
+        'http.request.method': 'GET',
+        'url.template': r.template,
+        'crm.tenant.id': tenantId,
+      },
     },
-    fn,
+    api.context.active(),
   )
+}
+
+/** Ends a span started here: ok, or failed with `err` (its code). Null: nothing. */
+function end(span, err) {
+  if (span !== null) finish(span, err)
 }
 
 /**
  * Starts the span of an initialize() call (a child of the active span); null
- * without the API. End it with `endInitialize(span, err)`.
+ * without the API. End it with `end(span, err)`.
  */
 function startInitialize(tenantId) {
   if (api === null || load() === null) return null
@@ -147,10 +139,6 @@ function startInitialize(tenantId) {
     { kind: kinds.internal, attributes: { 'crm.tenant.id': tenantId } },
     api.context.active(),
   )
-}
-
-function endInitialize(span, err) {
-  if (span !== null) finish(span, err)
 }
 
 /**
@@ -201,10 +189,10 @@ function _state() {
 }
 
 module.exports = {
-  credits,
-  referenceMiss,
+  startCredits,
+  startReferenceMiss,
   startInitialize,
-  endInitialize,
+  end,
   fullLoad,
   _reset,
   _disable,
