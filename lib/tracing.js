@@ -5,7 +5,9 @@
 // the first span would be made (initialize(), a Wrapper request, a reference
 // miss); when it cannot be required nothing is tried again and every helper
 // here costs one comparison. With the API but no SDK registered, its no-op
-// tracer answers. Cache hits and critical reads never make a span.
+// tracer answers. Cache hits and critical reads never make a span. The
+// callers (lib/consumer.js) start a span and end it with `end(span, err)` in
+// the continuation the call has anyway, so tracing adds no promise.
 //
 // Spans (tracer `smart-crm-consumer`):
 //
