@@ -532,7 +532,7 @@ pub(crate) async fn session(tenant: &Tenant, feed: Feed<'_>, reason: Reason) -> 
                 match done.result {
                     Ok(loaded) => {
                         if let Some(loaded) = loaded {
-                            applier.install(loaded, &done.recorded, done.reason);
+                            applier.install(loaded, &done.recorded, done.reason, done.started_ms);
                         }
                         reloads.done(done.reason, true);
                         refresh_at = next_refresh(config.refresh_interval);
