@@ -168,6 +168,13 @@ export interface NativeMetrics {
   coalescedRequests: number
   /** Expired entries served because the Wrapper was unavailable. */
   staleServed: number
+  /** With `sharedReference`: local misses answered by the shared tier in Redis. */
+  sharedHits: number
+  /**
+   * With `sharedReference`: local misses the shared tier did not hold (this
+   * instance asked the Wrapper).
+   */
+  sharedMisses: number
   /** Messages received on the subscription. */
   eventsReceived: number
   /** Events applied. */
@@ -222,6 +229,11 @@ export interface NativePoolStatus {
   queueOverflows: number
   /** Full loads downloading now (at most `maxConcurrentLoads`). */
   loadsInFlight: number
+  /**
+   * With `sharedReference`: command connections opened so far (one for
+   * every tenant, plus reconnects).
+   */
+  commandConnections: number
 }
 
 /** Signs a message the way publishers must (test vectors, other publishers). */
