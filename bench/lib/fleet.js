@@ -863,19 +863,26 @@ function propagationRow(S, prop) {
     const p99 = (m) => medOf(prop[m], (x) => x.p99Us)
     const p50 = (m) => medOf(prop[m], (x) => x.p50Us)
     const delta = p99('stream') - p99('pubsub')
+    // spread of pub/sub's own p99 over its runs, without the best and the worst run
+    const sorted = prop.pubsub.map((x) => x.p99Us).sort((a, b) => a - b)
+    const inner = sorted.length > 2 ? sorted.slice(1, -1) : sorted
+    const spread = inner[inner.length - 1] - inner[0]
+    const noisy = spread > 200
     return {
       why:
         `p99 stream − pub/sub ${fmtSignedUs(delta)}; p99 of pub/sub alone ranged ` +
         `${fmtUs(Math.min(...prop.pubsub.map((x) => x.p99Us)))}–` +
         `${fmtUs(Math.max(...prop.pubsub.map((x) => x.p99Us)))} from one run to the next` +
-        (Math.max(...prop.pubsub.map((x) => x.p99Us)) > 1000
-          ? ', so in this run the tail is the scheduling of a busy machine and a +0.2 ms bound cannot be ' +
-            'told apart from it. '
+        (noisy
+          ? `; without its best and worst run it still spans ${fmtUs(spread)}, more than the +0.2 ms ` +
+            'bound: the tail here is the scheduling of a shared two-core machine, and the bound can be ' +
+            'neither confirmed nor refuted from this run (verdict: inconclusive). '
           : '. ') +
-        `The p50 differs by ${fmtSignedUs(p50('stream') - p50('pubsub'))}: the stream transport's publish is a script ` +
-        '(EVAL: SET NX of the epoch, XADD with approximate trimming, PUBLISH) and a longer live message ' +
-        '(the entry id and topic in front); the consumer applies a live entry as it applies a pub/sub ' +
-        'message (apply.rs) and makes no Redis call for it.',
+        `The p50 differs by ${fmtSignedUs(p50('stream') - p50('pubsub'))}. What the stream transport adds on ` +
+        'the way: the publish is a script (EVAL: SET NX of the epoch, XADD with approximate trimming, ' +
+        'PUBLISH) instead of one PUBLISH, and the live message is longer (the entry id and topic in front); ' +
+        'the consumer applies a live entry as it applies a pub/sub message (apply.rs) and makes no Redis ' +
+        'call for it.',
       id: 'F5',
       title: `Publish → visible at ${fmtInt(S.propagation.rate)} events/s: p50 / p99`,
       stream: p99('stream'),
@@ -889,6 +896,8 @@ function propagationRow(S, prop) {
       met:
         delta <= 200 &&
         Object.values(prop).every((l) => l.every((x) => x.events === S.propagation.events)),
+      // The same setting's p99 varies from run to run by more than the bound: no verdict.
+      verdict: noisy ? '**inconclusive**' : undefined,
       detail:
         `${fmtInt(S.propagation.events)} events per run after ${S.propagation.warmup} warm-up events, median of ` +
         `${S.propagation.reps} runs per mode, each in its own process (as row 3: a raw RESP publisher in the same ` +
@@ -934,7 +943,7 @@ function table(rows) {
     rows
       .map(
         (r) =>
-          `| ${r.id} | ${r.title} | ${r.cells.stream} | ${r.cells.pubsub} | ${r.ratio} | ${r.target} | ${r.met ? '**met**' : '**missed**'} |`,
+          `| ${r.id} | ${r.title} | ${r.cells.stream} | ${r.cells.pubsub} | ${r.ratio} | ${r.target} | ${r.verdict || (r.met ? '**met**' : '**missed**')} |`,
       )
       .join('\n')
   )
@@ -969,7 +978,11 @@ function report({ rows, smoke, S, machine, command, startedAt, durationS }) {
   lines.push('')
   lines.push(table(rows))
   lines.push('')
-  lines.push(`Targets met: ${rows.filter((r) => r.met).length} of ${rows.length}.`)
+  const inconclusive = rows.filter((r) => r.verdict).length
+  lines.push(
+    `Targets met: ${rows.filter((r) => r.met && !r.verdict).length} of ${rows.length}` +
+      (inconclusive ? ` (${inconclusive} inconclusive).` : '.'),
+  )
   lines.push('')
   lines.push('## Rows')
   lines.push('')
@@ -977,9 +990,9 @@ function report({ rows, smoke, S, machine, command, startedAt, durationS }) {
     lines.push(`**${r.id}. ${r.title}.** ${r.detail}`)
     lines.push('')
   }
-  const missed = rows.filter((r) => !r.met && r.why)
+  const missed = rows.filter((r) => (!r.met || r.verdict) && r.why)
   if (missed.length) {
-    lines.push('## Targets missed: what the figures say')
+    lines.push('## Targets missed or inconclusive: what the figures say')
     lines.push('')
     for (const r of missed) {
       lines.push(`**${r.id}.** ${r.why}`)
