@@ -531,6 +531,7 @@ async function bigRun({ S, log }) {
       reconnects: r.state ? r.state.reconnects : null,
       source: r.state ? r.state.source : null,
       wrapperLoads: r.state ? r.state.snapshotLoads.wrapper : null,
+      rejected: r.state ? r.state.snapshotRejected : null,
       snapshotBytes: Number(await admin.command('STRLEN', `crm:{${tenantId}}:snapshot`)),
     }
     log(
@@ -850,8 +851,8 @@ function bigRows(S, big) {
             "subscribed (RESP3) connection, to which Redis applies the pub/sub class's output-buffer limit " +
             '(hard limit 32 MB by default): Redis closes the connection in the middle of every reply ' +
             '("scheduled to be closed ASAP for overcoming of output buffer limits" in its log), the ' +
-            'session ends as a lost link, and the next session tries the same GET again. No snapshot is ' +
-            'counted as rejected and the Wrapper is never asked.'),
+            'session ends as a lost link, and the next session tries the same GET again. Snapshots ' +
+            `counted as rejected: ${fmtInt(d.rejected)}; the Wrapper is never asked.`),
     })
   }
   return rows
