@@ -745,10 +745,10 @@ function fleetRows(S, runs) {
   return rows
 }
 
-/** "`a` against `b`", with a word for how they compare: "about the same" within ±15 %. */
-function compare(a, b, fmt = fmtMs) {
+/** "`a` against `b`", with a word for how they compare: "about the same" within ±`within`. */
+function compare(a, b, fmt = fmtMs, within = 0.15) {
   const r = a / b
-  const word = r > 1.15 ? 'more' : r < 0.85 ? 'less' : 'about the same'
+  const word = r > 1 + within ? 'more' : r < 1 - within ? 'less' : 'about the same'
   return `${word} (${fmt(a)} against ${fmt(b)})`
 }
 
@@ -798,6 +798,7 @@ function bigRows(S, big) {
           medOf(big.streamSnapshot, (x) => x.peakRssMiB),
           medOf(big.pubsub, (x) => x.peakRssMiB),
           fmtMiB,
+          0.05,
         )}. ` +
         "Reaching 0.3× needs a snapshot that is cheaper to decode than the Wrapper's JSON (a binary form " +
         'of the store; or chunks that are fetched and parsed in parallel, which would also keep each reply ' +
