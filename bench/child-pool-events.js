@@ -1,5 +1,6 @@
 'use strict'
-// Row 8d for one tenant count in its own process: a tenant pool holding
+// Row 8d for one tenant count in its own process: a tenant pool (side 'pool';
+// side 'separate': as many separate SmartCRMConsumers, for comparison) holding
 // `tenants` small tenants (loaded from the parent's simulator) while another
 // process publishes `events` credit-config-changed events at `rate` per
 // second, round-robin over the tenants' channels (bench/lib/tenants.js,
@@ -17,8 +18,8 @@ const { threadStats, diffStats } = require('./lib/threads.js')
 const cpuMs = (u) => (u.user + u.system) / 1000
 
 async function main(config) {
-  const { redisUrl, wrapperUrl, prefix, tenants, rate, events, timeoutMs } = config
-  const h = holder('pool', { wrapperUrl, redisUrl })
+  const { holds, redisUrl, wrapperUrl, prefix, tenants, rate, events, timeoutMs } = config
+  const h = holder(holds, { wrapperUrl, redisUrl })
   const ids = Array.from({ length: tenants }, (_, i) => tenantId(prefix, i))
   const consumers = new Map()
   // load 32 at a time (the pool itself downloads at most maxConcurrentLoads at once)
@@ -37,7 +38,18 @@ async function main(config) {
     expected.get(e.tenant).set(e.op, e.value)
     last.set(e.tenant, { op: e.op, value: e.value })
   }
-  const appliedBefore = h.pool.getMetrics({ perTenant: false }).totals.eventsApplied
+  const totals = () => {
+    if (h.pool) return h.pool.getMetrics({ perTenant: false }).totals
+    const t = { eventsApplied: 0, eventsRejected: {} }
+    for (const c of consumers.values()) {
+      const m = c.getMetrics()
+      t.eventsApplied += m.eventsApplied
+      for (const [k, n] of Object.entries(m.eventsRejected))
+        t.eventsRejected[k] = (t.eventsRejected[k] || 0) + n
+    }
+    return t
+  }
+  const appliedBefore = totals().eventsApplied
 
   const pub = spawnHelper('child-pool-publisher.js', { redisUrl, prefix, tenants, rate, events })
   await pub.next('ready')
@@ -82,8 +94,8 @@ async function main(config) {
 
   // every event applied: the counters, and every operation's last value
   await sleep(200)
-  const m = h.pool.getMetrics({ perTenant: false })
-  const applied = m.totals.eventsApplied - appliedBefore
+  const t = totals()
+  const applied = t.eventsApplied - appliedBefore
   let wrongValues = 0
   for (const [id, ops] of expected) {
     const c = consumers.get(id)
@@ -95,7 +107,8 @@ async function main(config) {
     events,
     rate,
     applied,
-    rejected: m.totals.eventsRejected,
+    holds,
+    rejected: t.eventsRejected,
     wrongValues,
     timedOut,
     pendingTenants: pending.length,
@@ -111,7 +124,6 @@ async function main(config) {
     // the stream's CPU less what the idle window's rate predicts for its length
     netCpuPerEventUs: ((streamCpuMs - (idleCpuMs * streamMs) / idleMs) * 1000) / events,
     ...stats,
-    connected: m.pool.connected,
   }
 }
 

@@ -75,8 +75,8 @@ const SIZES = SMOKE
         tenants: 60,
         separate: 20,
         warmup: 10,
-        release: 48,
-        separateRelease: 16,
+        release: 40,
+        separateRelease: 8,
         events: { rate: 1000, events: 300, many: 60, few: 6 },
         reps: 1,
       },
@@ -912,23 +912,24 @@ async function poolRows(redis) {
         load[side].push(res)
       }
     }
-    const events = { many: [], few: [] }
+    const events = { many: [], few: [], separate: [] }
     const E = S.events
     for (let r = 0; r < S.reps; r++) {
-      for (const k of ['many', 'few']) {
+      for (const k of ['many', 'few', 'separate']) {
         clearSimLogs(sim)
         const res = await runChild('child-pool-events.js', {
-          side: `pool-${E[k]}`,
+          side: `${k === 'separate' ? 'separate' : 'pool'}-${E[k === 'many' ? 'many' : 'few']}`,
+          holds: k === 'separate' ? 'separate' : 'pool',
           redisUrl: redis.url,
           wrapperUrl: sim.url,
           prefix: POOL_PREFIX,
-          tenants: E[k],
+          tenants: k === 'many' ? E.many : E.few,
           rate: E.rate,
           events: E.events,
           timeoutMs: 120000,
         })
         log(
-          `  events over ${E[k]} tenants: ${res.cpuPerEventUs.toFixed(1)} µs CPU/event, ` +
+          `  events over ${res.tenants} tenants (${res.holds}): ${res.cpuPerEventUs.toFixed(1)} µs CPU/event, ` +
             `${res.applied}/${res.events} applied`,
         )
         events[k].push(res)
@@ -974,7 +975,7 @@ function poolLoadRows(res) {
     cells: {
       pkg: fmtInt(pConn),
       base: `${fmtInt(sConn)} (${ns} consumers)`,
-      ratio: `per tenant: ${fmtRatio(pConn / S.tenants, sConn / S.separate)}`,
+      ratio: `per tenant: ${+(pConn / S.tenants).toPrecision(2)} vs ${+(sConn / S.separate).toPrecision(2)}`,
     },
     baseIs: `${ns} separate \`SmartCRMConsumer\`s (today's way; ${ns}, not ${n}: the connections grow one per consumer, as the count shows)`,
     target: '≤ 2',
@@ -1074,17 +1075,17 @@ function poolLoadRows(res) {
   rows.push({
     id: '8f',
     group: 'pool',
-    title: `RSS after releasing ${S.release.toLocaleString('en')} of ${n} tenants (growth over the empty pool; after a full GC)`,
+    title: `RSS after releasing ${S.release.toLocaleString('en')} of ${n} tenants: growth kept, without / with a full GC`,
     unit: 'MiB',
     pkg: kept(p, 'releasedGc'),
     base: kept(s, 'releasedGc'),
     cells: {
-      pkg: `${fmtMiB(kept(p, 'released'))} (${fmtMiB(kept(p, 'releasedGc'))}) of ${fmtMiB(peak(p))}`,
-      base: `${fmtMiB(kept(s, 'released'))} (${fmtMiB(kept(s, 'releasedGc'))}) of ${fmtMiB(peak(s))}`,
+      pkg: `${fmtMiB(kept(p, 'released'))} / ${fmtMiB(kept(p, 'releasedGc'))} of ${fmtMiB(peak(p))}`,
+      base: `${fmtMiB(kept(s, 'released'))} / ${fmtMiB(kept(s, 'releasedGc'))} of ${fmtMiB(peak(s))}`,
       ratio: `kept ${pct(share(p, 'releasedGc'))} vs ${pct(share(s, 'releasedGc'))}`,
     },
     baseIs: `${ns} separate consumers, ${S.separateRelease.toLocaleString('en')} of them shut down`,
-    target: `report; given back: after GC ≤ 2× the share still loaded (${pct(2 * keptShare)} of the growth)`,
+    target: `report; given back: kept after GC ≤ ${pct(2 * keptShare)} (2× the share still loaded)`,
     met: share(p, 'releasedGc') <= 2 * keptShare && pOk,
     detail:
       `In the child of rows 8a/8b: after the loaded reading, \`pool.release(id)\` (separate: ` +
@@ -1093,8 +1094,8 @@ function poolLoadRows(res) {
       `100 at a time (took ` +
       `${fmtMs(med(p, 'releaseMs'))}; separate ${fmtMs(med(s, 'releaseMs'))}); RSS read 1 s ` +
       `later without a GC, then after full GCs (\`global.gc()\`, node --expose-gc). Cells: ` +
-      `growth over the reading before the tenants were loaded, no GC (after GC) of the growth ` +
-      `with all loaded. ${pct(keptShare)} of the measured tenants are still loaded, so that is ` +
+      `RSS growth over the reading before the tenants were loaded, without / with the GCs, of ` +
+      `the growth with all of them loaded. ${pct(keptShare)} of the measured tenants are still loaded, so that is ` +
       `the share a pool that gave everything back would keep. Kept after GC per run: pool ` +
       `${perRun(p, (x) => pct(grown(x, 'releasedGc') / grown(x, 'loaded')))}; separate ` +
       `${perRun(s, (x) => pct(grown(x, 'releasedGc') / grown(x, 'loaded')))}. V8 heap after ` +
@@ -1114,6 +1115,7 @@ function poolEventsRow(res) {
   const E = SIZES.pool.events
   const m = res.many
   const f = res.few
+  const sep = res.separate
   const us = (x) => `${x.toFixed(1)} µs`
   const ok = (list) =>
     list.every(
@@ -1158,7 +1160,11 @@ function poolEventsRow(res) {
       `${E.few} tenants ${ok(f) ? 'yes' : 'NO'} (${f.map((x) => x.applied).join('/')}). The ` +
       `last tenant showed its last event ${fmtMs(med(m, 'lastVisibleAfterPublishMs'))} ` +
       `(${E.many}) and ${fmtMs(med(f, 'lastVisibleAfterPublishMs'))} (${E.few}) after the ` +
-      `last publish (polled every 5 ms).`,
+      `last publish (polled every 5 ms). Today's way for comparison, ${E.few} separate ` +
+      `\`SmartCRMConsumer\`s (one Redis connection each) taking the same stream over the same ` +
+      `${E.few} tenants: ${us(med(sep, 'cpuPerEventUs'))} per event (per run ` +
+      `${perRun(sep, 'cpuPerEventUs')}; idle ${fmtMs(med(sep, 'idleCpuPerSecMs'))} per second; ` +
+      `per thread ${cpu(sep)}; every event applied: ${ok(sep) ? 'yes' : 'NO'}).`,
     raw: res,
   }
 }
