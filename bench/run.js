@@ -1018,7 +1018,9 @@ function poolLoadRows(res) {
       `${perRun(s, (x) => fmtKB(x.rssPerTenant / 1024))}). Of that, V8 heap (heapUsed): pool ` +
       `${fmtKB(kb(p, 'heapPerTenant'))}, separate ${fmtKB(kb(s, 'heapPerTenant'))} per tenant; ` +
       `anonymous RSS (RssAnon): pool ${fmtKB(kb(p, 'rssAnonPerTenant'))}, separate ` +
-      `${fmtKB(kb(s, 'rssAnonPerTenant'))}. Growth in all: pool ` +
+      `${fmtKB(kb(s, 'rssAnonPerTenant'))}; V8 external memory (what native code reports ` +
+      `to V8): pool ${fmtKB(median(p.map((x) => x.growth.external / x.measured)) / 1024)}. ` +
+      `Growth in all: pool ` +
       `${fmtMiB((med(p, 'rssPerTenant') * (S.tenants - S.warmup)) / 1048576)}, separate ` +
       `${fmtMiB((med(s, 'rssPerTenant') * (S.separate - S.warmup)) / 1048576)}. Threads at the ` +
       `end: pool ${fmtInt(median(p.map((x) => x.loaded.threads)))}, separate ` +

@@ -3,7 +3,7 @@
 // RESULTS.md prints under a missed row. Figures come from the row measured in
 // the same run; the profiles they cite are in bench/PROFILE.md.
 
-const { median } = require('./common.js')
+const { median, percentile: pctl } = require('./common.js')
 
 const ms = (x) => `${x < 10 ? x.toFixed(2) : Math.round(x)} ms`
 const ns = (x) => `${x < 100 ? x.toFixed(1) : Math.round(x).toLocaleString('en')} ns`
@@ -161,11 +161,134 @@ const NOTES = {
       `JS thread (quiet window on the same process: p99 ${ms(r.floor)}).`
     )
   },
+
+  // ---- the tenant pool (RESULTS-pool.md) -----------------------------------
+
+  '8a': (r) => {
+    const p = r.raw.pool
+    return (
+      `The pool's process held ${p.map((x) => x.connections).join(', ')} connection(s) per run ` +
+      `with ${int(med(p, 'subscriptions'))} channels subscribed. The pool opens one subscription ` +
+      "link (run_link in crates/core/src/pool.rs) and subscribes every tenant's 7 channels on " +
+      'it; a tenant opens none of its own. More than 2 means something else in the process ' +
+      'connects per tenant (a command connection, a publisher): CLIENT LIST in the child ' +
+      '(bench/child-pool.js) names them (`name=`, `cmd=`).'
+    )
+  },
+
+  '8b': (r) => {
+    const p = r.raw.pool
+    const kb = (list, key) => med(list, key) / 1024
+    const heap = kb(p, 'heapPerTenant')
+    return (
+      `A pool tenant costs ${int(r.pkg)} KB of RSS, of which ${int(heap)} KB is V8 heap: most ` +
+      'of it is native. bench/profile/pool-memory.js splits it (bench/PROFILE.md, 2,000 ' +
+      'tenants): the core alone (NativePool tenants, no JS consumer) takes ~83 KB per tenant ' +
+      "and the JS side ~34 KB (~25 KB of V8 heap: the replica's second copy of the tenant's " +
+      "data, 263 strings, the credit Map and 10 compiled roles' Sets, plus heap slack); with " +
+      'jemalloc instead of glibc it is the same (~114 KB), so it is not allocator overhead. ' +
+      'heaptrack of the core alone (1,000 tenants, an unstripped release build), per tenant: ' +
+      '**~34 KB is a reference cache no read has touched**: `ReferenceCache::new` ' +
+      '(crates/core/src/reference.rs, called by `Tenant::shared` for every tenant) builds a ' +
+      'moka sync `Cache`, which pre-allocates two crossbeam bounded channels of 384 read-op and ' +
+      "384 write-op slots (28 KB; moka's READ_LOG_CH_SIZE / WRITE_LOG_CH_SIZE), three " +
+      "64-segment cht arrays (3 KB), its inner structs, and the `inflight` DashMap's shards " +
+      '(1 KB); **~28 KB is the critical store** of 50 operations, 10 roles × 20 permissions ' +
+      'and 50 users: the parsed rows (17 KB, ~520 small Strings and Vecs: every permission, ' +
+      "and every user's status and role ids as owned Strings, crates/core/src/model.rs `Access`) " +
+      'and the hash tables `CriticalStore::from_snapshot` ' +
+      'builds (11 KB); **~7 KB is the rest of `Pool::tenant`**: the `Tenant` with its `Config` ' +
+      'clone, two tasks, the mpsc and watch channels, the outbox. What would reach 40 KB, in ' +
+      "order of effect: build a tenant's reference cache on its first reference read (or share " +
+      "one moka cache across the pool's tenants, keyed by tenant, with per-tenant byte " +
+      "accounting): −34 KB; intern the store's strings in a pool-wide table (role ids and " +
+      'permission names repeat within a tenant and across tenants) and keep user roles as ' +
+      'indices into the role table: most of the 17 KB; let the JS replica read roles from the ' +
+      'core on first use, as it already does users, instead of compiling every role at load: ' +
+      'most of the ~25 KB of heap. The first alone brings a tenant to ~80 KB; 40 KB needs all ' +
+      'three.'
+    )
+  },
+
+  '8c': (r) => {
+    const p = r.raw.pool
+    const s = r.raw.separate
+    const pc = (list, q) => median(list.map((x) => pctl(x.loadMs, q)))
+    return (
+      `p50 ${ms(pc(p, 50))}, p99 ${ms(pc(p, 99))} (separate consumers: ${ms(pc(s, 50))} / ` +
+      `${ms(pc(s, 99))}). A cold load is a round trip of the link task (its SUBSCRIBE is ` +
+      'batched with up to 1,000 others, pool.rs `run_commands`), a full load of four lists ' +
+      'that waits for one of `maxConcurrentLoads` permits, the store swap and the first ' +
+      "replica batch through the pool's one threadsafe function; the loads here are awaited " +
+      'one by one, so no permit is contended. A p99 far above the p50 with a quiet p50 points ' +
+      'at the machine (the simulator, redis-server and the child share 2 cores) or at GC in ' +
+      'the child; compare the separate side, which pays its own connection per load.'
+    )
+  },
+
+  '8d': (r) => {
+    const m = r.raw.many
+    const f = r.raw.few
+    return (
+      `CPU per event ${r.pkg.toFixed(1)} µs over ${m[0].tenants} tenants against ` +
+      `${r.base.toFixed(1)} µs over ${f[0].tenants}; idle CPU ` +
+      `${med(m, 'idleCpuPerSecMs').toFixed(2)} and ${med(f, 'idleCpuPerSecMs').toFixed(2)} ms/s. ` +
+      `Per thread: ${m[0].tenants} tenants tokio ${int(cpu(m, 'tokio-rt-worker'))} ms, main ` +
+      `${int(cpu(m, 'main'))} ms; ${f[0].tenants} tenants tokio ` +
+      `${int(cpu(f, 'tokio-rt-worker'))} ms, main ${int(cpu(f, 'main'))} ms. With many ` +
+      'tenants each event goes to a different tenant task (pool.rs `route_message` → its ' +
+      'queue → its session), so nothing is batched: one wake of a task and one replica batch ' +
+      'per event; with few tenants consecutive events of a tenant can share them.'
+    )
+  },
+
+  '8e': (r) =>
+    `Pool ${r.cells.pkg} against standalone ${r.cells.base}. A pool tenant is a ` +
+    '`SmartCRMConsumer` of the same class and shape as a standalone one (lib/consumer.js; ' +
+    'only `_pooled` differs), and the reads run the same code on its own JS replica, so a ' +
+    'gap means the measurement moved (the machine, or JIT state: the loop functions are ' +
+    'fresh per case, the callee is shared) rather than the pool: run ' +
+    '`node bench/run.js --only=pool` again on a quiet machine.',
+
+  '8f': (r) => {
+    const p = r.raw.pool
+    const at = (x, k, m) => (x[k][m] - x.before[m]) / 1048576
+    const mm = (k, m) => median(p.map((x) => at(x, k, m)))
+    return (
+      `After releasing, the pool's process kept ${r.cells.ratio.replace(/ vs .*/, '')} of its ` +
+      `growth after GCs (target ${r.target.replace(/^.*≤ /, '≤ ')}). Two things keep it. ` +
+      `(1) **Without a GC nothing comes back** (RSS growth ${mm('released', 'rss').toFixed(0)} ` +
+      `MiB against ${mm('loaded', 'rss').toFixed(0)} MiB loaded): \`release()\` cancels the ` +
+      "tenant's tasks and unsubscribes it, but its store and caches live in the `Tenant` that " +
+      'its JS `NativeConsumer` wrapper holds (crates/core/src/consumer.rs `Handle`), and are ' +
+      'dropped only when V8 finalises that wrapper; the core does not report its native size ' +
+      'to V8 (`napi_adjust_external_memory`; `external` grew ~0.1 KB per tenant), so V8 sees ' +
+      "small objects and has no reason to collect them soon. Fix: drop the tenant's state " +
+      '(store, reference cache, replay window) in `shutdown()` itself, or report it as external ' +
+      `memory. (2) **After the GC, glibc keeps what was freed**: V8's heap gave its share back ` +
+      `(heapUsed ${mm('loaded', 'heapUsed').toFixed(0)} → ${mm('releasedGc', 'heapUsed').toFixed(0)} ` +
+      `MiB over the empty reading), the native part did not (RssAnon ${mm('loaded', 'rssAnon').toFixed(0)} ` +
+      `→ ${mm('releasedGc', 'rssAnon').toFixed(0)} MiB). It is freed, not leaked: ` +
+      'bench/profile/pool-memory.js calls `malloc_trim(0)` in the process through gdb after ' +
+      'the release and the growth falls from ~191 to ~71 MiB (2,000 tenants, 80 % released; ' +
+      'the core alone: ~161 → ~40 MiB), and under jemalloc with immediate decay the GC alone ' +
+      "brings it to ~68 MiB; the core's route table holds only the remaining tenants. The " +
+      "tenants' allocations are made on the tokio worker threads (their own arenas), " +
+      "interleaved with the surviving tenants', so no arena top is free to trim, and glibc " +
+      'returns free pages inside an arena only on `malloc_trim`. Fix: `malloc_trim(0)` after ' +
+      'releases (debounced, off the JS thread: e.g. after a sweep that released tenants), or an ' +
+      "allocator that returns freed pages (jemalloc or mimalloc as the addon's " +
+      '`#[global_allocator]`); fewer, larger per-tenant allocations (row 8b) also fragment less.'
+    )
+  },
 }
 
 /** The explanation for a missed row (`row` as built by run.js). */
 function whyMissed(row, smoke) {
-  if (smoke) return 'Smoke sizes: not a measurement; see RESULTS.md for the real run.'
+  if (smoke) {
+    const real = row.group === 'pool' ? 'RESULTS-pool.md' : 'RESULTS.md'
+    return `Smoke sizes: not a measurement; see ${real} for the real run.`
+  }
   const note = NOTES[row.id] || NOTES[row.id.replace(/[ab]$/, '')]
   if (!note) return 'Not analysed yet.'
   try {

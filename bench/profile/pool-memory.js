@@ -4,7 +4,7 @@
 // a child process (node --expose-gc, the simulator in this process) loads
 // `tenants` small tenants one after the other after 20 warm-up ones, reads
 // RSS / RssAnon / V8 heapUsed after full GCs, releases 80 % of the measured
-// tenants, reads them again after GCs, and then once more after
+// tenants, reads them again 1 s later and after GCs, and then once more after
 // `malloc_trim(0)` called in it through gdb (when gdb is installed): memory
 // that malloc_trim gives back was freed but kept by glibc's allocator; memory
 // it does not give back is still allocated.
@@ -94,6 +94,7 @@ async function child({ variant, tenants, redisUrl, wrapperUrl }) {
     await Promise.all(ids.slice(WARMUP + i, WARMUP + Math.min(i + 100, n)).map(release))
   }
   await new Promise((r) => setTimeout(r, 1000))
+  const releasedNoGc = memory()
   await gcs()
   const released = memory()
   const coreAfter = coreTenants()
@@ -104,7 +105,7 @@ async function child({ variant, tenants, redisUrl, wrapperUrl }) {
   await gcs()
   const trimmed = memory()
   process.stdout.write(
-    `RESULT ${JSON.stringify({ variant, tenants, measured: tenants - WARMUP, releasedN: n, before, loaded, released, trimmed, coreAfter })}\n`,
+    `RESULT ${JSON.stringify({ variant, tenants, measured: tenants - WARMUP, releasedN: n, before, loaded, releasedNoGc, released, trimmed, coreAfter })}\n`,
   )
   process.exit(0)
 }
@@ -165,7 +166,8 @@ async function main() {
         `${v.padEnd(8)} per tenant: RSS ${kb(g('loaded', 'rss') / r.measured)}, RssAnon ` +
           `${kb(g('loaded', 'rssAnon') / r.measured)}, V8 heap ${kb(g('loaded', 'heap') / r.measured)}` +
           ` | released ${r.releasedN} (core still holds ${r.coreAfter} tenants): growth RSS ` +
-          `${mib(g('loaded', 'rss'))} -> ${mib(g('released', 'rss'))} after GC -> ` +
+          `${mib(g('loaded', 'rss'))} -> ${mib(g('releasedNoGc', 'rss'))} (no GC) -> ` +
+          `${mib(g('released', 'rss'))} after GC -> ` +
           `${mib(g('trimmed', 'rss'))} after malloc_trim; heap ${mib(g('loaded', 'heap'))} -> ` +
           `${mib(g('released', 'heap'))}`,
       )
