@@ -110,6 +110,8 @@ class SmartCRMConsumer extends EventEmitter {
     this._connected = false
     this._closed = false
     this._started = this._pooled !== null
+    // A pool's tenants share one logger: their lines name the tenant.
+    this._logTag = this._pooled !== null ? `(tenant ${this.tenantId}) ` : ''
     // Set by every read; the pool's sweeper clears it (idleTenantMs, maxTenants).
     this._touched = true
     this._shutdownPromise = null
@@ -187,7 +189,7 @@ class SmartCRMConsumer extends EventEmitter {
         this._resolveReplicaReady()
         break
       case 'log':
-        this._logger[n.level](`[smart-crm-consumer] ${n.msg}`)
+        this._logger[n.level](`[smart-crm-consumer] ${this._logTag}${n.msg}`)
         break
       case 'error': {
         const err = new Error(n.message)
@@ -202,7 +204,7 @@ class SmartCRMConsumer extends EventEmitter {
   _emitError(err) {
     if (this.listenerCount('error') > 0) this.emit('error', err)
     else if (this._pooled !== null) this._pooled.unhandledError(err)
-    else this._logger.error(`[smart-crm-consumer] ${err.code}: ${err.message}`)
+    else this._logger.error(`[smart-crm-consumer] ${this._logTag}${err.code}: ${err.message}`)
   }
 
   _open() {
@@ -461,6 +463,8 @@ class SmartCRMConsumer extends EventEmitter {
       this._connected = false
       this._resolveReplicaReady()
       this._shutdownPromise = this._native.shutdown()
+      // Reads throw SHUTDOWN from now on: the replica's memory can go.
+      this._replica = new Replica()
       if (this._pooled !== null) this._pooled.released(this)
     }
     return this._shutdownPromise

@@ -35,6 +35,8 @@ export declare function requireCredits(
 ): (req: any, res: any, next: Next) => Promise<void>
 export declare function metricsHandler(
   consumer: SmartCRMConsumer | TenantPool,
+  /** For a pool: `{ perTenant: false }` serves the sums only. */
+  options?: { perTenant?: boolean },
 ): (req: any, res: any) => void
 /**
  * Sets `req.crm` to the request's tenant consumer (SPEC §8): 401 without a

@@ -97,14 +97,17 @@ function requireCredits(consumer, operationCode, opts = {}) {
   }
 }
 
-/** Serves `consumer.metricsText()` (a consumer's or a pool's) as Prometheus text. */
-function metricsHandler(consumer) {
+/**
+ * Serves `consumer.metricsText(options)` (a consumer's or a pool's) as
+ * Prometheus text; a pool takes `{ perTenant: false }`.
+ */
+function metricsHandler(consumer, options) {
   if (!consumer || typeof consumer.metricsText !== 'function') {
     throw new TypeError('consumer must be a SmartCRMConsumer or a tenant pool')
   }
   return function metrics(req, res) {
     res.set('Content-Type', 'text/plain; version=0.0.4; charset=utf-8')
-    res.send(consumer.metricsText())
+    res.send(consumer.metricsText(options))
   }
 }
 

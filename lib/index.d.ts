@@ -331,7 +331,10 @@ export declare class TenantPool extends EventEmitter {
   metricsText(options?: { perTenant?: boolean }): string
   health(): PoolHealth
   shutdown(): Promise<void>
-  on(event: 'tenantLoaded', listener: (e: { tenantId: string }) => void): this
+  on(
+    event: 'tenantLoaded',
+    listener: (e: { tenantId: string; consumer: SmartCRMConsumer }) => void,
+  ): this
   on(event: 'tenantReleased', listener: (e: TenantReleasedEvent) => void): this
   /** The shared link's state. */
   on(event: 'connection', listener: (e: { connected: boolean }) => void): this

@@ -46,12 +46,15 @@ const SUMMED = [
   'queueOverflows',
 ]
 
-/** The sum of several tenants' `getMetrics()`, with the rates of the sums. */
-function sumMetrics(list) {
+/**
+ * The sum of several tenants' `getMetrics()`, with the rates of the sums;
+ * `connected` when every tenant is (with none: when the link is).
+ */
+function sumMetrics(list, linkConnected) {
   const t = {}
   for (const f of SUMMED) t[f] = 0
   t.eventsRejected = {}
-  let connected = list.length > 0
+  let connected = list.length > 0 || linkConnected
   for (const m of list) {
     for (const f of SUMMED) t[f] += m[f]
     for (const [reason, n] of Object.entries(m.eventsRejected))
@@ -82,12 +85,14 @@ class TenantPool extends EventEmitter {
     const o = this._native.options()
     this._maxTenants = o.maxTenants
     this._idleMs = o.idleTenantMs
-    /** id -> { consumer, slot, lastUsed } of loaded tenants */
+    /** id -> { consumer, slot, lastUsed (tick), lastUsedAt (ms) } of loaded tenants */
     this._loaded = new Map()
     /** id -> promise of a first load in progress */
     this._loading = new Map()
     /** slot -> consumer, for batches */
     this._bySlot = new Map()
+    /** Ticks of recency: a sweep stamps the tenants read since the last one. */
+    this._useClock = 0
     this._closed = false
     this._connected = false
     this._shutdownPromise = null
@@ -127,7 +132,7 @@ class TenantPool extends EventEmitter {
   _load(tenantId) {
     const nt = this._native.tenant(tenantId) // throws a RangeError for an invalid id
     const slot = nt.slot
-    const entry = { consumer: null, slot, lastUsed: Date.now() }
+    const entry = { consumer: null, slot, lastUsed: 0, lastUsedAt: 0 }
     const consumer = new SmartCRMConsumer(undefined, {
       key: POOLED,
       native: nt.take(),
@@ -143,8 +148,11 @@ class TenantPool extends EventEmitter {
         this._loading.delete(tenantId)
         if (consumer._closed) throw errors.shutdownError()
         this._makeRoom()
+        consumer._touched = false
+        entry.lastUsed = ++this._useClock
+        entry.lastUsedAt = Date.now()
         this._loaded.set(tenantId, entry)
-        this.emit('tenantLoaded', { tenantId })
+        this.emit('tenantLoaded', { tenantId, consumer })
         return consumer
       },
       (err) => {
@@ -157,22 +165,29 @@ class TenantPool extends EventEmitter {
     return promise
   }
 
-  /** Releases least recently used tenants until one more fits in `maxTenants`. */
+  /**
+   * Releases least recently used tenants until one more fits in `maxTenants`.
+   * Recency is as of the reads seen by the latest stamping (tenants read
+   * since then share one tick): O(tenants) per release, which only runs when
+   * the pool is full.
+   */
   _makeRoom() {
     if (this._loaded.size < this._maxTenants) return
-    this._refreshUse(Date.now())
+    this._stampUse(Date.now())
     const byAge = [...this._loaded].sort((a, b) => a[1].lastUsed - b[1].lastUsed)
     for (const [id] of byAge.slice(0, this._loaded.size - this._maxTenants + 1)) {
       this._release(id, 'maxTenants')
     }
   }
 
-  /** Turns the read flags into last-use times. */
-  _refreshUse(now) {
+  /** Turns the read flags set since the last call into one recency tick and time. */
+  _stampUse(now) {
+    const tick = ++this._useClock
     for (const e of this._loaded.values()) {
       if (e.consumer._touched) {
         e.consumer._touched = false
-        e.lastUsed = now
+        e.lastUsed = tick
+        e.lastUsedAt = now
       }
     }
   }
@@ -180,9 +195,9 @@ class TenantPool extends EventEmitter {
   /** Releases the tenants not read for `idleTenantMs`. */
   _sweep() {
     const now = Date.now()
-    this._refreshUse(now)
+    this._stampUse(now)
     for (const [id, e] of this._loaded) {
-      if (now - e.lastUsed >= this._idleMs) this._release(id, 'idle')
+      if (now - e.lastUsedAt >= this._idleMs) this._release(id, 'idle')
     }
   }
 
@@ -295,7 +310,7 @@ class TenantPool extends EventEmitter {
     const s = this._native.status()
     return {
       tenants: this._loaded.size,
-      totals: sumMetrics(list),
+      totals: sumMetrics(list, s.connected),
       perTenant,
       pool: {
         connected: s.connected,

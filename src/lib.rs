@@ -146,6 +146,12 @@ async fn guard_async<T>(fut: impl std::future::Future<Output = Attempt<T>>) -> O
     )
 }
 
+/// Runs a constructor's body under [`guard`]; a failure becomes the JS error
+/// the constructor throws (a constructor cannot return an [`Outcome`]).
+fn construct<T>(env: Env, f: impl FnOnce() -> Attempt<T>) -> Result<T> {
+    guard(f).0.map_err(|e| e.into_js(env.raw()))
+}
+
 fn panic_failure(p: Box<dyn std::any::Any + Send>) -> Failure {
     let what = p
         .downcast_ref::<&str>()
@@ -263,14 +269,12 @@ impl NativeConsumer {
         options: serde_json::Value,
         env_vars: HashMap<String, String>,
     ) -> Result<Self> {
-        let built = guard(|| {
+        construct(env, || {
             let config = Config::from_json(&options, &env_vars)?;
-            Ok(Consumer::new(config)?)
-        });
-        match built.0 {
-            Ok(inner) => Ok(NativeConsumer { inner }),
-            Err(f) => Err(f.into_js(env.raw())),
-        }
+            Ok(NativeConsumer {
+                inner: Consumer::new(config)?,
+            })
+        })
     }
 
     /// Starts the background tasks; `onBatch(json)` receives replica batches.
@@ -455,12 +459,15 @@ impl NativeConsumer {
 
 // ---- the tenant pool -------------------------------------------------------------
 
+/// The pool's threadsafe function: `(slot, batch)` in, `onBatch(slot, json)` called.
+type PoolTsfn = ThreadsafeFunction<(u64, Batch), (), FnArgs<(f64, String)>, Status, false>;
+
 /// Delivers every pool tenant's batches to one JS callback, tagged with the
 /// tenant's slot: one threadsafe function for the whole pool, whatever the
 /// number of tenants (each one is a libuv handle that every wake-up visits).
 struct PoolTsfnSink {
     /// Strong until the pool shuts down, like [`TsfnSink`].
-    tsfn: ThreadsafeFunction<(u64, Batch), (), FnArgs<(f64, String)>, Status, false>,
+    tsfn: PoolTsfn,
 }
 
 impl PoolSink for PoolTsfnSink {
@@ -515,14 +522,12 @@ impl NativePool {
         options: serde_json::Value,
         env_vars: HashMap<String, String>,
     ) -> Result<Self> {
-        let built = guard(|| {
+        construct(env, || {
             let config = PoolConfig::from_json(&options, &env_vars)?;
-            Ok(Pool::new(config)?)
-        });
-        match built.0 {
-            Ok(p) => Ok(NativePool { inner: Arc::new(p) }),
-            Err(f) => Err(f.into_js(env.raw())),
-        }
+            Ok(NativePool {
+                inner: Arc::new(Pool::new(config)?),
+            })
+        })
     }
 
     /// The options the JS side acts on.

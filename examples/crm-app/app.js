@@ -1,30 +1,37 @@
 'use strict'
 // The example CRM service: Express routes on smart-crm-consumer.
 //
-// One consumer per tenant (a consumer is bound to one tenant's channels);
-// each request is served by the consumer of its user's tenant. Costs,
-// permissions and user status come from the consumer's memory (synchronous,
-// no I/O); profiles from its TTL cache; balances and deductions from the
-// Wrapper through it. The package's middleware guards the routes that spend
-// credits.
+// Multi-tenant on a tenant pool (SPEC §8): the package's tenant(pool)
+// middleware puts the consumer of the user's tenant on `req.crm`, loading the
+// tenant on its first request (every tenant shares the pool's one Redis link
+// and HTTP connection pool). Costs, permissions and user status come from that
+// consumer's memory (synchronous, no I/O); profiles from its TTL cache;
+// balances and deductions from the Wrapper through it. The package's guards,
+// given `(req) => req.crm`, protect the routes that spend credits.
 //
-//   const app = createApp({ consumers: [acme, globex] })   // or { consumer }
+//   const pool = createTenantPool({ wrapperUrl, redisUrl, signingSecret })
+//   const app = createApp({ pool })
 //   app.listen(3000)
 //
-// Status codes (those of the design's handlers, SPEC §5 for the middleware):
-// 400 bad input, 401 no user, 402 not enough credits, 403 not allowed (or a
-// tenant this app does not serve, or a user who is not active), 404 unknown
-// operation / user, 502 the Wrapper refused us, 503 the Wrapper is down.
+// Status codes (those of the design's handlers, SPEC §5 and §8 for the
+// middleware): 400 bad input, 401 no user, 402 not enough credits, 403 not
+// allowed (or a tenant the Wrapper refuses, or a user who is not active), 404
+// unknown operation / user, 502 the Wrapper refused us, 503 the Wrapper is
+// down (or the tenant cannot be loaded now).
 
 const crypto = require('node:crypto')
 const path = require('node:path')
 const express = require('express')
-const { requirePermission, requireCredits, metricsHandler } = require('smart-crm-consumer/express')
+const {
+  tenant,
+  requirePermission,
+  requireCredits,
+  metricsHandler,
+} = require('smart-crm-consumer/express')
 
 const { demoAuth, demoLoginRoute } = require('./auth.js')
-const { LiveStats } = require('./lib/live-stats.js')
+const { PoolStats } = require('./lib/live-stats.js')
 const { eventsRoute } = require('./lib/sse.js')
-const { mergeExpositions } = require('./lib/prometheus.js')
 
 const LEAD_OPERATION = 'crm.leads.create'
 const LEAD_PERMISSION = 'crm.leads.create'
@@ -100,7 +107,7 @@ class LeadStore {
   }
 
   async _create(req, fields, key) {
-    const { consumer, user } = req
+    const { crm: consumer, user } = req
     // Reference data: from the consumer's TTL cache, fetched on a miss.
     const profile = await consumer.getUserProfile(user.id)
     const lead = {
@@ -153,8 +160,7 @@ const requireQuery = (name) => (req, res, next) => {
 
 /**
  * @param {object} options
- * @param {import('smart-crm-consumer').SmartCRMConsumer[]} [options.consumers] one per tenant
- * @param {import('smart-crm-consumer').SmartCRMConsumer} [options.consumer] or just one
+ * @param {import('smart-crm-consumer').TenantPool} options.pool the tenant pool (createTenantPool)
  * @param {import('express').RequestHandler} [options.authenticate] sets `req.user = { id, tenantId }`;
  *   default: the demo stand-in of auth.js
  * @param {string} [options.canaryConfigId] the config the Wrapper's propagation canary sets
@@ -162,37 +168,27 @@ const requireQuery = (name) => (req, res, next) => {
  * @returns {import('express').Express} with `app.locals.crm = { stats, shutdown() }`
  */
 function createApp({
-  consumers,
-  consumer,
+  pool,
   authenticate = demoAuth(),
   canaryConfigId = 'propagation-canary',
   logger = console,
 } = {}) {
-  const list = consumers ?? (consumer ? [consumer] : [])
-  if (list.length === 0) throw new TypeError('createApp: give `consumer` or `consumers`')
-  const byTenant = new Map(list.map((c) => [c.tenantId, c]))
-  if (byTenant.size !== list.length) throw new TypeError('createApp: one consumer per tenant')
-  const stats = new Map(list.map((c) => [c.tenantId, new LiveStats(c, { canaryConfigId })]))
-  const leads = new LeadStore()
-
-  /** Builds a middleware of the package for each tenant's consumer; runs the request's one. */
-  const perTenant = (build) => {
-    const built = new Map(list.map((c) => [c.tenantId, build(c)]))
-    return (req, res, next) => built.get(req.consumer.tenantId)(req, res, next)
+  if (!pool || typeof pool.tenant !== 'function') {
+    throw new TypeError('createApp: give `pool` (createTenantPool)')
   }
+  const stats = new PoolStats(pool, { canaryConfigId })
+  const leads = new LeadStore()
+  /** The request's tenant consumer, for the package's guards. */
+  const crm = (req) => req.crm
 
   /**
-   * 401 without a user; 403 for a tenant this app does not serve, or a user
-   * whose status (critical data, in memory) is not 'active'. Sets req.consumer.
+   * After tenant(pool): 403 for a user whose status (critical data, in
+   * memory) is not 'active'.
    */
-  function tenant(req, res, next) {
-    if (!req.user) return res.status(401).json({ error: 'Authentication required' })
-    const c = byTenant.get(req.user.tenantId)
-    if (!c) return res.status(403).json({ error: 'Tenant not served here' })
-    if (c.getUserStatus(req.user.id) !== 'active') {
+  function activeUser(req, res, next) {
+    if (req.crm.getUserStatus(req.user.id) !== 'active') {
       return res.status(403).json({ error: 'Account not active' })
     }
-    req.consumer = c
     next()
   }
 
@@ -205,7 +201,7 @@ function createApp({
     if (typeof target !== 'string' || target === '') {
       return res.status(400).json({ error: 'userId must be a string' })
     }
-    if (target !== req.user.id && !req.consumer.checkPermission(req.user.id, permission)) {
+    if (target !== req.user.id && !req.crm.checkPermission(req.user.id, permission)) {
       return res.status(403).json({ error: 'Insufficient permissions' })
     }
     req.targetUserId = target
@@ -220,32 +216,31 @@ function createApp({
 
   // --- public: health, metrics, pages --------------------------------------
 
-  /** 200 when every tenant's cache is loaded ('ok', or 'degraded' while serving from memory), else 503. */
+  /**
+   * The pool's health: 200 'ok', or 'degraded' while some tenant serves from
+   * memory; 503 'unavailable' while the pool's Redis link is down.
+   */
   app.get('/health', (req, res) => {
-    const tenants = {}
-    let ready = true
-    let degraded = false
-    for (const c of list) {
-      const h = c.health()
-      tenants[c.tenantId] = h
-      ready = ready && h.ready
-      degraded = degraded || h.degraded || !h.connected
-    }
-    const status = !ready ? 'starting' : degraded ? 'degraded' : 'ok'
-    res.status(ready ? 200 : 503).json({ status, tenants })
+    const h = pool.health()
+    const status = !h.connected ? 'unavailable' : h.degradedTenants.length ? 'degraded' : 'ok'
+    res.status(h.connected ? 200 : 503).json({ status, ...h })
   })
 
-  // One consumer: the package's handler as it is. Several: their texts merged,
-  // since each repeats the HELP/TYPE lines.
-  app.get(
-    '/metrics',
-    list.length === 1
-      ? metricsHandler(list[0])
-      : (req, res) => {
-          res.set('Content-Type', 'text/plain; version=0.0.4; charset=utf-8')
-          res.send(mergeExpositions(list.map((c) => c.metricsText())))
-        },
-  )
+  // Every loaded tenant's series (a `tenant` label) and the pool's own, in one exposition.
+  app.get('/metrics', metricsHandler(pool))
+
+  // The dashboard's pool view: metrics of every loaded tenant (no CRM data),
+  // public like /metrics and /health. Looking loads no tenant.
+  app.get('/ops/pool', (req, res) => {
+    res.json({ ...stats.overview(), viewer: req.user ? req.user.tenantId : null })
+  })
+  app.get('/ops/pool/tenants/:tenantId', (req, res) => {
+    const snapshot = stats.snapshot(req.params.tenantId)
+    if (!snapshot) {
+      return res.status(404).json({ error: 'Tenant not loaded', tenantId: req.params.tenantId })
+    }
+    res.json(snapshot)
+  })
 
   const page = (file) => (req, res) => res.sendFile(path.join(PUBLIC_DIR, file))
   app.get('/', page('index.html'))
@@ -254,15 +249,15 @@ function createApp({
   app.use('/static', express.static(PUBLIC_DIR, { index: false }))
   app.get('/auth/demo-login', demoLoginRoute(authenticate))
 
-  // --- the API: every route needs a user of a tenant served here -----------
+  // --- the API: every route needs an active user of a tenant the Wrapper serves
 
   const api = express.Router()
-  api.use(tenant)
+  api.use(tenant(pool), activeUser)
 
   // Critical data only: no I/O.
   api.get('/credits/check/:operation', (req, res) => {
     const { operation } = req.params
-    const creditCost = req.consumer.getCreditCost(operation)
+    const creditCost = req.crm.getCreditCost(operation)
     if (creditCost === null) {
       return res.status(404).json({ error: 'Operation not configured', operation })
     }
@@ -276,11 +271,11 @@ function createApp({
     async (req, res) => {
       const { operation } = req.query
       const userId = req.targetUserId
-      const creditCost = req.consumer.getCreditCost(operation)
+      const creditCost = req.crm.getCreditCost(operation)
       if (creditCost === null) {
         return res.status(404).json({ error: 'Operation not configured', operation })
       }
-      const availableCredits = await req.consumer.getUserCredits(userId)
+      const availableCredits = await req.crm.getUserCredits(userId)
       res.json({
         operation,
         userId,
@@ -293,7 +288,7 @@ function createApp({
 
   const profileOf = async (req, res) => {
     try {
-      return await req.consumer.getUserProfile(req.targetUserId)
+      return await req.crm.getUserProfile(req.targetUserId)
     } catch (err) {
       if (err.code !== 'NOT_FOUND') throw err
       res.status(404).json({ error: 'User not found', userId: req.targetUserId })
@@ -316,7 +311,7 @@ function createApp({
     async (req, res) => {
       const profile = await profileOf(req, res)
       if (!profile) return
-      const c = req.consumer
+      const c = req.crm
       const id = req.targetUserId
       res.json({
         ...profile,
@@ -333,15 +328,15 @@ function createApp({
     (req, res) => {
       const userId = req.targetUserId
       const { permission } = req.query
-      res.json({ userId, permission, authorized: req.consumer.checkPermission(userId, permission) })
+      res.json({ userId, permission, authorized: req.crm.checkPermission(userId, permission) })
     },
   )
 
   // Spending credits: the package's guards (403, then 404/402), then the work.
   const leadGuards = [
-    perTenant((c) => requirePermission(c, LEAD_PERMISSION)),
+    requirePermission(crm, LEAD_PERMISSION),
     validateLead,
-    perTenant((c) => requireCredits(c, LEAD_OPERATION)),
+    requireCredits(crm, LEAD_OPERATION),
   ]
 
   api.post('/leads', ...leadGuards, async (req, res) => {
@@ -369,7 +364,7 @@ function createApp({
 
   // Design 003's smoke endpoint, for the signed-in user.
   api.get('/test-credit-check', async (req, res) => {
-    const c = req.consumer
+    const c = req.crm
     const userId = req.user.id
     const cost = c.getCreditCost(LEAD_OPERATION)
     if (cost === null) {
@@ -394,13 +389,15 @@ function createApp({
   // The browser layer: this tenant's changes as Server-Sent Events.
   const events = eventsRoute({
     ignoreKeys: [`config:${canaryConfigId}`],
-    onOpen: (req) => stats.get(req.consumer.tenantId).sseClients++,
-    onClose: (req) => stats.get(req.consumer.tenantId).sseClients--,
+    onOpen: (req) => stats.sse(req.crm.tenantId, +1),
+    onClose: (req) => stats.sse(req.crm.tenantId, -1),
   })
   api.get('/events', events)
+  const onReleased = ({ tenantId }) => events.closeTenant(tenantId)
+  pool.on('tenantReleased', onReleased)
 
   // The dashboard's figures, for the user's tenant.
-  api.get('/dashboard', (req, res) => res.json(stats.get(req.consumer.tenantId).snapshot()))
+  api.get('/dashboard', (req, res) => res.json(stats.snapshot(req.crm.tenantId)))
 
   api.use((req, res) => res.status(404).json({ error: 'No such endpoint' }))
   app.use('/api', api)
@@ -424,10 +421,11 @@ function createApp({
 
   app.locals.crm = {
     stats,
-    /** Ends open event streams and detaches from the consumers (they stay the caller's). */
+    /** Ends open event streams and detaches from the pool (it stays the caller's). */
     shutdown() {
+      pool.off('tenantReleased', onReleased)
       events.closeAll()
-      for (const s of stats.values()) s.close()
+      stats.close()
     },
   }
   return app

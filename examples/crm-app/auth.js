@@ -15,7 +15,12 @@
 
 const { timingSafeEqual, createHash } = require('node:crypto')
 
-/** The demo users: token → user. Two tenants share user ids on purpose. */
+/**
+ * The demo users: token → user. Every user belongs to one tenant (the
+ * `tenantId` the pool loads for their requests): acme and globex, whose data
+ * (seed.json) differ, and initech, which the Wrapper does not serve (403).
+ * Two tenants share user ids on purpose: u-alice at acme is not u-alice at globex.
+ */
 const DEMO_SESSIONS = {
   'demo-alice': { id: 'u-alice', tenantId: 'acme', name: 'Alice (sales)' },
   'demo-bob': { id: 'u-bob', tenantId: 'acme', name: 'Bob (suspended admin)' },
@@ -23,7 +28,8 @@ const DEMO_SESSIONS = {
   'demo-dana': { id: 'u-dana', tenantId: 'acme', name: 'Dana (manager)' },
   'demo-erin': { id: 'u-erin', tenantId: 'acme', name: 'Erin (viewer)' },
   'demo-globex-alice': { id: 'u-alice', tenantId: 'globex', name: 'Alice at Globex' },
-  'demo-other': { id: 'u-zed', tenantId: 'initech', name: 'A tenant this app does not serve' },
+  'demo-globex-gus': { id: 'u-gus', tenantId: 'globex', name: 'Gus at Globex (manager)' },
+  'demo-other': { id: 'u-zed', tenantId: 'initech', name: 'A tenant the Wrapper refuses' },
 }
 
 const COOKIE = 'crm_session'

@@ -31,9 +31,29 @@ class MultiTenantSim {
    * @param {string} [opts.token] every request needs `Authorization: Bearer <token>`
    * @param {number} [opts.listDelayMs=0] every list request is answered this much later
    *   (so concurrent loads overlap and can be counted)
+   * @param {string} [opts.redisUrl] when set, each tenant's change methods publish its
+   *   change events there (as startWrapperSim's do)
+   * @param {string} [opts.channelPrefix='crm']
+   * @param {string} [opts.signingSecret] signs the published events
+   * @param {boolean} [opts.admin=false] serve each tenant's `/admin/` routes (ADMIN_ROUTES),
+   *   chosen by `X-Tenant-Id` like its Wrapper API
+   * @param {number} [opts.maxLog] each tenant keeps about this many recent `requests`,
+   *   `deductions`, `events` (this server's own `requests` log is not bounded)
    */
-  constructor({ tenants = {}, token, listDelayMs = 0, host = '127.0.0.1' } = {}) {
+  constructor({
+    tenants = {},
+    token,
+    listDelayMs = 0,
+    host = '127.0.0.1',
+    redisUrl,
+    channelPrefix,
+    signingSecret,
+    admin = false,
+    maxLog,
+  } = {}) {
     this._token = token
+    /** Passed to each tenant's WrapperSim. */
+    this._tenantOptions = { redisUrl, channelPrefix, signingSecret, admin, maxLog }
     /** Delay of every list answer, in ms; may be changed at any time. */
     this.listDelayMs = listDelayMs
     this.host = host
@@ -47,6 +67,7 @@ class MultiTenantSim {
     this.refused = 0
     /** Every request's tenant header, in arrival order (for isolation checks). */
     this.requests = []
+    this._publishers = []
     for (const [id, data] of Object.entries(tenants)) this.addTenant(id, data)
     this._sockets = new Set()
     this.server = http.createServer((req, res) => {
@@ -62,7 +83,11 @@ class MultiTenantSim {
 
   /** Serves `tenantId` from now on, with `data` (default: the sample store). Returns its sim. */
   addTenant(tenantId, data) {
-    const sim = new WrapperSim({ tenantId, data, token: this._token })
+    const sim = new WrapperSim({ tenantId, data, token: this._token, ...this._tenantOptions })
+    // startWrapperSim makes the publisher (with a redisUrl) once its sim listens;
+    // these never listen. It is made synchronously (the promise only carries a
+    // failure, which the same options at startMultiTenantSim would have shown).
+    this._publishers.push(sim._connectPublisher())
     this.sims.set(tenantId, sim)
     return sim
   }
@@ -135,7 +160,13 @@ class MultiTenantSim {
 /** Starts a multi-tenant Wrapper simulator; resolves when it listens (`sim.url`). */
 async function startMultiTenantSim(opts) {
   const sim = new MultiTenantSim(opts)
-  await sim._listen()
+  try {
+    await Promise.all(sim._publishers)
+    await sim._listen()
+  } catch (err) {
+    await sim.stop()
+    throw err
+  }
   return sim
 }
 

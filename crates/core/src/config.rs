@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::error::{CoreError, Result};
+use crate::protocol::Topic;
 use crate::redis_target::RedisTarget;
 use crate::signature::SigningKeys;
 
@@ -85,8 +86,23 @@ pub struct Config {
     /// `resyncJitterMs`: a `resync-required` reload waits a random 0–this,
     /// and such reloads start at least this far apart (SPEC §7).
     pub resync_jitter: Duration,
+    /// `transport` (SPEC §7): how events arrive.
+    pub transport: Transport,
+    /// `sharedSnapshot` (SPEC §7; stream transport only, default on there):
+    /// full loads go through the tenant's snapshot in Redis and its lease.
+    pub shared_snapshot: bool,
     /// Bounds of the internal queues (not options: Rust tests lower them).
     pub limits: Limits,
+}
+
+/// How events reach a consumer (SPEC §7 `transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `'pubsub'`: the seven topic channels; a lost connection means a reload.
+    PubSub,
+    /// `'stream'`: the tenant's stream, live through its stream channel; a
+    /// lost connection is caught up from the stream.
+    Stream,
 }
 
 /// Bounds of the queues between Redis, the core and the JS thread. Each has a
@@ -141,6 +157,8 @@ const TOP_LEVEL: &[&str] = &[
     "circuitBreaker",
     "maxResponseBytes",
     "resyncJitterMs",
+    "transport",
+    "sharedSnapshot",
     // Handled on the JS side, accepted here so one list names every option.
     "logger",
 ];
@@ -287,6 +305,26 @@ impl Config {
         let (breaker_failures, breaker_cool_down) = parse_breaker(obj.get("circuitBreaker"))?;
         let max_response_bytes = opt_int(obj, "maxResponseBytes", 64 * 1024 * 1024, 1, 1 << 40)?;
         let resync_jitter = ms("resyncJitterMs", 5_000, 0, 600_000)?;
+        let transport = match obj.get("transport") {
+            None | Some(Value::Null) => Transport::PubSub,
+            Some(Value::String(s)) if s == "pubsub" => Transport::PubSub,
+            Some(Value::String(s)) if s == "stream" => Transport::Stream,
+            Some(Value::String(_)) => {
+                return Err(CoreError::option_range("transport", "'pubsub' or 'stream'"))
+            }
+            Some(_) => return Err(CoreError::option_type("transport", "a string")),
+        };
+        let shared_snapshot = match obj.get("sharedSnapshot") {
+            None | Some(Value::Null) => transport == Transport::Stream,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(CoreError::option_type("sharedSnapshot", "a boolean")),
+        };
+        if shared_snapshot && transport != Transport::Stream {
+            return Err(CoreError::option_range(
+                "sharedSnapshot",
+                "false unless transport is 'stream' (the snapshot is as of a stream entry)",
+            ));
+        }
 
         Ok(Config {
             tenant_id,
@@ -307,6 +345,8 @@ impl Config {
             breaker_cool_down,
             max_response_bytes,
             resync_jitter,
+            transport,
+            shared_snapshot,
             limits: Limits::default(),
         })
     }
@@ -314,6 +354,15 @@ impl Config {
     /// The channel of `topic` for this tenant: `{prefix}:{tenant}:{topic}`.
     pub fn channel(&self, topic: &str) -> String {
         format!("{}:{}:{}", self.channel_prefix, self.tenant_id, topic)
+    }
+
+    /// The channels this tenant subscribes: the seven topics with pub/sub,
+    /// its stream channel with the stream transport.
+    pub fn channels(&self) -> Vec<String> {
+        match self.transport {
+            Transport::PubSub => Topic::ALL.iter().map(|t| self.channel(t.name())).collect(),
+            Transport::Stream => vec![self.channel(crate::stream::LIVE_SEGMENT)],
+        }
     }
 }
 

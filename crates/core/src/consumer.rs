@@ -27,6 +27,7 @@ use crate::metrics::{Health, MetricsSnapshot};
 use crate::model::Access;
 use crate::outbox::Sink;
 use crate::reference::Lookup;
+use crate::tasks::Tasks;
 use crate::tenant::{InitState, Tenant};
 
 /// What the clones of one consumer share; dropping it stops the tasks.
@@ -36,7 +37,7 @@ struct Handle {
     /// Set by the first `start`.
     started: AtomicBool,
     /// Background tasks, joined on shutdown and aborted on drop.
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    tasks: Tasks,
     /// Runs once when the consumer closes (shutdown or drop): a pool
     /// tenant's detaches it from the pool (routes, subscriptions).
     on_close: Mutex<Option<OnClose>>,
@@ -62,14 +63,7 @@ impl Drop for Handle {
     fn drop(&mut self) {
         self.tenant.shutdown.cancel();
         self.close_hook();
-        for t in self
-            .tasks
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
-            t.abort();
-        }
+        self.tasks.abort();
         self.tenant.outbox.set_sink(None);
     }
 }
@@ -88,7 +82,7 @@ impl Consumer {
             handle: Arc::new(Handle {
                 tenant: Arc::new(Tenant::new(config)?),
                 started: AtomicBool::new(false),
-                tasks: Mutex::new(Vec::new()),
+                tasks: Tasks::default(),
                 on_close: Mutex::new(None),
             }),
         })
@@ -105,7 +99,11 @@ impl Consumer {
             handle: Arc::new(Handle {
                 tenant,
                 started: AtomicBool::new(true),
-                tasks: Mutex::new(tasks),
+                tasks: {
+                    let t = Tasks::default();
+                    t.extend(tasks);
+                    t
+                },
                 on_close: Mutex::new(Some(on_close)),
             }),
         }
@@ -133,9 +131,7 @@ impl Consumer {
         tenant.outbox.set_sink(Some(sink));
         let flusher = tokio::spawn(tenant.outbox.clone().run(tenant.shutdown.clone()));
         let session = tokio::spawn(crate::subscriber::run(tenant.clone()));
-        let mut tasks = self.handle.tasks.lock().unwrap_or_else(|p| p.into_inner());
-        tasks.push(flusher);
-        tasks.push(session);
+        self.handle.tasks.extend([flusher, session]);
         Ok(())
     }
 
@@ -304,25 +300,20 @@ impl Consumer {
         }
     }
 
-    /// Stops every task, closes every connection and releases the sink.
-    /// Idempotent.
+    /// Stops every task, closes every connection, releases the sink and
+    /// frees the cached data (reads answer nothing afterwards). Idempotent.
     pub async fn shutdown(&self) {
         let tenant = self.tenant();
         tenant.shutdown.cancel();
         self.handle.close_hook();
         tenant.settle_init(InitState::Closed);
         tenant.metrics.connected.store(false, Relaxed);
-        let tasks: Vec<_> =
-            std::mem::take(&mut *self.handle.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        for t in tasks {
-            let abort = t.abort_handle();
-            if tokio::time::timeout(std::time::Duration::from_secs(2), t)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
-        }
+        self.handle.tasks.join().await;
         tenant.outbox.set_sink(None);
+        // The memory goes now, not when the last handle is garbage-collected
+        // (a pool that releases thousands of tenants must give it back).
+        let old = std::mem::take(&mut *tenant.store_mut());
+        tokio::task::spawn_blocking(move || drop(old));
+        tenant.reference.clear();
     }
 }

@@ -19,9 +19,12 @@
 //! | [`reload`] | full reloads: reasons, jitter, coalescing, retries, recorded events |
 //! | [`apply`] | event application and the installation of a reloaded store |
 //! | [`replay`] | the `eventId` replay window |
+//! | [`stream`] | the stream transport's Redis layout and commands (SPEC §7) |
+//! | [`snapshot`] | the shared snapshot's format and checks (SPEC §7) |
 //! | [`backoff`] | jittered backoff schedules |
 //! | [`breaker`] | the Wrapper circuit breaker |
 //! | [`metrics`] | counters and health |
+//! | `tasks` | the background tasks of a handle: joined on shutdown, aborted on drop |
 //! | [`consumer`] | the consumer that ties them together |
 //! | [`pool`] | many tenants' consumers over one Redis link and one HTTP pool (SPEC §8) |
 //! | [`publisher`] | the publishing side, for a Wrapper written in Node |
@@ -51,7 +54,10 @@ pub mod reload;
 pub mod replay;
 pub mod secret;
 pub mod signature;
+pub mod snapshot;
+pub mod stream;
 pub(crate) mod subscriber;
+pub(crate) mod tasks;
 pub(crate) mod tenant;
 pub mod wrapper;
 

@@ -5,7 +5,7 @@
 //! store, the replica batches and the Wrapper client can share it without
 //! importing each other.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One credit configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,7 +26,7 @@ pub struct Access {
 }
 
 /// Snapshot row of `GET /api/credits/configs`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreditRow {
     /// Operation code.
@@ -34,15 +34,15 @@ pub struct CreditRow {
     /// Cost.
     pub credit_cost: f64,
     /// Defaults to active.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub is_active: Option<bool>,
     /// Optional version.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
 }
 
 /// Snapshot row of `GET /api/roles`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RoleRow {
     /// Role id.
@@ -50,12 +50,12 @@ pub struct RoleRow {
     /// Permission patterns.
     pub permissions: Vec<String>,
     /// Optional version.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
 }
 
 /// Snapshot row of `GET /api/users/access`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UserRow {
     /// User id.
@@ -65,12 +65,12 @@ pub struct UserRow {
     /// Role ids.
     pub roles: Vec<String>,
     /// Optional version.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
 }
 
 /// Snapshot row of `GET /api/configs/active`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigRow {
     /// Config id.
@@ -79,12 +79,13 @@ pub struct ConfigRow {
     #[serde(default)]
     pub config: serde_json::Value,
     /// Optional version.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
 }
 
-/// A full critical snapshot as loaded from the Wrapper.
-#[derive(Debug, Clone, Default)]
+/// A full critical snapshot as loaded from the Wrapper (or from the shared
+/// snapshot in Redis, which keeps the same rows).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct Snapshot {
     /// Credit configs.
     pub credits: Vec<CreditRow>,

@@ -36,9 +36,8 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use redis::aio::MultiplexedConnection;
-use redis::{PushInfo, PushKind};
+use redis::PushInfo;
 use tokio::sync::{mpsc, watch, Semaphore};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -52,16 +51,15 @@ use crate::outbox::{Batch, Outbox, Sink};
 use crate::protocol::Topic;
 use crate::reload::Reason;
 use crate::subscriber::{
-    describe_failure, open_link, session, sleep_or_cancel, watch_link, End, Feed, PushQueue,
+    describe_failure, drain, open_link, session, sleep_or_cancel, watch_link, End, Feed, PushQueue,
     Traffic,
 };
+use crate::tasks::Tasks;
 use crate::tenant::Tenant;
 use crate::wrapper::WrapperClient;
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most messages routed before other work gets a turn.
-const DRAIN_BATCH: usize = 4096;
 /// Tenants per `SUBSCRIBE` after a reconnect (seven channels each).
 const SUBSCRIBE_CHUNK: usize = 1000;
 /// The slot of the pool's own notices (log lines, errors, connection).
@@ -195,20 +193,13 @@ pub struct Pool {
     /// The link task's end of `Shared::commands`, taken by `start`.
     commands: Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
     /// The link task and the pool's flusher.
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    tasks: Tasks,
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
         self.shared.shutdown.cancel();
-        for t in self
-            .tasks
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
-            t.abort();
-        }
+        self.tasks.abort();
     }
 }
 
@@ -235,7 +226,7 @@ impl Pool {
                 started: AtomicBool::new(false),
             }),
             commands: Mutex::new(Some(rx)),
-            tasks: Mutex::new(Vec::new()),
+            tasks: Tasks::default(),
         })
     }
 
@@ -265,11 +256,10 @@ impl Pool {
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .expect("taken once, guarded by `started`");
-        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
-        tasks.push(tokio::spawn(
-            shared.outbox.clone().run(shared.shutdown.clone()),
-        ));
-        tasks.push(tokio::spawn(run_link(shared.clone(), rx)));
+        self.tasks.extend([
+            tokio::spawn(shared.outbox.clone().run(shared.shutdown.clone())),
+            tokio::spawn(run_link(shared.clone(), rx)),
+        ]);
         Ok(())
     }
 
@@ -350,17 +340,7 @@ impl Pool {
     pub async fn shutdown(&self) {
         let shared = &self.shared;
         shared.shutdown.cancel();
-        let tasks: Vec<_> =
-            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        for t in tasks {
-            let abort = t.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(2), t)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
-        }
+        self.tasks.join().await;
         shared.outbox.set_sink(None);
         *shared.sink.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
@@ -576,9 +556,7 @@ async fn run_link(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Com
                     ),
                 );
                 drop(routes);
-                if ever_connected {
-                    shared.outbox.notice(Notice::Connection { connected: true });
-                }
+                shared.outbox.notice(Notice::Connection { connected: true });
                 ever_connected = true;
                 let began = Instant::now();
                 let traffic = Traffic::new();
@@ -597,24 +575,9 @@ async fn run_link(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Com
                             let Some(first) = msg else { break "redis subscription closed".to_string() };
                             traffic.touch();
                             let routes = shared.routes();
-                            let mut next = Some(first);
-                            let mut n = 0;
-                            let mut disconnected = false;
-                            while let Some(info) = next.take() {
-                                link.queue.bytes.fetch_sub(crate::subscriber::push_bytes(&info), Relaxed);
-                                match info.kind {
-                                    PushKind::Message => route_message(&routes, prefix, info),
-                                    PushKind::Disconnection => {
-                                        disconnected = true;
-                                        break;
-                                    }
-                                    _ => {}
-                                }
-                                n += 1;
-                                if n < DRAIN_BATCH {
-                                    next = link.messages.try_recv().ok();
-                                }
-                            }
+                            let disconnected = drain(&mut link.messages, &link.queue, first, |info| {
+                                route_message(&routes, prefix, info)
+                            });
                             drop(routes);
                             if disconnected {
                                 break "redis connection lost".to_string();

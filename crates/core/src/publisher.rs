@@ -55,7 +55,9 @@ const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_millis(500);
 
 /// Option names [`Publisher::from_json`] accepts.
-const OPTIONS: [&str; 8] = [
+const OPTIONS: [&str; 10] = [
+    "transport",
+    "streamMaxLen",
     "redisUrl",
     "redisSentinel",
     "redisCluster",
@@ -77,7 +79,25 @@ pub struct PublisherOptions {
     pub channel_prefix: String,
     /// When set, messages are signed with its first key.
     pub signing_secret: Option<SigningKeys>,
+    /// Where events go (SPEC §7; default [`PublishTransport::Both`]).
+    pub transport: PublishTransport,
+    /// `streamMaxLen`: the stream is trimmed (approximately) to this many entries.
+    pub stream_max_len: u64,
 }
+
+/// Where a publisher sends events (SPEC §7 `transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishTransport {
+    /// The topic channel only (consumers with `transport: 'pubsub'`).
+    PubSub,
+    /// The tenant's stream and its stream channel only.
+    Stream,
+    /// Both, in one atomic step: consumers of either transport see every event.
+    Both,
+}
+
+/// Default of `streamMaxLen`.
+pub const DEFAULT_STREAM_MAX_LEN: u64 = 100_000;
 
 /// A publisher. Cheap to clone (clones share one connection); safe to use from
 /// many tasks at once: concurrent publishes share the connection and, while
@@ -152,6 +172,16 @@ pub fn build_message(
     }
     serde_json::to_string(&m)
         .map_err(|e| CoreError::arg_range(format!("cannot encode message: {e}")))
+}
+
+/// The receivers in a PUBLISH reply (an integer) or the stream script's
+/// (`{id, receivers}`).
+fn receivers_of(reply: &redis::Value) -> i64 {
+    match reply {
+        redis::Value::Int(n) => *n,
+        redis::Value::Array(v) => v.get(1).map_or(0, receivers_of),
+        _ => 0,
+    }
 }
 
 /// What a failed PUBLISH calls for.
@@ -238,6 +268,24 @@ impl Publisher {
         let redis = RedisTarget::from_options(obj, env)?;
         let channel_prefix = string_option(obj, "channelPrefix")?.unwrap_or_else(|| "crm".into());
         let signing_secret = SigningKeys::from_option("signingSecret", obj.get("signingSecret"))?;
+        let transport = match string_option(obj, "transport")?.as_deref() {
+            None | Some("both") => PublishTransport::Both,
+            Some("pubsub") => PublishTransport::PubSub,
+            Some("stream") => PublishTransport::Stream,
+            Some(_) => {
+                return Err(CoreError::option_range(
+                    "transport",
+                    "'pubsub', 'stream' or 'both'",
+                ))
+            }
+        };
+        let stream_max_len = int_option(
+            obj,
+            "streamMaxLen",
+            DEFAULT_STREAM_MAX_LEN,
+            1,
+            1_000_000_000,
+        )?;
         let timeout_ms = int_option(
             obj,
             "connectTimeoutMs",
@@ -251,6 +299,8 @@ impl Publisher {
                 tenant_id,
                 channel_prefix,
                 signing_secret,
+                transport,
+                stream_max_len,
             },
             Duration::from_millis(timeout_ms),
         )
@@ -339,11 +389,43 @@ impl Publisher {
             uuid::Uuid::new_v4().to_string(),
             chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         )?;
-        let channel = format!(
-            "{}:{}:{}",
-            self.inner.opts.channel_prefix, self.inner.opts.tenant_id, topic
-        );
-        self.inner.send(&channel, &msg).await
+        let opts = &self.inner.opts;
+        let channel = format!("{}:{}:{}", opts.channel_prefix, opts.tenant_id, topic);
+        if opts.transport == PublishTransport::PubSub {
+            return self
+                .inner
+                .send(|| {
+                    let mut cmd = redis::cmd("PUBLISH");
+                    cmd.arg(&channel).arg(&msg);
+                    cmd
+                })
+                .await;
+        }
+        // The entry, its live copy and (with 'both') the pub/sub message in one
+        // atomic step (stream.rs: PUBLISH_SCRIPT).
+        let keys = crate::stream::Keys::new(&opts.channel_prefix, &opts.tenant_id);
+        let topic_channel = if opts.transport == PublishTransport::Both {
+            channel.as_str()
+        } else {
+            ""
+        };
+        let epoch = uuid::Uuid::new_v4().simple().to_string();
+        self.inner
+            .send(|| {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(crate::stream::PUBLISH_SCRIPT)
+                    .arg(2)
+                    .arg(&keys.stream)
+                    .arg(&keys.epoch)
+                    .arg(opts.stream_max_len)
+                    .arg(topic)
+                    .arg(&msg)
+                    .arg(&keys.live)
+                    .arg(topic_channel)
+                    .arg(&epoch);
+                cmd
+            })
+            .await
     }
 
     /// Closes the publisher: publishes waiting for Redis fail with `SHUTDOWN`
@@ -382,9 +464,10 @@ impl Inner {
         }
     }
 
-    /// Sends `msg` on `channel`, reconnecting as needed, until Redis answers
-    /// or the connect timeout has passed.
-    async fn send(&self, channel: &str, msg: &str) -> Result<i64> {
+    /// Sends the command `make()` builds (a PUBLISH, or the stream script),
+    /// reconnecting as needed, until Redis answers or the connect timeout has
+    /// passed. Returns the number of receivers.
+    async fn send(&self, make: impl Fn() -> redis::Cmd) -> Result<i64> {
         let deadline = Instant::now() + self.connect_timeout;
         let mut failures = 0u32;
         loop {
@@ -393,12 +476,12 @@ impl Inner {
                 self.forget(gen, "the sentinels name a new master".into());
                 continue;
             }
-            let mut cmd = redis::cmd("PUBLISH");
-            cmd.arg(channel).arg(msg);
+            let cmd = make();
             // Not raced against close(): once written, its outcome is awaited.
-            let answer = tokio::time::timeout_at(deadline, cmd.query_async::<i64>(&mut conn)).await;
+            let answer =
+                tokio::time::timeout_at(deadline, cmd.query_async::<redis::Value>(&mut conn)).await;
             let err = match answer {
-                Ok(Ok(receivers)) => return Ok(receivers),
+                Ok(Ok(reply)) => return Ok(receivers_of(&reply)),
                 Ok(Err(e)) => e,
                 Err(_) => {
                     // No answer in time: treat the link as dead (half-open).
@@ -618,6 +701,8 @@ mod tests {
             tenant_id: "acme".into(),
             channel_prefix: "crm".into(),
             signing_secret: Some(keys),
+            transport: PublishTransport::PubSub,
+            stream_max_len: DEFAULT_STREAM_MAX_LEN,
         };
         let text = build_message(
             &opts,

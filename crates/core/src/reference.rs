@@ -28,7 +28,7 @@
 //! object, so no caller can mutate the cache.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -140,8 +140,10 @@ pub enum Lookup {
 }
 
 struct Inner {
-    /// The entries, weighted by bytes.
-    cache: Cache<String, Arc<Entry>>,
+    /// The entries, weighted by bytes. Built on the first insert: an empty
+    /// moka cache costs about 35 KB, which a pool of thousands of tenants
+    /// that never read reference data should not pay.
+    cache: OnceLock<Cache<String, Arc<Entry>>>,
     /// Entries and bytes held, for `size()`.
     counters: Arc<Counters>,
     /// Serialises inserts with their maintenance, so that no two inserts can
@@ -165,20 +167,13 @@ pub struct ReferenceCache {
 }
 
 impl ReferenceCache {
-    /// A cache bounded to `config.max_reference_bytes`.
+    /// A cache bounded to `config.max_reference_bytes` (nothing is allocated
+    /// for the entries until the first one is stored).
     pub fn new(config: &Config, wrapper: WrapperClient, metrics: Arc<Metrics>) -> Self {
-        let counters = Arc::new(Counters::default());
-        let listener_counters = counters.clone();
-        let cache = Cache::builder()
-            .max_capacity(config.max_reference_bytes)
-            .weigher(|_k: &String, v: &Arc<Entry>| u32::try_from(v.weight).unwrap_or(u32::MAX))
-            .expire_after(HoldExpiry)
-            .eviction_listener(move |_k, v: Arc<Entry>, _cause| listener_counters.uncount(&v))
-            .build();
         ReferenceCache {
             inner: Arc::new(Inner {
-                cache,
-                counters,
+                cache: OnceLock::new(),
+                counters: Arc::new(Counters::default()),
                 write: Mutex::new(()),
                 inflight: DashMap::new(),
                 config: config.clone(),
@@ -188,9 +183,28 @@ impl ReferenceCache {
         }
     }
 
+    /// The held entry of `key`, if any.
+    fn held(&self, key: &str) -> Option<Arc<Entry>> {
+        self.inner.cache.get().and_then(|c| c.get(key))
+    }
+
+    /// The moka cache, built on first use.
+    fn entries(&self) -> &Cache<String, Arc<Entry>> {
+        let inner = &self.inner;
+        inner.cache.get_or_init(|| {
+            let counters = inner.counters.clone();
+            Cache::builder()
+                .max_capacity(inner.config.max_reference_bytes)
+                .weigher(|_k: &String, v: &Arc<Entry>| u32::try_from(v.weight).unwrap_or(u32::MAX))
+                .expire_after(HoldExpiry)
+                .eviction_listener(move |_k, v: Arc<Entry>, _cause| counters.uncount(&v))
+                .build()
+        })
+    }
+
     /// Synchronous read of `key`; counts a hit when fresh. Never blocks on I/O.
     pub fn lookup(&self, key: &str) -> Lookup {
-        match self.inner.cache.get(key) {
+        match self.held(key) {
             Some(e) if Instant::now() < e.fresh_until => {
                 Metrics::inc(&self.inner.metrics.reference_hits);
                 match &e.body {
@@ -266,7 +280,7 @@ impl ReferenceCache {
                 self.store(&key, None, ttl, ttl, &flag);
                 Err(CoreError::NotFound(p))
             }
-            Err(CoreError::WrapperUnavailable(msg)) => match inner.cache.get(&key) {
+            Err(CoreError::WrapperUnavailable(msg)) => match self.held(&key) {
                 Some(e) if e.body.is_some() => {
                     Metrics::inc(&inner.metrics.stale_served);
                     Ok(e.body.clone().unwrap_or_else(|| Arc::from("{}")))
@@ -292,11 +306,12 @@ impl ReferenceCache {
         flag: &AtomicBool,
     ) {
         let inner = &self.inner;
+        let cache = self.entries();
         let max = inner.config.max_reference_bytes;
         let weight = weight_of(key, body.as_deref());
         if ttl.is_zero() || weight > max {
             // Served to the callers, not kept; an older answer must not stay either.
-            inner.cache.invalidate(key);
+            cache.invalidate(key);
             return;
         }
         let entry = Arc::new(Entry {
@@ -309,28 +324,28 @@ impl ReferenceCache {
         });
         {
             let _write = inner.write.lock().unwrap_or_else(|p| p.into_inner());
-            inner.cache.insert(key.to_owned(), entry.clone());
+            cache.insert(key.to_owned(), entry.clone());
             // Evictions now, here, rather than on some later reader's thread.
-            inner.cache.run_pending_tasks();
+            cache.run_pending_tasks();
             let held =
                 |c: &Cache<String, Arc<Entry>>| c.get(key).is_some_and(|e| Arc::ptr_eq(&e, &entry));
             let fits = inner.counters.bytes.load(SeqCst) + weight <= max;
-            if fits && held(&inner.cache) {
+            if fits && held(cache) {
                 entry.counted.store(true, SeqCst);
                 inner.counters.bytes.fetch_add(weight, SeqCst);
                 inner.counters.entries.fetch_add(1, SeqCst);
                 // Removed meanwhile (an invalidation on another thread) and
                 // missed by the listener: take it out again.
-                if !held(&inner.cache) {
+                if !held(cache) {
                     inner.counters.uncount(&entry);
                 }
-            } else if held(&inner.cache) {
+            } else if held(cache) {
                 // moka kept it but it does not fit in what is counted: drop it.
-                inner.cache.invalidate(key);
+                cache.invalidate(key);
             }
         }
         if flag.load(SeqCst) {
-            inner.cache.invalidate(key);
+            cache.invalidate(key);
         }
     }
 
@@ -342,7 +357,9 @@ impl ReferenceCache {
         if let Some((_, f)) = self.inner.inflight.remove(key) {
             f.invalidated.store(true, SeqCst);
         }
-        self.inner.cache.invalidate(key);
+        if let Some(c) = self.inner.cache.get() {
+            c.invalidate(key);
+        }
     }
 
     /// Drops everything, including the results of fetches in flight.
@@ -354,15 +371,17 @@ impl ReferenceCache {
             f.invalidated.store(true, SeqCst);
             false
         });
-        for (key, _) in self.inner.cache.iter() {
-            self.inner.cache.invalidate(key.as_str());
+        if let Some(c) = self.inner.cache.get() {
+            for (key, _) in c.iter() {
+                c.invalidate(key.as_str());
+            }
         }
     }
 
     /// Epoch ms at which the held entry stops being fresh (in the past for an
     /// entry held only for stale-if-error), or `None` when nothing is held.
     pub fn expiry(&self, key: &str) -> Option<i64> {
-        self.inner.cache.get(key).map(|e| e.fresh_until_ms)
+        self.held(key).map(|e| e.fresh_until_ms)
     }
 
     /// (entries, bytes) held: two atomic loads, no cache maintenance. The
@@ -395,6 +414,23 @@ mod tests {
         ReferenceCache::new(&config, wrapper, metrics)
     }
 
+    #[test]
+    fn nothing_is_allocated_for_entries_until_one_is_stored() {
+        let c = cache(1 << 20);
+        assert!(matches!(c.lookup("user:u1"), Lookup::Miss));
+        c.invalidate("user:u1");
+        c.clear();
+        assert_eq!(c.expiry("user:u1"), None);
+        assert_eq!(c.size(), (0, 0));
+        assert!(
+            c.inner.cache.get().is_none(),
+            "reads and invalidations build nothing"
+        );
+        put(&c, "user:u1", 10);
+        assert!(c.inner.cache.get().is_some());
+        assert!(matches!(c.lookup("user:u1"), Lookup::Hit(_)));
+    }
+
     fn put(c: &ReferenceCache, key: &str, body_len: usize) {
         let body: Arc<str> = Arc::from(format!("{{\"b\":\"{}\"}}", "x".repeat(body_len)));
         let ttl = Duration::from_secs(60);
@@ -403,10 +439,10 @@ mod tests {
 
     /// (entries, bytes) as moka holds them, after its maintenance.
     fn held(c: &ReferenceCache) -> (u64, u64) {
-        c.inner.cache.run_pending_tasks();
+        c.entries().run_pending_tasks();
         let mut n = 0;
         let mut bytes = 0;
-        for (_, e) in c.inner.cache.iter() {
+        for (_, e) in c.entries().iter() {
             n += 1;
             bytes += e.weight;
         }

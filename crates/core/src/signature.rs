@@ -194,6 +194,32 @@ pub fn verify_any(message: &Map<String, Value>, keys: &SigningKeys, signature_he
         .any(|k| mac_over(&canonical, k).verify_slice(&sig).is_ok())
 }
 
+/// Hex HMAC-SHA256 of the concatenation of `parts` (raw bytes, no canonical
+/// form: for the shared snapshot, whose bytes are fixed by its writer).
+pub fn sign_bytes(parts: &[&[u8]], secret: &Secret) -> String {
+    hex::encode(mac_of_bytes(parts, secret).finalize().into_bytes())
+}
+
+/// True when `signature_hex` is the HMAC of `parts` with any of `keys`
+/// (constant-time comparisons).
+pub fn verify_bytes_any(parts: &[&[u8]], keys: &SigningKeys, signature_hex: &str) -> bool {
+    let Ok(sig) = hex::decode(signature_hex) else {
+        return false;
+    };
+    keys.all()
+        .iter()
+        .any(|k| mac_of_bytes(parts, k).verify_slice(&sig).is_ok())
+}
+
+fn mac_of_bytes(parts: &[&[u8]], secret: &Secret) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(secret.expose().as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    for p in parts {
+        mac.update(p);
+    }
+    mac
+}
+
 fn canonical_without_signature(message: &Map<String, Value>) -> String {
     let mut canonical = String::new();
     canonical_object(message, Some("signature"), &mut canonical);

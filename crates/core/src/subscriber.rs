@@ -46,8 +46,9 @@ use crate::tenant::Tenant;
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most messages handled before the outbox is flushed.
-const DRAIN_BATCH: usize = 4096;
+/// Most messages handled before the outbox is flushed (or, in a pool, before
+/// the link task's other work gets a turn).
+pub(crate) const DRAIN_BATCH: usize = 4096;
 
 /// The bounded-queue state shared with the connection's push sender (or, in
 /// a pool, with the router that forwards a tenant's messages).
@@ -345,6 +346,33 @@ pub(crate) async fn watch_link(
     }
 }
 
+/// Takes `first` and what follows it at once (up to [`DRAIN_BATCH`]
+/// messages) off `messages`, keeping `queue`'s byte count, and passes each
+/// message (`PushKind::Message`) to `on_message`. Returns true when the
+/// connection reported its loss (what follows that is left in the queue).
+pub(crate) fn drain(
+    messages: &mut mpsc::Receiver<PushInfo>,
+    queue: &PushQueue,
+    first: PushInfo,
+    mut on_message: impl FnMut(PushInfo),
+) -> bool {
+    let mut next = Some(first);
+    let mut n = 0;
+    while let Some(info) = next.take() {
+        queue.bytes.fetch_sub(push_bytes(&info), Relaxed);
+        match info.kind {
+            PushKind::Message => on_message(info),
+            PushKind::Disconnection => return true,
+            _ => {}
+        }
+        n += 1;
+        if n < DRAIN_BATCH {
+            next = messages.try_recv().ok();
+        }
+    }
+    false
+}
+
 /// When the next periodic refresh is due: the interval ±10 % (SPEC §7).
 fn next_refresh(every: Option<Duration>) -> Option<Instant> {
     every.map(|d| Instant::now() + d.mul_f64(rand::rng().random_range(0.9..=1.1)))
@@ -387,28 +415,11 @@ pub(crate) async fn session(tenant: &Tenant, feed: Feed<'_>, reason: Reason) -> 
                 if let Some(t) = traffic {
                     t.touch();
                 }
-                let mut next = Some(first);
-                let mut n = 0;
-                let mut disconnected = false;
-                while let Some(info) = next.take() {
-                    queue.bytes.fetch_sub(push_bytes(&info), Relaxed);
-                    match info.kind {
-                        PushKind::Message => {
-                            if let [redis::Value::BulkString(ch), redis::Value::BulkString(payload)] = &info.data[..] {
-                                applier.handle(&String::from_utf8_lossy(ch), payload, &mut reloads);
-                            }
-                        }
-                        PushKind::Disconnection => {
-                            disconnected = true;
-                            break;
-                        }
-                        _ => {}
+                let disconnected = drain(messages, queue, first, |info| {
+                    if let [redis::Value::BulkString(ch), redis::Value::BulkString(payload)] = &info.data[..] {
+                        applier.handle(&String::from_utf8_lossy(ch), payload, &mut reloads);
                     }
-                    n += 1;
-                    if n < DRAIN_BATCH {
-                        next = messages.try_recv().ok();
-                    }
-                }
+                });
                 tenant.outbox.flush();
                 if disconnected {
                     tenant.log("warn", "redis connection lost");

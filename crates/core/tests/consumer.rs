@@ -51,6 +51,8 @@ async fn loads_snapshot_applies_events_and_ships_batches() {
         tenant_id: "t1".into(),
         channel_prefix: "crm".into(),
         signing_secret: None,
+        transport: smart_crm_core::publisher::PublishTransport::PubSub,
+        stream_max_len: 100,
     })
     .await
     .unwrap();

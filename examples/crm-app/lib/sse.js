@@ -1,7 +1,10 @@
 'use strict'
 // GET /api/events: Server-Sent Events for browsers (design 004's browser
 // layer). Each authenticated client is attached to its own tenant's consumer
-// only, so it hears that tenant's changes and nobody else's.
+// (`req.crm`, set by the pool's tenant() middleware) only, so it hears that
+// tenant's changes and nobody else's. When the pool releases a tenant, its
+// streams are ended (`closeTenant`): the browser's EventSource reconnects
+// after `retry`, and that request loads the tenant again.
 //
 //   event: ready            data: { tenantId, connected }
 //   event: cache_invalidate data: { keys: ['credit:crm.leads.create', ...], eventTypes: [...] }
@@ -16,14 +19,14 @@ const HEARTBEAT_MS = 15_000
 /**
  * @param {{ onOpen?(req): void, onClose?(req): void, ignoreKeys?: string[] }} [hooks]
  *   `ignoreKeys`: keys not forwarded (e.g. the propagation canary's)
- * @returns {import('express').RequestHandler & { closeAll(): void }}
+ * @returns {import('express').RequestHandler & { closeAll(): void, closeTenant(id: string): void }}
  */
 function eventsRoute(hooks = {}) {
   const ignored = new Set(hooks.ignoreKeys ?? [])
   const open = new Set()
 
   function events(req, res) {
-    const consumer = req.consumer
+    const consumer = req.crm
     res.writeHead(200, {
       'Content-Type': 'text/event-stream; charset=utf-8',
       'Cache-Control': 'no-cache, no-transform',
@@ -72,6 +75,7 @@ function eventsRoute(hooks = {}) {
     heartbeat.unref()
 
     const client = {
+      tenantId: consumer.tenantId,
       close() {
         if (!open.delete(client)) return
         clearInterval(heartbeat)
@@ -90,6 +94,10 @@ function eventsRoute(hooks = {}) {
   /** Ends every open stream (for shutdown). */
   events.closeAll = () => {
     for (const client of [...open]) client.close()
+  }
+  /** Ends the streams of one tenant (released by the pool). */
+  events.closeTenant = (tenantId) => {
+    for (const client of [...open]) if (client.tenantId === tenantId) client.close()
   }
   return events
 }

@@ -1,34 +1,37 @@
 'use strict'
 // Everything the app needs around it, started for real: Redis (a private
-// redis-server unless a URL is given: the package's test helper), one Wrapper simulator process per
-// tenant (publishing signed change events), and one initialized consumer per
-// tenant from the installed package. Used by server.js, the tests and the
-// load runs.
+// redis-server unless a URL is given: the package's test helper), one
+// multi-tenant Wrapper simulator process (publishing signed change events),
+// and a tenant pool from the installed package, with the tenants loaded up
+// front. Used by server.js, the tests and the load runs.
 
 const { randomBytes } = require('node:crypto')
-const { SmartCRMConsumer } = require('smart-crm-consumer')
+const { createTenantPool } = require('smart-crm-consumer')
 const { startRedis, quietLogger } = require('smart-crm-consumer/test-helpers')
 
 const { startWrapper } = require('./wrapper.js')
 
 /**
  * @param {object} [o]
- * @param {string[]} [o.tenants] default ['acme', 'globex']
+ * @param {string[]} [o.tenants] the tenants the Wrapper serves; default: every tenant of seed.json
+ * @param {string[]} [o.preload] tenants loaded before it resolves (default: every served
+ *   tenant); the others load on their first request
  * @param {string} [o.redisUrl] use this Redis; default: start a private one
  * @param {string} [o.signingSecret] default: a random one
  * @param {number} [o.canaryMs] the Wrapper's propagation canary period
- * @param {object} [o.consumerOptions] more SmartCRMConsumer options
- * @param {boolean} [o.inheritStderr] show the simulators' stderr
- * @param {Function} [o.createConsumer] `(options) => consumer`, default `new SmartCRMConsumer`
+ * @param {object} [o.poolOptions] more createTenantPool options (maxTenants, idleTenantMs, …)
+ * @param {boolean} [o.inheritStderr] show the simulator's stderr
+ * @param {Function} [o.createPool] `(options) => pool`, default `createTenantPool`
  */
 async function startStack({
-  tenants = ['acme', 'globex'],
+  tenants,
+  preload,
   redisUrl,
   signingSecret = randomBytes(32).toString('hex'),
   canaryMs,
-  consumerOptions = {},
+  poolOptions = {},
   inheritStderr = false,
-  createConsumer = (options) => new SmartCRMConsumer(options),
+  createPool = createTenantPool,
 } = {}) {
   const stoppers = []
   const stop = async () => {
@@ -42,31 +45,24 @@ async function startStack({
       stoppers.push(() => redis.stop())
     }
     const url = redisUrl ?? redis.url
-    const wrappers = new Map()
-    for (const tenantId of tenants) {
-      const w = await startWrapper({
-        tenantId,
-        redisUrl: url,
-        signingSecret,
-        canaryMs,
-        inheritStderr,
-      })
-      stoppers.push(() => w.stop())
-      wrappers.set(tenantId, w)
-    }
-    const consumers = tenants.map((tenantId) =>
-      createConsumer({
-        tenantId,
-        wrapperUrl: wrappers.get(tenantId).url,
-        redisUrl: url,
-        signingSecret,
-        logger: quietLogger({ keep: ['error'] }),
-        ...consumerOptions,
-      }),
-    )
-    for (const c of consumers) stoppers.push(() => c.shutdown())
-    await Promise.all(consumers.map((c) => c.initialize()))
-    return { redis, redisUrl: url, signingSecret, wrappers, consumers, stop }
+    const wrapper = await startWrapper({
+      tenants,
+      redisUrl: url,
+      signingSecret,
+      canaryMs,
+      inheritStderr,
+    })
+    stoppers.push(() => wrapper.stop())
+    const pool = createPool({
+      wrapperUrl: wrapper.url,
+      redisUrl: url,
+      signingSecret,
+      logger: quietLogger({ keep: ['error'] }),
+      ...poolOptions,
+    })
+    stoppers.push(() => pool.shutdown())
+    await Promise.all((preload ?? wrapper.tenants).map((id) => pool.tenant(id)))
+    return { redis, redisUrl: url, signingSecret, wrapper, pool, stop }
   } catch (err) {
     await stop()
     throw err

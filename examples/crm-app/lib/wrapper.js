@@ -1,19 +1,14 @@
 'use strict'
-// Runs the package's Wrapper simulator (tools/wrapper-sim.js, shipped in the
-// tarball) as its own process: the Wrapper API over HTTP, an admin API to
-// change its data, and a signed change event on Redis for every change.
+// Runs the Wrapper simulator (lib/wrapper-process.js: the package's
+// multi-tenant simulator) as its own process: one URL for every tenant, the
+// Wrapper API and an admin API to change a tenant's data, both chosen by
+// X-Tenant-Id, and a signed change event on Redis for every change.
 
 const path = require('node:path')
 const readline = require('node:readline')
 const { spawn } = require('node:child_process')
 
-// The package exports only '.', './express' and './package.json'; the
-// simulator is a file in the package, run by path.
-const SIM_PATH = path.join(
-  path.dirname(require.resolve('smart-crm-consumer/package.json')),
-  'tools',
-  'wrapper-sim.js',
-)
+const PROCESS_PATH = path.join(__dirname, 'wrapper-process.js')
 const SEED_FILE = path.join(__dirname, '..', 'seed.json')
 
 const live = new Set()
@@ -28,33 +23,69 @@ process.on('exit', () => {
 })
 
 /**
- * Starts one simulator for `tenantId` and resolves once it listens.
+ * The admin API of one tenant at the simulator (`url`): `admin(method, path,
+ * body)` resolves to the JSON answer, rejects on a non-2xx; and shortcuts.
+ */
+function tenantAdmin(url, tenantId) {
+  async function admin(method, urlPath, body) {
+    const headers = { 'X-Tenant-Id': tenantId }
+    if (body !== undefined) headers['Content-Type'] = 'application/json'
+    const res = await fetch(`${url}/admin${urlPath}`, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    })
+    const json = await res.json()
+    if (!res.ok) {
+      throw Object.assign(
+        new Error(`admin ${tenantId} ${method} ${urlPath}: ${res.status} ${json.error}`),
+        { status: res.status },
+      )
+    }
+    return json
+  }
+  return {
+    tenantId,
+    url,
+    admin,
+    setCreditCost: (op, creditCost) =>
+      admin('PUT', `/credits/${encodeURIComponent(op)}`, { creditCost }),
+    setCreditConfig: (op, body) => admin('PUT', `/credits/${encodeURIComponent(op)}`, body),
+    setBalance: (userId, available) =>
+      admin('PUT', `/balances/${encodeURIComponent(userId)}`, { available }),
+    setUserAccess: (userId, body) =>
+      admin('PUT', `/users/${encodeURIComponent(userId)}/access`, body),
+    state: () => admin('GET', '/state'),
+  }
+}
+
+/**
+ * Starts the simulator and resolves once it listens.
  *
  * @param {object} o
- * @param {string} o.tenantId
  * @param {string} o.redisUrl where it publishes its change events
+ * @param {string[]} [o.tenants] the tenants it serves (default: every tenant of the data file)
  * @param {string} [o.signingSecret] signs the events (passed in the environment, not argv)
- * @param {string} [o.dataFile] its initial data (default seed.json)
- * @param {number} [o.canaryMs] publish a propagation canary this often
- * @param {number} [o.port] default: a free port
+ * @param {string} [o.dataFile] the tenants' initial data, `{ tenants: { [id]: data } }`
+ *   (default seed.json)
+ * @param {number} [o.canaryMs] each tenant publishes a propagation canary this often
  * @param {boolean} [o.inheritStderr] show its stderr (server.js); tests keep it quiet
+ * @returns {Promise<{ url, pid, tenants: string[], tenant(id), stop() }>} `tenant(id)`:
+ *   that tenant's admin API (any id: an unknown one is refused with 403)
  */
 async function startWrapper({
-  tenantId,
   redisUrl,
+  tenants,
   signingSecret,
   dataFile = SEED_FILE,
   canaryMs,
-  port = 0,
   inheritStderr = false,
 }) {
-  const args = [SIM_PATH, '--tenant', tenantId, '--redis', redisUrl, '--port', String(port)]
-  args.push('--data', dataFile)
-  if (canaryMs) args.push('--canary-ms', String(canaryMs))
+  const config = { redisUrl, dataFile, tenants, canaryMs }
   const env = { ...process.env }
   delete env.WRAPPER_SIM_SIGNING_SECRET
   if (signingSecret) env.WRAPPER_SIM_SIGNING_SECRET = signingSecret
-  const child = spawn(process.execPath, args, {
+  const child = spawn(process.execPath, [PROCESS_PATH, JSON.stringify(config)], {
     env,
     stdio: ['ignore', 'pipe', inheritStderr ? 'inherit' : 'pipe'],
   })
@@ -64,7 +95,7 @@ async function startWrapper({
   if (!inheritStderr) child.stderr.on('data', (d) => (stderr = (stderr + d).slice(-4096)))
   const exited = new Promise((resolve) => child.once('exit', resolve))
 
-  // The simulator prints its URL on the first line of stdout once it listens.
+  // It prints its URL on the first line of stdout once it listens.
   const url = await new Promise((resolve, reject) => {
     let settled = false
     const lines = readline.createInterface({ input: child.stdout })
@@ -74,7 +105,7 @@ async function startWrapper({
       settled = true
       clearTimeout(timer)
       child.kill('SIGKILL')
-      reject(new Error(`wrapper simulator for ${tenantId}: ${err.message}\n${stderr}`))
+      reject(new Error(`wrapper simulator: ${err.message}\n${stderr}`))
     }
     lines.once('line', (line) => {
       if (settled) return
@@ -86,35 +117,12 @@ async function startWrapper({
     child.once('exit', (code) => fail(new Error(`exited (${code})`)))
   })
 
-  /** Calls the simulator's admin API; resolves to the JSON answer, rejects on a non-2xx. */
-  async function admin(method, urlPath, body) {
-    const res = await fetch(`${url}/admin${urlPath}`, {
-      method,
-      headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    })
-    const json = await res.json()
-    if (!res.ok) {
-      throw Object.assign(new Error(`admin ${method} ${urlPath}: ${res.status} ${json.error}`), {
-        status: res.status,
-      })
-    }
-    return json
-  }
-
+  const served = tenants ?? Object.keys(require(dataFile).tenants)
   return {
-    tenantId,
     url,
     pid: child.pid,
-    admin,
-    setCreditCost: (op, creditCost) =>
-      admin('PUT', `/credits/${encodeURIComponent(op)}`, { creditCost }),
-    setCreditConfig: (op, body) => admin('PUT', `/credits/${encodeURIComponent(op)}`, body),
-    setBalance: (userId, available) =>
-      admin('PUT', `/balances/${encodeURIComponent(userId)}`, { available }),
-    setUserAccess: (userId, body) =>
-      admin('PUT', `/users/${encodeURIComponent(userId)}/access`, body),
-    state: () => admin('GET', '/state'),
+    tenants: served,
+    tenant: (tenantId) => tenantAdmin(url, tenantId),
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return
       child.kill('SIGTERM')
@@ -125,4 +133,4 @@ async function startWrapper({
   }
 }
 
-module.exports = { startWrapper, SIM_PATH, SEED_FILE }
+module.exports = { startWrapper, tenantAdmin, SEED_FILE }

@@ -9,6 +9,12 @@
 // and metricsText() from its own fields, and 'change' events after each
 // handled message (so the SSE stream and the propagation canary work on it).
 // Methods the baseline gains later are used as they are.
+//
+// The app runs on a tenant pool; `createBaselinePool` is the part of the pool's
+// API the app uses (tenant, peek, tenants, release, getMetrics, metricsText,
+// health, the 'tenantLoaded'/'tenantReleased' events, shutdown), written the
+// plain way: one baseline consumer per tenant, each with its own Redis
+// connections, loaded on first use. No limits (maxTenants, idleTenantMs).
 
 const path = require('node:path')
 const { EventEmitter } = require('node:events')
@@ -137,4 +143,78 @@ function createBaselineConsumer({ tenantId, wrapperUrl, redisUrl, channelPrefix,
   return adapter
 }
 
-module.exports = { createBaselineConsumer, BASELINE }
+/** The tenant pool API the app uses, over one baseline consumer per tenant. */
+function createBaselinePool(options) {
+  const pool = new EventEmitter()
+  const loaded = new Map()
+  const loading = new Map()
+  pool.tenant = (tenantId) => {
+    if (loaded.has(tenantId)) return Promise.resolve(loaded.get(tenantId))
+    if (loading.has(tenantId)) return loading.get(tenantId)
+    const c = createBaselineConsumer({ ...options, tenantId })
+    const p = c.initialize().then(
+      () => {
+        loading.delete(tenantId)
+        loaded.set(tenantId, c)
+        pool.emit('tenantLoaded', { tenantId })
+        return c
+      },
+      async (err) => {
+        loading.delete(tenantId)
+        await Promise.resolve(c.shutdown()).catch(() => {})
+        // the baseline's own errors: a refused tenant is the pool's WRAPPER_AUTH (403)
+        if (/\b40[13]\b/.test(String(err && err.message))) err.code = 'WRAPPER_AUTH'
+        throw err
+      },
+    )
+    loading.set(tenantId, p)
+    return p
+  }
+  pool.peek = (tenantId) => loaded.get(tenantId) ?? null
+  pool.tenants = () => [...loaded.keys()]
+  const release = async (tenantId, reason) => {
+    const c = loaded.get(tenantId)
+    if (!c) return
+    loaded.delete(tenantId)
+    pool.emit('tenantReleased', { tenantId, reason })
+    await c.shutdown()
+  }
+  pool.release = (tenantId) => release(tenantId, 'release')
+  pool.getMetrics = () => {
+    const perTenant = {}
+    const totals = {}
+    for (const [id, c] of loaded) {
+      const m = c.getMetrics()
+      perTenant[id] = m
+      for (const [k, v] of Object.entries(m))
+        if (typeof v === 'number') totals[k] = (totals[k] ?? 0) + v
+    }
+    const rate = (h, x) => (h + x === 0 ? 0 : h / (h + x))
+    totals.criticalHitRate = rate(totals.criticalHits ?? 0, totals.criticalMisses ?? 0)
+    totals.referenceHitRate = rate(totals.referenceHits ?? 0, totals.referenceMisses ?? 0)
+    totals.overallHitRate = rate(
+      (totals.criticalHits ?? 0) + (totals.referenceHits ?? 0),
+      (totals.criticalMisses ?? 0) + (totals.referenceMisses ?? 0),
+    )
+    totals.eventsRejected = {}
+    const connected = [...loaded.values()].every((c) => c.isConnected)
+    return {
+      tenants: loaded.size,
+      totals,
+      perTenant,
+      pool: { connected, reconnects: 0, queueOverflows: 0, loadsInFlight: loading.size },
+    }
+  }
+  pool.metricsText = () => [...loaded.values()].map((c) => c.metricsText()).join('')
+  pool.health = () => ({
+    connected: [...loaded.values()].every((c) => c.isConnected),
+    tenants: loaded.size,
+    degradedTenants: [...loaded].filter(([, c]) => c.health().degraded).map(([id]) => id),
+  })
+  pool.shutdown = async () => {
+    await Promise.all(pool.tenants().map((id) => release(id, 'shutdown')))
+  }
+  return pool
+}
+
+module.exports = { createBaselineConsumer, createBaselinePool, BASELINE }

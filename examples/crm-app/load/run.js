@@ -78,11 +78,11 @@ async function startServer(impl, redisUrl, signingSecret) {
     },
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
   })
-  const { url, wrappers } = await once(child, 'listening')
+  const { url, wrapper } = await once(child, 'listening')
   return {
     child,
     url,
-    wrapper: wrappers.acme,
+    wrapper,
     async stop() {
       const exited = new Promise((resolve) => child.once('exit', resolve))
       child.kill('SIGTERM')
@@ -327,6 +327,7 @@ async function main() {
       // Enough credits for every lead of every run.
       await fetch(`${server.wrapper}/admin/balances/u-alice`, {
         method: 'PUT',
+        headers: { 'X-Tenant-Id': 'acme' },
         body: JSON.stringify({ available: 1e12 }),
       })
     }

@@ -69,6 +69,12 @@
       setLive('bad', 'signed out')
       return
     }
+    if (res.status === 403) {
+      // a tenant the Wrapper refuses, or an account that is not active
+      const body = await res.json().catch(() => ({}))
+      if (mine === seq) setLive('bad', body.error || 'not allowed')
+      return
+    }
     if (res.status === 404) {
       localStorage.removeItem(cacheKey)
       render(null, 'server')

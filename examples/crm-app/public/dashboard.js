@@ -1,15 +1,24 @@
 'use strict'
-// The dashboard: polls GET /api/dashboard (the signed-in user's tenant) once a
-// second and draws it. Rates per second come from the difference between two
-// polls; the latency samples come from the server (the Wrapper's canary).
+// The dashboard: polls the pool view (GET /ops/pool) once a second and draws
+// it: the pool's link, its totals, a row per loaded tenant, the recent loads
+// and releases. Below, the detail of one tenant (GET /ops/pool/tenants/:id):
+// the signed-in user's tenant at first (or ?tenant=), another one on a click
+// in the table. Rates per second come from the difference between two polls;
+// the latency samples come from the server (the Wrapper's canary).
 ;(function () {
   const params = new URLSearchParams(location.search)
   const intervalMs = Math.max(200, Number(params.get('interval')) || 1000)
   const WINDOW_MS = 3 * 60 * 1000
   const SVG = 'http://www.w3.org/2000/svg'
   const $ = (id) => document.getElementById(id)
+  /** The tenant whose detail is shown (null: the viewer's, else the first loaded). */
+  let selected = params.get('tenant')
+  // The detail's history, for one load of one tenant.
   let previous = null
-  const epsHistory = []
+  let epsHistory = []
+  let detailOf = null
+  // The pool view's previous poll, for events/s.
+  let previousPool = null
 
   const pct = (x) => `${(x * 100).toFixed(1)} %`
   const num = (x) => (x === null || x === undefined ? '–' : Number(x).toLocaleString('en'))
@@ -47,8 +56,7 @@
     el.textContent = text
   }
 
-  function rates(m) {
-    const el = $('rates')
+  function rates(m, el = $('rates')) {
     el.replaceChildren()
     const rows = [
       ['Critical', m.criticalHitRate, m.criticalHits, m.criticalMisses],
@@ -144,17 +152,120 @@
     }
   }
 
+  const f1 = (v) => (v === null ? '–' : v.toFixed(v < 10 ? 1 : 0))
+  const rateText = (rate, reads) => (reads === 0 ? '–' : pct(rate))
+
+  /** The pool view: link, totals, one row per tenant, loads and releases. */
+  function drawPool(v) {
+    const p = v.pool
+    badge($('pool-conn'), p.connected ? 'ok' : 'bad', p.connected ? 'link up' : 'link down')
+    $('pool-count').textContent =
+      `${p.tenants} tenant${p.tenants === 1 ? '' : 's'} loaded` +
+      (p.degradedTenants.length ? `, ${p.degradedTenants.length} degraded` : '')
+    $('updated').textContent = `updated ${new Date(v.at).toLocaleTimeString()}`
+    document.body.dataset.tenants = String(p.tenants)
+    kv($('pool-kv'), [
+      ['Tenants loaded', num(p.tenants)],
+      ['Loads in flight', num(p.loadsInFlight)],
+      ['Loads / releases seen', `${num(p.loads)} / ${num(p.releases)}`],
+      ['Degraded tenants', p.degradedTenants.length ? p.degradedTenants.join(', ') : 'none'],
+      ['Link reconnects', num(p.reconnects)],
+      ['Queue overflows', num(p.queueOverflows)],
+    ])
+    const t = v.totals
+    rates(t, $('pool-rates'))
+
+    // events/s, all tenants and each: the difference with the previous poll
+    const dt = previousPool ? (v.at - previousPool.at) / 1000 : 0
+    const perSecond = (now, before) => (dt > 0 && before !== undefined ? (now - before) / dt : null)
+    $('pool-eps').textContent = f1(
+      previousPool ? perSecond(t.eventsReceived, previousPool.received) : null,
+    )
+    kv($('pool-events'), [
+      ['Received (total)', num(t.eventsReceived)],
+      ['Applied (total)', num(t.eventsApplied)],
+      ['Rejected (total)', num(t.eventsRejected)],
+      ['Wrapper requests', num(t.wrapperRequests)],
+    ])
+
+    const ids = v.tenants.map((r) => r.tenantId)
+    if (selected === null)
+      selected = v.viewer && ids.includes(v.viewer) ? v.viewer : (ids[0] ?? null)
+    const body = $('tenants').tBodies[0]
+    body.replaceChildren()
+    for (const r of v.tenants) {
+      const tr = document.createElement('tr')
+      tr.dataset.tenant = r.tenantId
+      tr.tabIndex = 0
+      if (r.tenantId === selected) tr.className = 'selected'
+      const state = !r.connected ? 'disconnected' : r.degraded ? 'degraded' : 'ok'
+      const before = previousPool ? previousPool.tenants[r.tenantId] : undefined
+      const cells = [
+        ['tenant', r.tenantId],
+        ['state', state],
+        ['criticalHitRate', rateText(r.criticalHitRate, r.criticalReads)],
+        ['referenceHitRate', rateText(r.referenceHitRate, r.referenceReads)],
+        ['reads', num(r.totalRequests)],
+        ['eps', f1(perSecond(r.eventsReceived, before))],
+        ['eventsReceived', num(r.eventsReceived)],
+        ['eventsRejected', num(r.eventsRejected)],
+        ['cacheSize', num(r.cacheSize)],
+        ['latencyP50', ms(r.latencyP50)],
+        ['sseClients', num(r.sseClients)],
+      ]
+      for (const [field, text] of cells) {
+        const td = document.createElement('td')
+        td.dataset.field = field
+        td.textContent = text
+        if (field === 'state') {
+          const b = document.createElement('span')
+          b.className = `badge ${state === 'ok' ? 'ok' : state === 'degraded' ? 'warn' : 'bad'}`
+          b.textContent = text
+          td.replaceChildren(b)
+        }
+        tr.append(td)
+      }
+      body.append(tr)
+    }
+    $('no-tenants').hidden = v.tenants.length > 0
+    previousPool = {
+      at: v.at,
+      received: t.eventsReceived,
+      tenants: Object.fromEntries(v.tenants.map((r) => [r.tenantId, r.eventsReceived])),
+    }
+
+    const log = $('pool-log')
+    log.replaceChildren()
+    for (const e of [...v.log].reverse().slice(0, 20)) {
+      const li = document.createElement('li')
+      const why = e.event === 'released' ? ` (${e.reason})` : ''
+      li.textContent = `${new Date(e.at).toLocaleTimeString()}: ${e.tenantId} ${e.event}${why}`
+      log.append(li)
+    }
+    if (v.log.length === 0) log.innerHTML = '<li class="muted">none yet</li>'
+  }
+
+  /** One tenant's detail. */
   function draw(s) {
     const m = s.metrics
     const h = s.health
+    if (detailOf !== `${s.tenantId}@${s.loadedAt}`) {
+      // another tenant, or the same one loaded again: its counters start over
+      detailOf = `${s.tenantId}@${s.loadedAt}`
+      previous = null
+      epsHistory = []
+    }
+    $('not-loaded').hidden = true
+    $('detail').hidden = false
     $('tenant').textContent = s.tenantId
+    document.body.dataset.selected = s.tenantId
     badge($('conn'), h.connected ? 'ok' : 'bad', h.connected ? 'connected' : 'disconnected')
     badge(
       $('ready'),
       !h.ready ? 'warn' : h.degraded ? 'warn' : 'ok',
       !h.ready ? 'loading' : h.degraded ? `degraded: ${h.reason}` : 'healthy',
     )
-    $('updated').textContent = `updated ${new Date(s.at).toLocaleTimeString()}`
+    $('loaded-at').textContent = `loaded ${ago(s.loadedAt)}`
     rates(m)
     kv($('sizes'), [
       ['Critical entries', num(m.criticalCacheSize)],
@@ -178,7 +289,6 @@
       }
     }
     previous = { at: s.at, received: m.eventsReceived, applied: m.eventsApplied, rejected }
-    const f1 = (v) => (v === null ? '–' : v.toFixed(v < 10 ? 1 : 0))
     $('eps').textContent = f1(eps)
     kv($('events'), [
       ['Applied / s', f1(aps)],
@@ -226,20 +336,65 @@
     chart($('eps-chart'), epsHistory, { now: s.at, format: (v) => f1(v), color: '#7b4bd6' })
   }
 
-  async function poll() {
-    try {
-      const res = await fetch('/api/dashboard', { credentials: 'same-origin', cache: 'no-store' })
-      if (res.status === 401 || res.status === 403) {
-        $('signin').hidden = false
-        badge($('conn'), 'bad', 'signed out')
-      } else if (res.ok) {
-        $('signin').hidden = true
-        draw(await res.json())
-      } else badge($('conn'), 'warn', `server answered ${res.status}`)
-    } catch {
-      badge($('conn'), 'bad', 'app unreachable')
-    }
-    setTimeout(poll, intervalMs)
+  function notLoaded(tenantId) {
+    detailOf = null
+    $('tenant').textContent = tenantId
+    document.body.dataset.selected = tenantId
+    $('not-loaded-id').textContent = tenantId
+    $('not-loaded').hidden = false
+    $('detail').hidden = true
+    badge($('conn'), 'warn', 'not loaded')
+    badge($('ready'), 'warn', 'not loaded')
+    $('loaded-at').textContent = ''
   }
+
+  const get = (path) => fetch(path, { credentials: 'same-origin', cache: 'no-store' })
+
+  let timer = null
+  let round = 0
+  /** One round now; select() starts one at once, and only the latest round schedules the next. */
+  async function poll() {
+    clearTimeout(timer)
+    const mine = ++round
+    try {
+      const res = await get('/ops/pool')
+      if (!res.ok) throw new Error(`server answered ${res.status}`)
+      const view = await res.json()
+      $('signin').hidden = view.viewer !== null
+      drawPool(view)
+      if (selected !== null) {
+        const id = selected
+        const d = await get(`/ops/pool/tenants/${encodeURIComponent(id)}`)
+        if (mine !== round || id !== selected) return // a newer round draws
+        if (d.status === 404) notLoaded(id)
+        else if (d.ok) draw(await d.json())
+      } else $('detail').hidden = true
+    } catch (err) {
+      badge($('pool-conn'), 'bad', err instanceof TypeError ? 'app unreachable' : err.message)
+    }
+    if (mine === round) timer = setTimeout(poll, intervalMs)
+  }
+
+  function select(tenantId) {
+    if (!tenantId || tenantId === selected) return
+    selected = tenantId
+    const url = new URL(location.href)
+    url.searchParams.set('tenant', tenantId)
+    history.replaceState(null, '', url)
+    for (const tr of $('tenants').tBodies[0].rows)
+      tr.classList.toggle('selected', tr.dataset.tenant === tenantId)
+    poll()
+  }
+  $('tenants').addEventListener('click', (e) => {
+    const tr = e.target.closest('tr[data-tenant]')
+    if (tr) select(tr.dataset.tenant)
+  })
+  $('tenants').addEventListener('keydown', (e) => {
+    const tr = e.target.closest('tr[data-tenant]')
+    if (tr && (e.key === 'Enter' || e.key === ' ')) {
+      e.preventDefault()
+      select(tr.dataset.tenant)
+    }
+  })
   poll()
 })()

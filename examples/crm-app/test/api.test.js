@@ -1,13 +1,14 @@
 'use strict'
 // Every endpoint of the app over real HTTP (supertest), against the real
-// stack: a private redis-server, one Wrapper simulator process per tenant,
-// consumers from the installed tarball. The 401, 403, 402 and 404 paths
-// included.
+// stack: a private redis-server, the multi-tenant Wrapper simulator process, a
+// tenant pool from the installed tarball. The 401, 403, 402 and 404 paths
+// included, and the pool: tenants isolated, a tenant the Wrapper refuses,
+// tenants loaded on first use, the pool view.
 
 const { test, before, after, describe } = require('node:test')
 const assert = require('node:assert/strict')
 const request = require('supertest')
-const { SmartCRMConsumer } = require('smart-crm-consumer')
+const { createTenantPool } = require('smart-crm-consumer')
 const { quietLogger } = require('smart-crm-consumer/test-helpers')
 
 const { createApp, leadIdempotencyKey } = require('../app.js')
@@ -20,8 +21,9 @@ const BOB = auth('demo-bob') // acme, suspended admin
 const CAROL = auth('demo-carol') // acme, sales, 1 credit
 const DANA = auth('demo-dana') // acme, manager (crm.*), 1000 credits
 const ERIN = auth('demo-erin') // acme, viewer
-const GLOBEX = auth('demo-globex-alice') // globex, sales
-const OTHER = auth('demo-other') // a tenant this app does not serve
+const GLOBEX = auth('demo-globex-alice') // globex, sales, 40 credits
+const GUS = auth('demo-globex-gus') // globex, manager
+const OTHER = auth('demo-other') // a tenant the Wrapper refuses
 
 before(async () => {
   s = await startApp()
@@ -65,11 +67,11 @@ describe('authentication and tenant', () => {
     }
   })
 
-  test('403 for a tenant this app does not serve, and for a suspended user', async () => {
+  test('403 for a tenant the Wrapper refuses, and for a suspended user', async () => {
     for (const [method, path] of API_ROUTES) {
       const r1 = await request(app)[method](path).set(OTHER).send({ name: 'x' })
       assert.equal(r1.status, 403, `${method} ${path}`)
-      assert.equal(r1.body.error, 'Tenant not served here')
+      assert.deepEqual(r1.body, { error: 'Unknown tenant' })
       const r2 = await request(app)[method](path).set(BOB).send({ name: 'x' })
       assert.equal(r2.status, 403, `${method} ${path}`)
       assert.equal(r2.body.error, 'Account not active')
@@ -321,7 +323,7 @@ describe('POST /api/leads', () => {
 
     // Another app instance (a restart, a second replica) derives the same key:
     // the Wrapper answers the first deduction again and charges nothing.
-    const other = createApp({ consumers: s.consumers })
+    const other = createApp({ pool: s.pool })
     try {
       const res = await request(other).post('/api/leads').set(ALICE).send(body)
       assert.equal(res.status, 201)
@@ -473,52 +475,46 @@ describe('GET /api/dashboard', () => {
 })
 
 describe('GET /health, GET /metrics, pages', () => {
-  test('/health: 200 ok when every tenant is loaded and connected', async () => {
+  test("/health: 200 ok when the pool's link is up and no tenant is degraded", async () => {
     const res = await get('/health')
     assert.equal(res.status, 200)
-    assert.equal(res.body.status, 'ok')
-    assert.deepEqual(Object.keys(res.body.tenants).sort(), ['acme', 'globex'])
-    assert.equal(res.body.tenants.acme.ready, true)
+    assert.deepEqual(res.body, {
+      status: 'ok',
+      connected: true,
+      tenants: s.pool.tenants().length,
+      degradedTenants: [],
+    })
   })
 
-  test("/health: 503 while a tenant's cache is not loaded", async () => {
-    const cold = new SmartCRMConsumer({
-      tenantId: 'cold',
-      wrapperUrl: 'http://127.0.0.1:9',
-      redisUrl: s.redisUrl,
+  test("/health: 503 while the pool's Redis link is down", async () => {
+    const down = createTenantPool({
+      wrapperUrl: s.sim.url,
+      redisUrl: 'redis://127.0.0.1:9',
       logger: quietLogger(),
     })
-    const app2 = createApp({ consumers: [s.consumer('acme'), cold] })
+    const app2 = createApp({ pool: down })
     try {
       const res = await request(app2).get('/health')
       assert.equal(res.status, 503)
-      assert.equal(res.body.status, 'starting')
-      assert.equal(res.body.tenants.cold.ready, false)
+      assert.equal(res.body.status, 'unavailable')
+      assert.equal(res.body.connected, false)
     } finally {
       app2.locals.crm.shutdown()
-      await cold.shutdown()
+      await down.shutdown()
     }
   })
 
-  test('/metrics: Prometheus text of every tenant, each family declared once', async () => {
+  test("/metrics: the pool's exposition, every tenant's series, each family declared once", async () => {
+    await get('/api/credits/check/crm.leads.create', GLOBEX)
     const res = await get('/metrics')
     assert.equal(res.status, 200)
     assert.match(res.headers['content-type'], /^text\/plain; version=0\.0\.4/)
     assert.match(res.text, /^smart_crm_consumer_critical_hits_total\{tenant="acme"\} \d+$/m)
-    assert.match(res.text, /^smart_crm_consumer_critical_hits_total\{tenant="globex"\} \d+$/m)
+    assert.match(res.text, /^smart_crm_consumer_critical_hits_total\{tenant="globex"\} [1-9]\d*$/m)
+    assert.match(res.text, /^smart_crm_consumer_pool_tenants \d+$/m)
+    assert.match(res.text, /^smart_crm_consumer_pool_link_connected 1$/m)
     const types = res.text.split('\n').filter((l) => l.startsWith('# TYPE '))
     assert.equal(new Set(types).size, types.length)
-  })
-
-  test("/metrics with one consumer is the package's metricsHandler", async () => {
-    const single = createApp({ consumer: s.consumer('acme') })
-    try {
-      const res = await request(single).get('/metrics')
-      assert.equal(res.status, 200)
-      assert.equal(res.text, s.consumer('acme').metricsText())
-    } finally {
-      single.locals.crm.shutdown()
-    }
   })
 
   test('the pages are served', async () => {
@@ -533,5 +529,181 @@ describe('GET /health, GET /metrics, pages', () => {
       assert.ok(res.text.includes(marker), path)
     }
     assert.equal((await get('/nothing')).status, 404)
+  })
+})
+
+describe('the tenant pool', () => {
+  /** The tenants' `tenantLoaded` / `tenantReleased` events while `fn` runs. */
+  async function poolEvents(pool, fn) {
+    const seen = []
+    const loaded = (e) => seen.push(['loaded', e.tenantId])
+    const released = (e) => seen.push(['released', e.tenantId, e.reason])
+    pool.on('tenantLoaded', loaded)
+    pool.on('tenantReleased', released)
+    try {
+      await fn()
+    } finally {
+      pool.off('tenantLoaded', loaded)
+      pool.off('tenantReleased', released)
+    }
+    return seen
+  }
+
+  test('two tenants are isolated: an event for acme changes acme only', async () => {
+    const path = '/api/credits/check/crm.leads.delete'
+    assert.equal((await get(path, ALICE)).body.creditCost, 1)
+    assert.equal((await get(path, GLOBEX)).body.creditCost, 1)
+    const before = s.pool.getMetrics().perTenant
+    await s.wrapper('acme').setCreditCost('crm.leads.delete', 6)
+    await waitFor(async () => (await get(path, ALICE)).body.creditCost === 6, {
+      message: "acme's new cost",
+    })
+    assert.equal((await get(path, GLOBEX)).body.creditCost, 1)
+    const after = s.pool.getMetrics().perTenant
+    assert.ok(after.acme.eventsApplied > before.acme.eventsApplied)
+    assert.equal(after.globex.eventsReceived, before.globex.eventsReceived)
+
+    // Same user id in both tenants: suspending acme's u-alice leaves globex's alone.
+    await s.wrapper('acme').setUserAccess('u-alice', { status: 'suspended' })
+    try {
+      await waitFor(() => s.consumer('acme').getUserStatus('u-alice') === 'suspended')
+      assert.equal((await get(path, ALICE)).status, 403)
+      assert.equal((await get(path, GLOBEX)).status, 200)
+    } finally {
+      await s.wrapper('acme').setUserAccess('u-alice', { status: 'active' })
+      await waitFor(() => s.consumer('acme').getUserStatus('u-alice') === 'active')
+    }
+    assert.equal(s.pool.getMetrics().perTenant.globex.eventsReceived, before.globex.eventsReceived)
+  })
+
+  test('each tenant has its own data: costs, users, profiles, balances', async () => {
+    const cost = await get('/api/credits/check/crm.leads.create', GLOBEX)
+    assert.equal(cost.body.creditCost, 4)
+    const profile = await get('/api/users/u-alice', GLOBEX)
+    assert.equal(profile.body.name, 'Alice Globex')
+    const credits = await get('/api/credits/validate?operation=crm.leads.create', GLOBEX)
+    assert.equal(credits.body.availableCredits, await balance('globex', 'u-alice'))
+    // u-dana is acme's; globex's Wrapper does not know her.
+    assert.equal((await get('/api/users/u-dana', GUS)).status, 404)
+    assert.equal((await get('/api/users/u-dana', DANA)).status, 200)
+  })
+
+  test('a tenant the Wrapper refuses gets 403 every time and is never loaded', async () => {
+    const seen = await poolEvents(s.pool, async () => {
+      for (let i = 0; i < 3; i++) {
+        const res = await get('/api/credits/check/crm.leads.create', OTHER)
+        assert.equal(res.status, 403)
+        assert.deepEqual(res.body, { error: 'Unknown tenant' })
+      }
+    })
+    assert.deepEqual(seen, [])
+    assert.equal(s.pool.peek('initech'), null)
+    assert.ok(!s.pool.tenants().includes('initech'))
+    assert.equal((await get('/ops/pool/tenants/initech')).status, 404)
+  })
+
+  test('a released tenant loads again on its next request; concurrent ones share the load', async () => {
+    const seen = await poolEvents(s.pool, async () => {
+      await s.pool.release('globex')
+      assert.deepEqual(s.pool.tenants(), ['acme'])
+      assert.equal((await get('/ops/pool/tenants/globex')).status, 404)
+      const results = await Promise.all(
+        Array.from({ length: 5 }, () => get('/api/credits/check/crm.leads.create', GLOBEX)),
+      )
+      assert.deepEqual(
+        results.map((r) => r.status),
+        [200, 200, 200, 200, 200],
+      )
+    })
+    assert.deepEqual(seen, [
+      ['released', 'globex', 'release'],
+      ['loaded', 'globex'],
+    ])
+    assert.deepEqual(s.pool.tenants().sort(), ['acme', 'globex'])
+    const view = (await get('/ops/pool')).body
+    assert.deepEqual(
+      view.log.slice(-2).map((e) => [e.event, e.tenantId, e.reason]),
+      [
+        ['released', 'globex', 'release'],
+        ['loaded', 'globex', undefined],
+      ],
+    )
+  })
+
+  test('GET /ops/pool: the pool view, a row per loaded tenant; loads nothing', async () => {
+    await get('/api/users/u-alice', GLOBEX)
+    await get('/api/users/u-alice', GLOBEX) // a reference hit
+    const res = await get('/ops/pool', DANA)
+    assert.equal(res.status, 200)
+    const v = res.body
+    assert.equal(v.viewer, 'acme')
+    assert.equal(v.pool.connected, true)
+    assert.equal(v.pool.tenants, 2)
+    assert.deepEqual(v.pool.degradedTenants, [])
+    assert.deepEqual(
+      v.tenants.map((t) => t.tenantId),
+      ['acme', 'globex'],
+    )
+    const m = s.pool.getMetrics().perTenant
+    for (const row of v.tenants) {
+      assert.equal(row.connected, true)
+      assert.equal(row.ready, true)
+      assert.equal(row.eventsReceived, m[row.tenantId].eventsReceived)
+      assert.equal(typeof row.criticalHitRate, 'number')
+      assert.equal(typeof row.referenceHitRate, 'number')
+    }
+    const globex = v.tenants.find((t) => t.tenantId === 'globex')
+    assert.ok(globex.referenceHitRate > 0, JSON.stringify(globex))
+    assert.equal(v.totals.totalRequests, m.acme.totalRequests + m.globex.totalRequests)
+    assert.equal((await get('/ops/pool')).body.viewer, null)
+
+    // A tenant's detail: its metrics and health, as /api/dashboard gives its own users.
+    const detail = await get('/ops/pool/tenants/globex')
+    assert.equal(detail.status, 200)
+    assert.equal(detail.body.tenantId, 'globex')
+    assert.equal(detail.body.health.ready, true)
+    assert.equal(detail.body.metrics.referenceHits, m.globex.referenceHits)
+    assert.ok(Array.isArray(detail.body.latency.samples))
+    const missing = await get('/ops/pool/tenants/initech')
+    assert.equal(missing.status, 404)
+    assert.deepEqual(missing.body, { error: 'Tenant not loaded', tenantId: 'initech' })
+    assert.deepEqual(s.pool.tenants().sort(), ['acme', 'globex'])
+  })
+
+  test('maxTenants and idleTenantMs release tenants; their users are served again', async () => {
+    const small = createTenantPool({
+      wrapperUrl: s.sim.url,
+      redisUrl: s.redisUrl,
+      signingSecret: s.signingSecret,
+      maxTenants: 1,
+      idleTenantMs: 300,
+      logger: quietLogger(),
+    })
+    const app2 = createApp({ pool: small })
+    const path = '/api/credits/check/crm.leads.create'
+    try {
+      const seen = await poolEvents(small, async () => {
+        assert.equal((await request(app2).get(path).set(ALICE)).body.creditCost, 2.5)
+        assert.equal((await request(app2).get(path).set(GLOBEX)).body.creditCost, 4)
+        assert.deepEqual(small.tenants(), ['globex'])
+        assert.equal((await request(app2).get(path).set(ALICE)).body.creditCost, 2.5)
+        await waitFor(() => small.tenants().length === 0, { message: 'the idle release' })
+      })
+      assert.deepEqual(seen, [
+        ['loaded', 'acme'],
+        ['released', 'acme', 'maxTenants'],
+        ['loaded', 'globex'],
+        ['released', 'globex', 'maxTenants'],
+        ['loaded', 'acme'],
+        ['released', 'acme', 'idle'],
+      ])
+      const view = (await request(app2).get('/ops/pool')).body
+      assert.equal(view.pool.loads, 3)
+      assert.equal(view.pool.releases, 3)
+      assert.deepEqual(view.tenants, [])
+    } finally {
+      app2.locals.crm.shutdown()
+      await small.shutdown()
+    }
   })
 })

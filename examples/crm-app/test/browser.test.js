@@ -2,8 +2,10 @@
 // End to end in a real browser: Debian's chromium driven by playwright-core.
 // Opens the dashboard and the cost page, changes the cost at the Wrapper
 // simulator (its admin API, which publishes the signed event), and asserts the
-// page shows the new cost within 1 s, without a reload. Screenshots of both
-// pages are kept in artifacts/ (gitignored).
+// page shows the new cost within 1 s, without a reload. The dashboard's pool
+// view: a row per loaded tenant with its own figures, a tenant's detail on a
+// click, a release and a reload shown as they happen. Screenshots of the pages
+// are kept in artifacts/ (gitignored).
 
 const { test, before, after } = require('node:test')
 const assert = require('node:assert/strict')
@@ -144,7 +146,7 @@ test('the cost page of a user of another tenant does not move', async () => {
     await page.goto(`${s.url}/auth/demo-login?token=demo-globex-alice&next=/cost`)
     await page.waitForFunction(
       () =>
-        document.getElementById('cost').dataset.value === '2.5' &&
+        document.getElementById('cost').dataset.value === '4' &&
         document.getElementById('live').textContent === 'live',
       null,
       { timeout: 10_000 },
@@ -171,4 +173,87 @@ test('the cost page of a user of another tenant does not move', async () => {
   } finally {
     await other.close()
   }
+})
+
+test("the dashboard's pool view: a row per tenant, its own figures, its detail on a click", async () => {
+  const page = await context.newPage() // signed in as Dana (acme) by the first test
+  const errors = []
+  page.on('pageerror', (err) => errors.push(err.message))
+  await page.goto(`${s.url}/dashboard`)
+  const cell = (tenant, field) =>
+    page.textContent(`#tenants tr[data-tenant="${tenant}"] td[data-field="${field}"]`)
+  await page.waitForFunction(
+    () =>
+      document.getElementById('pool-conn').textContent === 'link up' &&
+      document.querySelectorAll('#tenants tbody tr').length === 2,
+    null,
+    { timeout: 10_000 },
+  )
+  assert.deepEqual(
+    await page.$$eval('#tenants tbody tr', (rows) => rows.map((r) => r.dataset.tenant)),
+    ['acme', 'globex'],
+  )
+  assert.equal(await page.textContent('#pool-count'), '2 tenants loaded')
+  // Dana's tenant is the one shown first.
+  assert.equal(await page.getAttribute('#tenants tr.selected', 'data-tenant'), 'acme')
+  assert.equal(await page.textContent('#tenant'), 'acme')
+
+  // Reads of globex's reference data show in globex's row, not in acme's.
+  const acmeRefBefore = await cell('acme', 'referenceHitRate')
+  assert.equal(await cell('globex', 'referenceHitRate'), '–')
+  for (let i = 0; i < 2; i++) {
+    const r = await fetch(`${s.url}/api/users/u-alice`, {
+      headers: { Authorization: 'Bearer demo-globex-alice' },
+    })
+    assert.equal(r.status, 200)
+  }
+  await page.waitForFunction(
+    () =>
+      document.querySelector('#tenants tr[data-tenant="globex"] td[data-field="referenceHitRate"]')
+        .textContent === '50.0 %',
+    null,
+    { timeout: 5000 },
+  )
+  assert.equal(await cell('acme', 'referenceHitRate'), acmeRefBefore)
+
+  // A click on globex's row shows its detail.
+  await page.click('#tenants tr[data-tenant="globex"]')
+  await page.waitForFunction(
+    () =>
+      document.getElementById('tenant').textContent === 'globex' &&
+      document.getElementById('conn').textContent === 'connected',
+    null,
+    { timeout: 5000 },
+  )
+  assert.equal(await page.getAttribute('#tenants tr.selected', 'data-tenant'), 'globex')
+  assert.equal(new URL(page.url()).searchParams.get('tenant'), 'globex')
+  assert.match(await page.textContent('#rates'), /Reference · 1 of 2/)
+  await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-pool.png'), fullPage: true })
+
+  // Released: its row goes, its detail says so, the log shows it; its next request loads it again.
+  await s.pool.release('globex')
+  await page.waitForFunction(
+    () =>
+      document.querySelectorAll('#tenants tbody tr').length === 1 &&
+      !document.getElementById('not-loaded').hidden,
+    null,
+    { timeout: 5000 },
+  )
+  assert.match(await page.textContent('#pool-log'), /globex released \(release\)/)
+  const r = await fetch(`${s.url}/api/credits/check/crm.leads.create`, {
+    headers: { Authorization: 'Bearer demo-globex-alice' },
+  })
+  assert.equal(r.status, 200)
+  await page.waitForFunction(
+    () =>
+      document.querySelectorAll('#tenants tbody tr').length === 2 &&
+      document.getElementById('not-loaded').hidden &&
+      document.getElementById('tenant').textContent === 'globex',
+    null,
+    { timeout: 5000 },
+  )
+  assert.match(await page.textContent('#pool-log li'), /globex loaded/)
+  // A fresh load: its reference reads start over.
+  assert.equal(await cell('globex', 'referenceHitRate'), '–')
+  assert.deepEqual(errors, [])
 })

@@ -1,7 +1,8 @@
 'use strict'
 // GET /api/events: the consumer's 'change' events as Server-Sent Events,
-// scoped to the user's tenant; and the propagation canary the dashboard
-// draws. Real HTTP streams against the real stack.
+// scoped to the user's tenant (its consumer in the pool); streams of a tenant
+// the pool releases; and the propagation canary the dashboard draws. Real HTTP
+// streams against the real stack.
 
 const { test, before, after } = require('node:test')
 const assert = require('node:assert/strict')
@@ -16,7 +17,7 @@ after(() => s.stop())
 
 const isKey = (key) => (m) => m.event === 'cache_invalidate' && m.data.keys.includes(key)
 
-test('401 without a user, 403 for a tenant not served here or a suspended user', async () => {
+test('401 without a user, 403 for a tenant the Wrapper refuses or a suspended user', async () => {
   const none = await openEvents(`${s.url}/api/events`)
   assert.equal(none.status, 401)
   await none.close()
@@ -113,4 +114,36 @@ test('an SSE client that goes away is detached from the consumer', async () => {
   })
   const dash = await (await fetch(`${s.url}/api/dashboard`, { headers: auth('demo-dana') })).json()
   assert.equal(dash.sseClients, 0)
+})
+
+test('a tenant released by the pool ends its streams; the next one loads it again', async () => {
+  const globex = await openEvents(`${s.url}/api/events`, auth('demo-globex-alice'))
+  const acme = await openEvents(`${s.url}/api/events`, auth('demo-alice'))
+  let again = null
+  try {
+    await globex.first((m) => m.event === 'ready')
+    await acme.first((m) => m.event === 'ready')
+    const dash = async () =>
+      (await fetch(`${s.url}/ops/pool/tenants/acme`).then((r) => r.json())).sseClients
+    assert.equal(await dash(), 1)
+    await s.pool.release('globex')
+    await globex.ended
+    assert.ok(!s.pool.tenants().includes('globex'))
+    // acme's stream is untouched.
+    assert.equal(await dash(), 1)
+    await s.wrapper('acme').setCreditCost('crm.leads.delete', 7)
+    await acme.first(isKey('credit:crm.leads.delete'))
+
+    // What EventSource does after `retry`: a new request, which loads globex.
+    again = await openEvents(`${s.url}/api/events`, auth('demo-globex-alice'))
+    assert.equal(again.status, 200)
+    await again.first((m) => m.event === 'ready')
+    assert.ok(s.pool.tenants().includes('globex'))
+    await s.wrapper('globex').setCreditCost('crm.leads.delete', 8)
+    await again.first(isKey('credit:crm.leads.delete'))
+  } finally {
+    await globex.close()
+    await acme.close()
+    if (again) await again.close()
+  }
 })

@@ -1,6 +1,7 @@
 'use strict'
-// Shared by the app's tests: the real stack (redis-server, simulator
-// processes, consumers from the installed tarball) and the app on a port.
+// Shared by the app's tests: the real stack (redis-server, the multi-tenant
+// simulator process, a tenant pool from the installed tarball) and the app on
+// a port.
 
 const { waitFor } = require('smart-crm-consumer/test-helpers')
 const { startStack } = require('../lib/stack.js')
@@ -9,21 +10,24 @@ const { createApp } = require('../app.js')
 /** Starts the stack and the app (listening on a free port); `stop()` tears both down. */
 async function startApp(stackOptions = {}) {
   const stack = await startStack(stackOptions)
-  const app = createApp({ consumers: stack.consumers })
+  const app = createApp({ pool: stack.pool })
   const server = app.listen(0, '127.0.0.1')
   await new Promise((resolve, reject) => {
     server.once('listening', resolve)
     server.once('error', reject)
   })
   const url = `http://127.0.0.1:${server.address().port}`
-  const consumer = (tenant) => stack.consumers.find((c) => c.tenantId === tenant)
   return {
     ...stack,
     app,
     server,
     url,
-    consumer,
-    wrapper: (tenant) => stack.wrappers.get(tenant),
+    /** The simulator: `{ url, tenants, tenant(id) }`. */
+    sim: stack.wrapper,
+    /** The loaded consumer of `tenant` in the pool, or null. */
+    consumer: (tenant) => stack.pool.peek(tenant),
+    /** The admin API of `tenant` at the simulator. */
+    wrapper: (tenant) => stack.wrapper.tenant(tenant),
     async stop() {
       app.locals.crm.shutdown()
       server.closeAllConnections()
@@ -83,6 +87,8 @@ async function openEvents(url, headers = {}) {
     status: res.status,
     headers: res.headers,
     messages,
+    /** Resolves when the stream has ended (the server closed it, or close()). */
+    ended: done,
     first(match, timeoutMs = 5000) {
       const found = messages.find(match)
       if (found) return Promise.resolve(found)
