@@ -179,34 +179,32 @@ const NOTES = {
   '8b': (r) => {
     const p = r.raw.pool
     const kb = (list, key) => med(list, key) / 1024
-    const heap = kb(p, 'heapPerTenant')
     return (
-      `A pool tenant costs ${int(r.pkg)} KB of RSS, of which ${int(heap)} KB is V8 heap: most ` +
-      'of it is native. bench/profile/pool-memory.js splits it (bench/PROFILE.md, 2,000 ' +
-      'tenants): the core alone (NativePool tenants, no JS consumer) takes ~83 KB per tenant ' +
-      "and the JS side ~34 KB (~25 KB of V8 heap: the replica's second copy of the tenant's " +
-      "data, 263 strings, the credit Map and 10 compiled roles' Sets, plus heap slack); with " +
-      'jemalloc instead of glibc it is the same (~114 KB), so it is not allocator overhead. ' +
-      'heaptrack of the core alone (1,000 tenants, an unstripped release build), per tenant: ' +
-      '**~34 KB is a reference cache no read has touched**: `ReferenceCache::new` ' +
-      '(crates/core/src/reference.rs, called by `Tenant::shared` for every tenant) builds a ' +
-      'moka sync `Cache`, which pre-allocates two crossbeam bounded channels of 384 read-op and ' +
-      "384 write-op slots (28 KB; moka's READ_LOG_CH_SIZE / WRITE_LOG_CH_SIZE), three " +
-      "64-segment cht arrays (3 KB), its inner structs, and the `inflight` DashMap's shards " +
-      '(1 KB); **~28 KB is the critical store** of 50 operations, 10 roles × 20 permissions ' +
-      'and 50 users: the parsed rows (17 KB, ~520 small Strings and Vecs: every permission, ' +
-      "and every user's status and role ids as owned Strings, crates/core/src/model.rs `Access`) " +
-      'and the hash tables `CriticalStore::from_snapshot` ' +
-      'builds (11 KB); **~7 KB is the rest of `Pool::tenant`**: the `Tenant` with its `Config` ' +
-      'clone, two tasks, the mpsc and watch channels, the outbox. What would reach 40 KB, in ' +
-      "order of effect: build a tenant's reference cache on its first reference read (or share " +
-      "one moka cache across the pool's tenants, keyed by tenant, with per-tenant byte " +
-      "accounting): −34 KB; intern the store's strings in a pool-wide table (role ids and " +
-      'permission names repeat within a tenant and across tenants) and keep user roles as ' +
-      'indices into the role table: most of the 17 KB; let the JS replica read roles from the ' +
-      'core on first use, as it already does users, instead of compiling every role at load: ' +
-      'most of the ~25 KB of heap. The first alone brings a tenant to ~80 KB; 40 KB needs all ' +
-      'three.'
+      `A pool tenant costs ${int(r.pkg)} KB of RSS, of which ${int(kb(p, 'heapPerTenant'))} KB ` +
+      'is V8 heap. bench/profile/pool-memory.js splits it (bench/PROFILE.md, 2,000 tenants): ' +
+      'the core alone (NativePool tenants, no JS consumer) takes ~51 KB per tenant and the JS ' +
+      'side ~35 KB. heaptrack of the core alone (1,000 tenants, an unstripped release build), ' +
+      'per tenant: **~28 KB is the critical store** of 50 operations, 10 roles × 20 permissions ' +
+      'and 50 users: the parsed rows (17 KB, ~520 small `String`s and `Vec`s: every ' +
+      "permission, and every user's status and role ids as owned Strings, " +
+      'crates/core/src/model.rs `Access`) and the hash tables `CriticalStore::from_snapshot` ' +
+      'builds (11 KB); **~10 KB is the shell of a tenant**: the mpsc queue of `Pool::tenant` ' +
+      '(tokio allocates its first block of 32 slots at once, 2 KB), the `Tenant` with its ' +
+      '`Config` clone (2.5 KB), what remains of the reference cache before its first store ' +
+      '(the `inflight` DashMap shards and `Inner`, 2 KB), the two tasks (1.5 KB), the watch ' +
+      "channels and the outbox; **~10 KB is malloc's overhead** on those ~600 small " +
+      'allocations (under jemalloc the same pool takes ~77 KB per tenant). The JS side is the ' +
+      "replica's second copy of the data (bench/profile/pool-heap.js): 14 hash tables (the " +
+      "4 Maps and the 10 compiled roles' `Set`s, 9.6 KB), ~270 strings (8.6 KB), the roles' " +
+      'permission arrays (3.3 KB); the consumer and pool objects are under 1 KB. (The empty ' +
+      'moka cache that cost ~34 KB per tenant is gone since ceb5f4b.) What would reach 40 KB, ' +
+      'together and not one alone (an estimate from these figures: ~45 KB): let the JS replica ' +
+      'read a role from the core on first use, as it already does users, instead of compiling ' +
+      "every role at load (most of its ~16 KB of role data); intern the store's strings in a " +
+      'pool-wide table (permission names, role ids and statuses repeat within a tenant and ' +
+      'across tenants) and keep user roles as indices into the role table (most of the 17 KB ' +
+      "of rows, smaller table entries, and fewer allocations for malloc's overhead); and build " +
+      "the rest of the reference cache's shell and the queue's first block on first use."
     )
   },
 
@@ -256,27 +254,23 @@ const NOTES = {
     const mm = (k, m) => median(p.map((x) => at(x, k, m)))
     return (
       `After releasing, the pool's process kept ${r.cells.ratio.replace(/ vs .*/, '')} of its ` +
-      `growth after GCs (target ${r.target.replace(/^.*≤ /, '≤ ')}). Two things keep it. ` +
-      `(1) **Without a GC nothing comes back** (RSS growth ${mm('released', 'rss').toFixed(0)} ` +
-      `MiB against ${mm('loaded', 'rss').toFixed(0)} MiB loaded): \`release()\` cancels the ` +
-      "tenant's tasks and unsubscribes it, but its store and caches live in the `Tenant` that " +
-      'its JS `NativeConsumer` wrapper holds (crates/core/src/consumer.rs `Handle`), and are ' +
-      'dropped only when V8 finalises that wrapper; the core does not report its native size ' +
-      'to V8 (`napi_adjust_external_memory`; `external` grew ~0.1 KB per tenant), so V8 sees ' +
-      "small objects and has no reason to collect them soon. Fix: drop the tenant's state " +
-      '(store, reference cache, replay window) in `shutdown()` itself, or report it as external ' +
-      `memory. (2) **After the GC, glibc keeps what was freed**: V8's heap gave its share back ` +
-      `(heapUsed ${mm('loaded', 'heapUsed').toFixed(0)} → ${mm('releasedGc', 'heapUsed').toFixed(0)} ` +
-      `MiB over the empty reading), the native part did not (RssAnon ${mm('loaded', 'rssAnon').toFixed(0)} ` +
-      `→ ${mm('releasedGc', 'rssAnon').toFixed(0)} MiB). It is freed, not leaked: ` +
-      'bench/profile/pool-memory.js calls `malloc_trim(0)` in the process through gdb after ' +
-      'the release and the growth falls from ~191 to ~71 MiB (2,000 tenants, 80 % released; ' +
-      'the core alone: ~161 → ~40 MiB), and under jemalloc with immediate decay the GC alone ' +
-      "brings it to ~68 MiB; the core's route table holds only the remaining tenants. The " +
-      "tenants' allocations are made on the tokio worker threads (their own arenas), " +
-      "interleaved with the surviving tenants', so no arena top is free to trim, and glibc " +
-      'returns free pages inside an arena only on `malloc_trim`. Fix: `malloc_trim(0)` after ' +
-      'releases (debounced, off the JS thread: e.g. after a sweep that released tenants), or an ' +
+      `growth after GCs (target ${r.target.replace(/^.*≤ /, '≤ ')}). The tenants are released: ` +
+      "the core's route table holds only the remaining ones, and since 4238c5a `shutdown()` " +
+      "drops a tenant's store and reference cache at once (crates/core/src/consumer.rs), not " +
+      'when V8 collects its wrapper. What keeps the RSS is the allocator. V8 gave its share ' +
+      `back at the GC (heapUsed ${mm('loaded', 'heapUsed').toFixed(0)} → ` +
+      `${mm('releasedGc', 'heapUsed').toFixed(0)} MiB over the empty reading); the native part ` +
+      `did not (RssAnon ${mm('loaded', 'rssAnon').toFixed(0)} → ` +
+      `${mm('releasedGc', 'rssAnon').toFixed(0)} MiB). It is freed, not leaked: ` +
+      'bench/profile/pool-memory.js (bench/PROFILE.md, 2,000 tenants, 80 % released) calls ' +
+      '`malloc_trim(0)` in the process through gdb after the release and the growth falls from ' +
+      '~131 to ~68 MiB (the core alone: ~100 → ~38 MiB); under jemalloc with immediate decay ' +
+      'the release alone brings it from ~149 to ~120 MiB before any GC and the GC to ~74 MiB. ' +
+      "glibc keeps the chunks: the tenants' allocations are made on the tokio worker threads " +
+      "(their own arenas) and interleaved with the surviving tenants', so no arena top is free " +
+      'to trim, and glibc gives back free pages inside an arena only on `malloc_trim`. What ' +
+      'would give it back: `malloc_trim(0)` after releases (debounced and off the JS thread, ' +
+      'e.g. once after a sweep or a burst of `release()`s, with a bound on how often), or an ' +
       "allocator that returns freed pages (jemalloc or mimalloc as the addon's " +
       '`#[global_allocator]`); fewer, larger per-tenant allocations (row 8b) also fragment less.'
     )
