@@ -147,6 +147,8 @@ export interface NativeHealth {
   reason: string | null
   /** The Wrapper circuit breaker: `closed`, `open` or `half-open`. */
   circuit: string
+  /** Where the last full load came from: `wrapper`, `snapshot`, or `null`. */
+  source: string | null
 }
 
 /**
@@ -188,6 +190,14 @@ export interface NativeMetrics {
   referenceCacheBytes: number
   /** Live critical entries: credits, roles, users, configs. */
   criticalCacheSize: number
+  /** Reconnects caught up from the stream without a full reload. */
+  resumes: number
+  /** Full loads whose data came from the Wrapper. */
+  snapshotLoadsWrapper: number
+  /** Full loads whose data came from the shared snapshot in Redis. */
+  snapshotLoadsRedis: number
+  /** Shared snapshots that failed a check. */
+  snapshotRejected: number
 }
 
 /** The validated pool options `lib/pool.js` acts on. */

@@ -271,6 +271,7 @@ test('health(): its shape, epoch-ms times, lastEventAt set by an event', async (
     'lastSyncAt',
     'ready',
     'reason',
+    'source',
   ])
   t.deepEqual(
     { ...h0, lastSyncAt: typeof h0.lastSyncAt },
@@ -282,6 +283,7 @@ test('health(): its shape, epoch-ms times, lastEventAt set by an event', async (
       lastEventAt: null,
       lastSyncAt: 'number',
       reason: null,
+      source: 'wrapper',
     },
   )
   t.true(Number.isInteger(h0.lastSyncAt))

@@ -49,9 +49,12 @@ async function numsub(s, server, channels) {
 /** Connections on `server` whose last command, within the last second, was PUBLISH. */
 async function publishing(s, server) {
   const list = await s.command(server, ['CLIENT', 'LIST', 'TYPE', 'normal'])
-  return list
-    .split('\n')
-    .filter((line) => / cmd=publish( |$)/.test(line) && / idle=0( |$)/.test(line)).length
+  return (
+    list
+      .split('\n')
+      // PUBLISH, or the stream script of the default 'both' transport
+      .filter((line) => / cmd=(publish|eval)( |$)/.test(line) && / idle=0( |$)/.test(line)).length
+  )
 }
 
 const ones = (channels) => channels.map(() => 1)

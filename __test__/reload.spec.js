@@ -167,3 +167,29 @@ test('shutdown() during a paged reload stops its page downloads (no retry after 
   await new Promise((r) => setTimeout(r, 600))
   t.is(sim.count(failing), after, 'no page request after shutdown()')
 })
+
+test('conditional loads (SPEC §4): a refresh sends If-None-Match, a 304 downloads nothing and keeps the tables; a changed list is loaded again', async (t) => {
+  const { consumer, sim } = await setup(t, {
+    sim: { etags: true },
+    consumer: { refreshIntervalMs: 1000 },
+  })
+  t.is(consumer.getCreditCost(OP), 2.5)
+  t.is(consumer.getUserStatus('u-alice'), 'active')
+  const first = sim.requests.filter((r) => r.path === '/api/credits/configs')
+  t.is(first.length, 1)
+  t.is(first[0].headers['if-none-match'], undefined, 'the first load is unconditional')
+  // the next refresh: every list answered 304
+  await waitFor(() => consumer.getMetrics().resyncs >= 1, { timeout: 5000, message: 'a refresh' })
+  const conditional = sim.requests.filter(
+    (r) => r.path.startsWith('/api/') && r.headers['if-none-match'] !== undefined,
+  )
+  t.true(conditional.length >= 4, `every list asked conditionally (${conditional.length})`)
+  t.is(consumer.getCreditCost(OP), 2.5, 'the tables kept')
+  t.is(consumer.getUserStatus('u-alice'), 'active')
+  t.deepEqual(consumer.getRolePermissions('sales'), ['crm.leads.*', 'crm.contacts.read'])
+  // changed at the Wrapper without an event: that list (only) is downloaded again
+  sim.data.credits.set(OP, { operationCode: OP, creditCost: 4, isActive: true, version: 7 })
+  await waitFor(() => consumer.getCreditCost(OP) === 4, { timeout: 5000, message: 'the change' })
+  t.is(consumer.getUserStatus('u-alice'), 'active', 'unchanged users still read')
+  t.deepEqual(consumer.getActiveConfig('feature-flags'), { beta: true })
+})

@@ -398,7 +398,7 @@ class SmartCRMConsumer extends EventEmitter {
     return this._connected && !this._closed
   }
 
-  /** `{ ready, connected, degraded, lastEventAt, lastSyncAt, reason, circuit }`. */
+  /** `{ ready, connected, degraded, lastEventAt, lastSyncAt, reason, circuit, source }`. */
   health() {
     const h = this._native.health()
     return {
@@ -409,6 +409,7 @@ class SmartCRMConsumer extends EventEmitter {
       lastSyncAt: h.lastSyncAt,
       reason: h.reason,
       circuit: h.circuit,
+      source: h.source,
     }
   }
 
@@ -443,6 +444,9 @@ class SmartCRMConsumer extends EventEmitter {
       reconnects: n.reconnects,
       resyncs: n.resyncs,
       queueOverflows: n.queueOverflows,
+      resumes: n.resumes,
+      snapshotLoads: { wrapper: n.snapshotLoadsWrapper, redis: n.snapshotLoadsRedis },
+      snapshotRejected: n.snapshotRejected,
       connected: this.isConnected,
     }
   }

@@ -67,6 +67,14 @@ export interface RedisOptions {
 }
 
 export interface SmartCRMConsumerOptions extends RedisOptions {
+  /**
+   * 'pubsub' (default) or 'stream': events are also kept in a per-tenant Redis
+   * Stream; after a lost connection the consumer catches up from it instead of
+   * reloading (SPEC §7). Needs a 'stream' or 'both' publisher and Redis ≥ 7.
+   */
+  transport?: 'pubsub' | 'stream'
+  /** Default true with `transport: 'stream'` (only allowed there): one Wrapper load serves the fleet. */
+  sharedSnapshot?: boolean
   /** Required; `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`. */
   tenantId: string
   /** Default `process.env.WRAPPER_URL`; one of the two must be set. */
@@ -190,6 +198,12 @@ export interface Metrics {
   resyncs: number
   /** Times a bounded internal queue overflowed and its defined behaviour ran (README). */
   queueOverflows: number
+  /** Reconnects caught up from the stream without a full reload (`transport: 'stream'`). */
+  resumes: number
+  /** Full loads by where their data came from. */
+  snapshotLoads: { wrapper: number; redis: number }
+  /** Shared snapshots that failed a check (format, tenant, size, digest, signature) and were ignored. */
+  snapshotRejected: number
   connected: boolean
 }
 
@@ -204,6 +218,8 @@ export interface Health {
   reason: 'redis-disconnected' | 'resync-failed' | 'wrapper-unavailable' | null
   /** The Wrapper circuit breakers: the worse of the snapshot and the reference breaker. */
   circuit: 'closed' | 'open' | 'half-open'
+  /** Where the critical data of the last full load came from; null before the first. */
+  source: 'wrapper' | 'snapshot' | null
 }
 
 export interface ChangeEvent {
@@ -351,6 +367,10 @@ export declare function createTenantPool(options: TenantPoolOptions): TenantPool
 
 export interface PublisherOptions extends RedisOptions {
   tenantId: string
+  /** Default 'both': the pub/sub message and the stream entry, written atomically. */
+  transport?: 'pubsub' | 'stream' | 'both'
+  /** The stream is trimmed (approximately) to this many entries; default 100000. */
+  streamMaxLen?: number
   /** Default 'crm'. */
   channelPrefix?: string
   /** Signs every message; with a list (non-empty, at most 16), with its first secret. */

@@ -44,6 +44,8 @@ const SUMMED = [
   'reconnects',
   'resyncs',
   'queueOverflows',
+  'resumes',
+  'snapshotRejected',
 ]
 
 /**
@@ -54,9 +56,12 @@ function sumMetrics(list, linkConnected) {
   const t = {}
   for (const f of SUMMED) t[f] = 0
   t.eventsRejected = {}
+  t.snapshotLoads = { wrapper: 0, redis: 0 }
   let connected = list.length > 0 || linkConnected
   for (const m of list) {
     for (const f of SUMMED) t[f] += m[f]
+    t.snapshotLoads.wrapper += m.snapshotLoads.wrapper
+    t.snapshotLoads.redis += m.snapshotLoads.redis
     for (const [reason, n] of Object.entries(m.eventsRejected))
       t.eventsRejected[reason] = (t.eventsRejected[reason] ?? 0) + n
     connected = connected && m.connected

@@ -16,6 +16,8 @@ const COUNTERS = [
   ['reconnects', 'reconnects_total', 'Redis reconnects.'],
   ['resyncs', 'resyncs_total', 'Full reloads after the first load.'],
   ['queueOverflows', 'queue_overflows_total', 'Bounded internal queues that overflowed.'],
+  ['resumes', 'resumes_total', 'Reconnects caught up from the stream without a full reload.'],
+  ['snapshotRejected', 'snapshot_rejected_total', 'Shared snapshots that failed a check.'],
 ]
 
 const GAUGES = [
@@ -48,6 +50,15 @@ function families(m, labels) {
     type: 'counter',
     values: Object.entries(m.eventsRejected).map(([reason, value]) => ({
       labels: { ...base, reason },
+      value,
+    })),
+  })
+  out.push({
+    name: `${PREFIX}snapshot_loads_total`,
+    help: 'Full loads by the source of their data.',
+    type: 'counter',
+    values: Object.entries(m.snapshotLoads).map(([source, value]) => ({
+      labels: { ...base, source },
       value,
     })),
   })

@@ -231,6 +231,14 @@ pub struct NativeMetrics {
     pub reference_cache_bytes: f64,
     /// Live critical entries: credits, roles, users, configs.
     pub critical_cache_size: f64,
+    /// Reconnects caught up from the stream without a full reload.
+    pub resumes: f64,
+    /// Full loads whose data came from the Wrapper.
+    pub snapshot_loads_wrapper: f64,
+    /// Full loads whose data came from the shared snapshot in Redis.
+    pub snapshot_loads_redis: f64,
+    /// Shared snapshots that failed a check.
+    pub snapshot_rejected: f64,
 }
 
 /// `health()` as the core sees it; `lib/consumer.js` adds `ready` and
@@ -249,6 +257,8 @@ pub struct NativeHealth {
     pub reason: Option<String>,
     /// The Wrapper circuit breaker: `closed`, `open` or `half-open`.
     pub circuit: String,
+    /// Where the last full load came from: `wrapper`, `snapshot`, or `null`.
+    pub source: Option<String>,
 }
 
 /// The native half of `SmartCRMConsumer`; see `lib/consumer.js`.
@@ -426,6 +436,10 @@ impl NativeConsumer {
                 reference_cache_size: n(m.reference_cache_size),
                 reference_cache_bytes: n(m.reference_cache_bytes),
                 critical_cache_size: n(m.critical_cache_size),
+                resumes: n(m.resumes),
+                snapshot_loads_wrapper: n(m.snapshot_loads_wrapper),
+                snapshot_loads_redis: n(m.snapshot_loads_redis),
+                snapshot_rejected: n(m.snapshot_rejected),
             })
         })
     }
@@ -441,6 +455,7 @@ impl NativeConsumer {
                 last_sync_at: h.last_sync_at.map(|t| t as f64),
                 reason: h.reason.map(str::to_owned),
                 circuit: h.circuit.to_owned(),
+                source: h.source.map(str::to_owned),
             })
         })
     }

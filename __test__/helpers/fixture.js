@@ -121,3 +121,49 @@ function runNode(env, code) {
 }
 
 module.exports = { setup, waitFor, quietLogger, captureLogger, nextEvent, runNode }
+
+/**
+ * Starts `n` fleet instances (OS processes, __test__/helpers/fleet-child.js),
+ * each a consumer with `options`; `ops` are the operation codes whose costs
+ * `state()` reports. Each instance: `{ ready (promise of its first line),
+ * state() (promise), exit() }`; all are killed when the test ends.
+ */
+function startFleet(t, n, options, ops = []) {
+  const child = path.join(__dirname, 'fleet-child.js')
+  const instances = []
+  for (let i = 0; i < n; i++) {
+    const proc = spawn(process.execPath, [child, JSON.stringify(options), JSON.stringify(ops)], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    })
+    const waiting = []
+    let buf = ''
+    proc.stdout.on('data', (d) => {
+      buf += d
+      let nl
+      while ((nl = buf.indexOf('\n')) !== -1) {
+        const line = buf.slice(0, nl)
+        buf = buf.slice(nl + 1)
+        const w = waiting.shift()
+        if (w) w(JSON.parse(line))
+      }
+    })
+    const next = () => new Promise((resolve) => waiting.push(resolve))
+    const ready = next()
+    instances.push({
+      proc,
+      ready,
+      state: async () => {
+        const p = next()
+        proc.stdin.write('state\n')
+        return p
+      },
+      exit: () => proc.stdin.write('exit\n'),
+    })
+  }
+  t.teardown(() => {
+    for (const i of instances) i.proc.kill('SIGKILL')
+  })
+  return instances
+}
+
+module.exports.startFleet = startFleet

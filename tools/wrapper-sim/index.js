@@ -35,6 +35,7 @@ class WrapperSim {
     admin = false,
     adminToken,
     maxLog,
+    etags = false,
   } = {}) {
     if (typeof tenantId !== 'string' || tenantId === '') {
       throw new TypeError('startWrapperSim: tenantId must be a non-empty string')
@@ -64,6 +65,12 @@ class WrapperSim {
     this.tenantId = tenantId
     /** When set, every request needs `Authorization: Bearer <token>`; may be changed at any time. */
     this.token = token ?? null
+    /**
+     * When true, each list endpoint's first page carries an `ETag` (a digest of
+     * the whole list) and a matching `If-None-Match` is answered 304 (SPEC §4);
+     * may be changed at any time.
+     */
+    this.etags = Boolean(etags)
     /** When set, list endpoints answer pages; may be changed at any time. */
     this.pageSize = pageSize ?? null
     /**
@@ -217,6 +224,8 @@ for (const methods of [RouteMethods, FaultMethods, PublishMethods, AdminMethods]
  * @param {boolean} [opts.admin=false] serve the `/admin/` routes (ADMIN_ROUTES)
  * @param {string} [opts.adminToken] when set, `/admin/` needs `Authorization: Bearer <adminToken>`
  * @param {number} [opts.maxLog] keep about this many recent `requests`, `deductions`, `events`
+ * @param {boolean} [opts.etags=false] list endpoints send an `ETag` and answer a matching
+ *   `If-None-Match` with 304
  * @returns {Promise<WrapperSim>} `{ url, port, data, requests, deductions, events, token,
  *   pageSize, cursors, fault(), clearFaults(), gate(), waitForRequest(), count(), resetCounts(),
  *   setCreditConfig(), deleteCreditConfig(), setRole(), deleteRole(), setUserAccess(),

@@ -3,6 +3,7 @@
 // objects, credit balances, idempotent deductions), and `_respond`, the normal
 // answer to a request after the auth and tenant checks.
 
+const { createHash } = require('node:crypto')
 const { ok, fail, NOT_FOUND, matchRoute } = require('./http.js')
 
 // ---------------------------------------------------------------------------
@@ -20,26 +21,39 @@ function decodeCursor(cursor) {
  * or pages that follow the fixed cursor sequence `sim.cursors` (see the constructor).
  */
 function listRoute(collection) {
-  return (sim, { query }) => {
+  return (sim, { query, headers }) => {
     const items = [...sim.data[collection].values()]
     const cursor = query.get('cursor')
-    if (sim.cursors) {
-      // The first page has every item; the page of a cursor has none and the
-      // cursor that follows its first occurrence in the sequence.
-      if (cursor === null) return ok({ items, nextCursor: sim.cursors[0] ?? null })
-      const at = sim.cursors.indexOf(cursor)
-      if (at === -1) return fail(400, 'bad cursor')
-      return ok({ items: [], nextCursor: sim.cursors[at + 1] ?? null })
+    if (sim.etags && cursor === null && !sim.cursors) {
+      // The list's ETag: a digest of the whole list, so any change shows,
+      // however the store was changed (SPEC §4 conditional loads).
+      const tag = `"${createHash('sha1').update(JSON.stringify(items)).digest('hex')}"`
+      if (headers['if-none-match'] === tag) return { status: 304, raw: '', headers: { ETag: tag } }
+      const first = listPage(sim, items, null)
+      return { ...first, headers: { ...first.headers, ETag: tag } }
     }
-    if (!sim.pageSize) return ok(items)
-    const start = cursor ? decodeCursor(cursor) : 0
-    if (start === null) return fail(400, 'bad cursor')
-    const end = start + sim.pageSize
-    return ok({
-      items: items.slice(start, end),
-      nextCursor: end < items.length ? encodeCursor(end) : null,
-    })
+    return listPage(sim, items, cursor)
   }
+}
+
+/** One answer of a list endpoint: the whole list, or the page at `cursor`. */
+function listPage(sim, items, cursor) {
+  if (sim.cursors) {
+    // The first page has every item; the page of a cursor has none and the
+    // cursor that follows its first occurrence in the sequence.
+    if (cursor === null) return ok({ items, nextCursor: sim.cursors[0] ?? null })
+    const at = sim.cursors.indexOf(cursor)
+    if (at === -1) return fail(400, 'bad cursor')
+    return ok({ items: [], nextCursor: sim.cursors[at + 1] ?? null })
+  }
+  if (!sim.pageSize) return ok(items)
+  const start = cursor ? decodeCursor(cursor) : 0
+  if (start === null) return fail(400, 'bad cursor')
+  const end = start + sim.pageSize
+  return ok({
+    items: items.slice(start, end),
+    nextCursor: end < items.length ? encodeCursor(end) : null,
+  })
 }
 
 /** A reference endpoint: the object stored under the id, or 404. */
@@ -142,7 +156,7 @@ class RouteMethods {
       } catch {
         return fail(400, 'bad path')
       }
-      return route.handler(this, { params, query, body: record.body })
+      return route.handler(this, { params, query, body: record.body, headers: record.headers })
     }
     return pathMatched ? fail(405, 'method not allowed') : NOT_FOUND()
   }

@@ -12,12 +12,18 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::critical::CriticalStore;
 use crate::delta::{Delta, Notice};
+use crate::fleet::{Loaded, Source};
 use crate::metrics::{now_ms, Metrics};
+use crate::protocol::Change;
 use crate::protocol::{parse_event_since, Context, Event, Rejection, Topic};
-use crate::reload::{Reason, Reloads};
+use crate::reload::{Reason, Recorded, Reloads};
+use crate::stream::{parse_live, StreamId, LIVE_SEGMENT};
 use crate::tenant::Tenant;
+
+/// How far ahead of this host's clock a live entry id may be (Redis's clock
+/// made it): beyond, the id is forged and the message rejected.
+const FUTURE_ID_MS: i64 = 5 * 60_000;
 
 /// Applies messages of one tenant's channels.
 pub struct Applier<'a> {
@@ -40,16 +46,28 @@ impl<'a> Applier<'a> {
     }
 
     /// Handles one raw message: parse, replay check, apply, record.
-    /// A `resync-required` becomes a reload request.
+    /// A `resync-required` becomes a reload request. With the stream
+    /// transport the message is a live stream entry (`stream.rs`).
     pub fn handle(&self, channel: &str, payload: &[u8], reloads: &mut Reloads) {
         let tenant = self.tenant;
         Metrics::inc(&tenant.metrics.events_received);
         let now = now_ms();
         tenant.metrics.last_event_at.store(now, Relaxed);
-        let topic = channel
-            .strip_prefix(self.channel_head.as_str())
-            .and_then(Topic::from_name);
-        let Some(topic) = topic else {
+        let segment = channel.strip_prefix(self.channel_head.as_str());
+        if tenant.stream.is_some() && segment == Some(LIVE_SEGMENT) {
+            if let Some(at) = payload.strip_prefix(b"snapshot ") {
+                // Another instance refreshed the shared snapshot (fleet.rs).
+                if let Some(id) = std::str::from_utf8(at).ok().and_then(StreamId::parse) {
+                    reloads.follow(id);
+                }
+                return;
+            }
+            return match parse_live(payload) {
+                Some((id, topic, msg)) => self.entry(id, Some(topic), msg, false, reloads),
+                None => self.reject(Rejection::Malformed, LIVE_SEGMENT),
+            };
+        }
+        let Some(topic) = segment.and_then(Topic::from_name) else {
             return self.reject(Rejection::WrongTopic, "unknown channel");
         };
         let ctx = Context {
@@ -60,7 +78,57 @@ impl<'a> Applier<'a> {
         };
         let not_before = tenant.replay.not_before_ms(tenant.config.max_clock_skew);
         match parse_event_since(payload, &ctx, not_before) {
-            Ok(p) => self.apply(p.event, p.timestamp_ms, payload.len(), reloads),
+            Ok(p) => self.apply(p.event, p.timestamp_ms, payload.len(), None, reloads),
+            Err(r) => self.reject(r, topic.name()),
+        }
+    }
+
+    /// Handles one stream entry, live or read back while catching up. An
+    /// entry at or before the position was applied already and is skipped.
+    /// Read back, its timestamp window is measured from the entry's own id
+    /// (when Redis added it) instead of now, and the load fence does not
+    /// apply: the position already orders and deduplicates entries.
+    pub fn entry(
+        &self,
+        id: StreamId,
+        topic: Option<Topic>,
+        msg: &[u8],
+        read_back: bool,
+        reloads: &mut Reloads,
+    ) {
+        let tenant = self.tenant;
+        let Some(stream) = &tenant.stream else { return };
+        if stream.id().is_some_and(|at| id <= at) {
+            return;
+        }
+        // Redis's clock made the id: one far ahead of ours is forged.
+        if !read_back && id.ms as i64 > now_ms() + FUTURE_ID_MS {
+            return self.reject(Rejection::Malformed, LIVE_SEGMENT);
+        }
+        if read_back {
+            Metrics::inc(&tenant.metrics.events_received);
+        }
+        let Some(topic) = topic else {
+            return self.reject(Rejection::WrongTopic, LIVE_SEGMENT);
+        };
+        let ctx = Context {
+            tenant_id: &tenant.config.tenant_id,
+            topic,
+            signing_secret: tenant.config.signing_secret.as_ref(),
+            now_ms: if read_back { id.ms as i64 } else { now_ms() },
+        };
+        let not_before = if read_back {
+            None
+        } else {
+            tenant.replay.not_before_ms(tenant.config.max_clock_skew)
+        };
+        match parse_event_since(msg, &ctx, not_before) {
+            Ok(p) => {
+                if p.event.change == Change::ResyncRequired {
+                    reloads.require(id);
+                }
+                self.apply(p.event, p.timestamp_ms, msg.len(), Some(id), reloads)
+            }
             Err(r) => self.reject(r, topic.name()),
         }
     }
@@ -89,12 +157,25 @@ impl<'a> Applier<'a> {
     /// Applies a validated event live. An event that is stale against the
     /// store is still recorded while a reload downloads: the snapshot being
     /// loaded may be older than it.
-    fn apply(&self, ev: Event, timestamp_ms: Option<i64>, bytes: usize, reloads: &mut Reloads) {
+    fn apply(
+        &self,
+        ev: Event,
+        timestamp_ms: Option<i64>,
+        bytes: usize,
+        id: Option<StreamId>,
+        reloads: &mut Reloads,
+    ) {
         let tenant = self.tenant;
-        if let Some(id) = &ev.event_id {
-            if tenant.replay.seen(id) {
+        if let Some(event_id) = &ev.event_id {
+            if tenant.replay.seen(event_id) {
                 return self.reject(Rejection::Replay, "replay");
             }
+        }
+        // A stream entry moves the position once it is known not to be a
+        // replay: a replayed message under a forged later id must not make
+        // the consumer skip the genuine entries before that id.
+        if let (Some(id), Some(stream)) = (id, &tenant.stream) {
+            stream.advance(id);
         }
         let listen = tenant.outbox.listen_changes();
         let limit = tenant.config.limits.pending_changes;
@@ -124,7 +205,7 @@ impl<'a> Applier<'a> {
                 false
             }
             Ok(_) | Err(Rejection::Stale) if reloads.is_recording() => {
-                if reloads.record(&ev, bytes) {
+                if reloads.record(&ev, id, bytes) {
                     Metrics::inc(&tenant.metrics.queue_overflows);
                     tenant.log(
                         "warn",
@@ -156,21 +237,66 @@ impl<'a> Applier<'a> {
         }
     }
 
-    /// Installs a reloaded store: re-applies the recorded events to it, tells
-    /// the replica the differences, swaps it in, and reports the consumer
-    /// synced. The old store is freed off this task.
-    pub fn install(&self, mut new: CriticalStore, recorded: &[Event], reason: Reason) {
+    /// Installs a reloaded store: applies the stream entries that follow its
+    /// data (a shared snapshot's) and the recorded events it does not hold
+    /// yet, tells the replica the differences, swaps it in, and reports the
+    /// consumer synced. The old store is freed off this task.
+    pub fn install(&self, loaded: Loaded, recorded: &[Recorded], reason: Reason) {
         let tenant = self.tenant;
+        let Loaded {
+            store: mut new,
+            source,
+            position,
+            catchup,
+            unchanged,
+        } = loaded;
         let mut scratch = Delta::default();
-        for ev in recorded {
+        let mut last = position.as_ref().map(|(_, id)| *id);
+        for e in &catchup {
+            let Some(topic) = e.topic else { continue };
+            let ctx = Context {
+                tenant_id: &tenant.config.tenant_id,
+                topic,
+                signing_secret: tenant.config.signing_secret.as_ref(),
+                now_ms: e.id.ms as i64,
+            };
+            match parse_event_since(&e.msg, &ctx, None) {
+                Ok(p) => {
+                    if let Some(id) = &p.event.event_id {
+                        tenant.replay.remember_event(id, p.timestamp_ms);
+                    }
+                    let _ = new.apply(&p.event, &mut scratch);
+                    Metrics::inc(&tenant.metrics.events_applied);
+                }
+                Err(r) => tenant.metrics.reject(r),
+            }
+            last = last.max(Some(e.id));
+        }
+        for (id, ev) in recorded {
+            if id.is_some_and(|id| last.is_some_and(|l| id <= l)) {
+                continue; // the new data holds it already
+            }
             // Stale here just means the snapshot was newer.
             let _ = new.apply(ev, &mut scratch);
+            last = last.max(*id);
         }
+        if let (Some(stream), Some((epoch, _))) = (&tenant.stream, position) {
+            stream.set(epoch, last.unwrap_or_default());
+        }
+        tenant.metrics.source.store(
+            match source {
+                Source::Wrapper => 1,
+                Source::Redis => 2,
+            },
+            Relaxed,
+        );
         let mut delta = Delta::default();
-        tenant.store().diff_into(&new, &mut delta);
+        tenant.store().diff_changed(&new, unchanged, &mut delta);
         let first = !tenant.metrics.ready.load(Relaxed);
         let old = {
             let mut store = tenant.store_mut();
+            // Tables the Wrapper said are unchanged stay as they are (O(1)).
+            new.adopt(&mut store, unchanged);
             let old = std::mem::replace(&mut *store, new);
             tenant.outbox.with(|d| d.merge(delta));
             old

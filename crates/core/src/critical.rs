@@ -359,12 +359,45 @@ impl CriticalStore {
     /// the store on first access). O(credits + roles + configs), whatever the
     /// number of users.
     pub fn diff_into(&self, new: &CriticalStore, delta: &mut Delta) {
-        self.credits
-            .diff(&new.credits, |k, v| delta.set_credit(k, v));
-        self.roles.diff(&new.roles, |k, v| delta.set_role(k, v));
-        self.configs
-            .diff(&new.configs, |k, v| delta.set_config(k, v));
-        delta.reset_users();
+        self.diff_changed(new, [false; 4], delta);
+    }
+
+    /// [`CriticalStore::diff_into`] for the tables not marked `unchanged`
+    /// (credits, roles, users, configs: a conditional load's 304s, whose
+    /// tables [`CriticalStore::adopt`] moves over unchanged).
+    pub fn diff_changed(&self, new: &CriticalStore, unchanged: [bool; 4], delta: &mut Delta) {
+        if !unchanged[0] {
+            self.credits
+                .diff(&new.credits, |k, v| delta.set_credit(k, v));
+        }
+        if !unchanged[1] {
+            self.roles.diff(&new.roles, |k, v| delta.set_role(k, v));
+        }
+        if !unchanged[2] {
+            delta.reset_users();
+        }
+        if !unchanged[3] {
+            self.configs
+                .diff(&new.configs, |k, v| delta.set_config(k, v));
+        }
+    }
+
+    /// Moves the tables marked `unchanged` from `old` into this store (O(1)
+    /// each): the Wrapper said they did not change since they were loaded,
+    /// and `old` holds every event applied to them since.
+    pub fn adopt(&mut self, old: &mut CriticalStore, unchanged: [bool; 4]) {
+        if unchanged[0] {
+            std::mem::swap(&mut self.credits, &mut old.credits);
+        }
+        if unchanged[1] {
+            std::mem::swap(&mut self.roles, &mut old.roles);
+        }
+        if unchanged[2] {
+            std::mem::swap(&mut self.users, &mut old.users);
+        }
+        if unchanged[3] {
+            std::mem::swap(&mut self.configs, &mut old.configs);
+        }
     }
 
     /// The cost of an active operation (Rust-side read, used by tests and tools).

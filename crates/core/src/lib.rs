@@ -17,6 +17,7 @@
 //! | [`tenant`] | one tenant's state, shared by the consumer and its tasks |
 //! | [`subscriber`] | the Redis link: connect, subscribe, heartbeat, reconnect backoff, the session loop |
 //! | [`reload`] | full reloads: reasons, jitter, coalescing, retries, recorded events |
+//! | [`fleet`] | stream-transport full loads: the shared snapshot, the lease, the refresh lease |
 //! | [`apply`] | event application and the installation of a reloaded store |
 //! | [`replay`] | the `eventId` replay window |
 //! | [`stream`] | the stream transport's Redis layout and commands (SPEC §7) |
@@ -41,6 +42,7 @@ pub mod consumer;
 pub mod critical;
 pub mod delta;
 pub mod error;
+pub mod fleet;
 pub mod ids;
 pub mod metrics;
 pub mod model;

@@ -55,6 +55,17 @@ pub struct Metrics {
     pub last_event_at: AtomicI64,
     /// Epoch ms of the last completed full load, 0 = never.
     pub last_sync_at: AtomicI64,
+    /// Reconnects caught up from the stream without a full reload.
+    pub resumes: AtomicU64,
+    /// Full loads whose data came from the Wrapper.
+    pub snapshot_loads_wrapper: AtomicU64,
+    /// Full loads whose data came from the shared snapshot in Redis.
+    pub snapshot_loads_redis: AtomicU64,
+    /// Shared snapshots that failed a check (and were ignored).
+    pub snapshot_rejected: AtomicU64,
+    /// Where the last full load's data came from: 0 none yet, 1 the Wrapper,
+    /// 2 the shared snapshot.
+    pub source: std::sync::atomic::AtomicU8,
 }
 
 /// A copy of the Rust-side figures, serialised for JS (camelCase).
@@ -93,6 +104,14 @@ pub struct MetricsSnapshot {
     pub reference_cache_bytes: u64,
     /// Live critical entries: credits, roles, users, configs.
     pub critical_cache_size: u64,
+    /// See [`Metrics`].
+    pub resumes: u64,
+    /// See [`Metrics`].
+    pub snapshot_loads_wrapper: u64,
+    /// See [`Metrics`].
+    pub snapshot_loads_redis: u64,
+    /// See [`Metrics`].
+    pub snapshot_rejected: u64,
 }
 
 /// `health()` as the core sees it.
@@ -113,6 +132,8 @@ pub struct Health {
     pub reason: Option<&'static str>,
     /// The Wrapper circuit breaker: `closed`, `open` or `half-open`.
     pub circuit: &'static str,
+    /// Where the last full load came from: `wrapper`, `snapshot`, or `None`.
+    pub source: Option<&'static str>,
 }
 
 impl Metrics {
@@ -154,6 +175,10 @@ impl Metrics {
             reference_cache_size: 0,
             reference_cache_bytes: 0,
             critical_cache_size: 0,
+            resumes: l(&self.resumes),
+            snapshot_loads_wrapper: l(&self.snapshot_loads_wrapper),
+            snapshot_loads_redis: l(&self.snapshot_loads_redis),
+            snapshot_rejected: l(&self.snapshot_rejected),
         }
     }
 
@@ -177,6 +202,11 @@ impl Metrics {
             last_sync_at: at(&self.last_sync_at),
             reason,
             circuit: circuit.name(),
+            source: match self.source.load(Relaxed) {
+                1 => Some("wrapper"),
+                2 => Some("snapshot"),
+                _ => None,
+            },
         }
     }
 }

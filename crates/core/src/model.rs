@@ -95,4 +95,9 @@ pub struct Snapshot {
     pub users: Vec<UserRow>,
     /// Active configs.
     pub configs: Vec<ConfigRow>,
+    /// Lists the Wrapper answered 304 to (credits, roles, users, configs):
+    /// their rows are absent and the store keeps its table (conditional loads,
+    /// SPEC §4). Never stored in a shared snapshot.
+    #[serde(skip)]
+    pub unchanged: [bool; 4],
 }

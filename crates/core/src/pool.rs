@@ -48,7 +48,6 @@ use crate::delta::Notice;
 use crate::error::{CoreError, Result};
 use crate::metrics::Metrics;
 use crate::outbox::{Batch, Outbox, Sink};
-use crate::protocol::Topic;
 use crate::reload::Reason;
 use crate::subscriber::{
     describe_failure, drain, open_link, session, sleep_or_cancel, watch_link, End, Feed, PushQueue,
@@ -102,10 +101,8 @@ struct Route {
 }
 
 impl Route {
-    fn channels(&self) -> impl Iterator<Item = String> + '_ {
-        Topic::ALL
-            .iter()
-            .map(|t| self.tenant.config.channel(t.name()))
+    fn channels(&self) -> Vec<String> {
+        self.tenant.config.channels()
     }
 }
 
@@ -131,6 +128,8 @@ struct Shared {
     commands: mpsc::UnboundedSender<Command>,
     /// The live link generation (0: down).
     link: watch::Sender<u64>,
+    /// The live link's connection (for the tenants' stream commands).
+    conn: Mutex<Option<MultiplexedConnection>>,
     /// Fired by `shutdown`; every tenant's token is a child of it.
     shutdown: CancellationToken,
     /// Where batches go; set by `start`.
@@ -217,6 +216,7 @@ impl Pool {
                 routes: RwLock::new(HashMap::new()),
                 commands,
                 link,
+                conn: Mutex::new(None),
                 shutdown: CancellationToken::new(),
                 sink: Mutex::new(None),
                 next_slot: AtomicU64::new(POOL_SLOT + 1),
@@ -309,7 +309,7 @@ impl Pool {
             .insert(id.to_owned(), route.clone());
         let _ = shared.commands.send(Command::Subscribe(id.to_owned()));
         let flusher = tokio::spawn(tenant.outbox.clone().run(tenant.shutdown.clone()));
-        let task = tokio::spawn(run_tenant(shared.link.subscribe(), route, rx));
+        let task = tokio::spawn(run_tenant(shared.clone(), route, rx));
         let weak = Arc::downgrade(shared);
         let id = id.to_owned();
         let on_close = Box::new(move || {
@@ -370,10 +370,11 @@ async fn subscribed_generation(
 /// A pool tenant's task: a session per link generation (or after its own
 /// queue overflowed), until the tenant is released.
 async fn run_tenant(
-    mut link: watch::Receiver<u64>,
+    shared: Arc<Shared>,
     route: Arc<Route>,
     mut messages: mpsc::Receiver<PushInfo>,
 ) {
+    let mut link = shared.link.subscribe();
     let tenant = &route.tenant;
     let cancel = tenant.shutdown.clone();
     let mut subscribed = route.subscribed.subscribe();
@@ -401,7 +402,16 @@ async fn run_tenant(
             // The pool logs the loss once, not once per tenant.
             String::new()
         };
+        let Some(commands) = shared
+            .conn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            continue;
+        };
         let feed = Feed {
+            commands,
             messages: &mut messages,
             queue: &route.queue,
             traffic: None,
@@ -494,16 +504,8 @@ async fn run_commands(
     if !unsubs.is_empty() {
         let channels: Vec<String> = unsubs
             .iter()
-            .flat_map(|id| {
-                Topic::ALL.iter().map(move |t| {
-                    format!(
-                        "{}:{}:{}",
-                        shared.config.template.channel_prefix,
-                        id,
-                        t.name()
-                    )
-                })
-            })
+            .filter_map(|id| shared.config.for_tenant(id).ok())
+            .flat_map(|c| c.channels())
             .collect();
         conn.unsubscribe(&channels).await?;
     }
@@ -540,6 +542,7 @@ async fn run_link(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Com
         let failure = match attempt {
             Ok(Ok((mut link, routes))) => {
                 generation += 1;
+                *shared.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(link.conn.clone());
                 for r in &routes {
                     r.subscribed.send_replace(generation);
                 }
@@ -593,6 +596,7 @@ async fn run_link(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Com
                 drop(lost);
                 drop(link);
                 shared.link.send_replace(0);
+                *shared.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 shared.log("warn", format!("{why} (pool)"));
                 shared
                     .outbox

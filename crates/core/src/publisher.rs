@@ -119,6 +119,9 @@ struct Inner {
     connecting: tokio::sync::Mutex<()>,
     /// Cancelled by [`Publisher::close`].
     closed: CancellationToken,
+    /// With Cluster: the node (`host:port`) a `MOVED` named as the owner of
+    /// the tenant's stream key; the next connection goes there.
+    redirect: Mutex<Option<String>>,
 }
 
 struct Link {
@@ -343,6 +346,7 @@ impl Publisher {
                 }),
                 connecting: tokio::sync::Mutex::new(()),
                 closed: CancellationToken::new(),
+                redirect: Mutex::new(None),
             }),
         })
     }
@@ -490,6 +494,16 @@ impl Inner {
                 }
             };
             let why = self.opts.redis.describe_error(&err);
+            if let Some((addr, _slot)) = err.redirect_node() {
+                // Cluster: the stream key lives on another node; move there
+                // (PUBLISH works on any node).
+                *self.redirect.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr.to_owned());
+                self.forget(gen, why);
+                if Instant::now() >= deadline {
+                    return Err(self.unavailable());
+                }
+                continue;
+            }
             match after_error(&err) {
                 AfterError::Reconnect => self.forget(gen, why),
                 AfterError::Retry => self.link().last_error = Some(why),
@@ -585,12 +599,42 @@ impl Inner {
                 .set_connection_timeout(Some(remaining))
                 // Each PUBLISH is bounded by the publish's own deadline instead.
                 .set_response_timeout(None);
+            let redirect = self
+                .redirect
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let open = async {
+                match &redirect {
+                    Some(addr) => {
+                        let r = self
+                            .opts
+                            .redis
+                            .connect_node(addr, config.clone(), ProtocolVersion::RESP2)
+                            .await;
+                        match r {
+                            Ok(c) => Ok((c, None)),
+                            Err(_) => {
+                                // The node went away (failover): ask the seeds again.
+                                *self.redirect.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                                self.opts
+                                    .redis
+                                    .connect(config, ProtocolVersion::RESP2)
+                                    .await
+                            }
+                        }
+                    }
+                    None => {
+                        self.opts
+                            .redis
+                            .connect(config, ProtocolVersion::RESP2)
+                            .await
+                    }
+                }
+            };
             let attempt = tokio::select! {
                 _ = self.closed.cancelled() => return Err(CoreError::Shutdown),
-                r = tokio::time::timeout_at(
-                    deadline,
-                    self.opts.redis.connect(config, ProtocolVersion::RESP2),
-                ) => r,
+                r = tokio::time::timeout_at(deadline, open) => r,
             };
             let mut link = self.link();
             let failure = match attempt {

@@ -601,6 +601,36 @@ impl RedisTarget {
         }
     }
 
+    /// With Cluster: opens a connection to the node at `addr` (`host:port`,
+    /// as a `MOVED` redirection names it), with the seeds' scheme,
+    /// credentials and TLS material. Other topologies connect as
+    /// [`RedisTarget::connect`] does.
+    pub async fn connect_node(
+        &self,
+        addr: &str,
+        config: AsyncConnectionConfig,
+        protocol: ProtocolVersion,
+    ) -> RedisResult<MultiplexedConnection> {
+        let Topology::Cluster { nodes } = &self.topology else {
+            return Ok(self.connect(config, protocol).await?.0);
+        };
+        let bad = || RedisError::from((redis::ErrorKind::InvalidClientConfig, "bad redirect"));
+        let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let seed = nodes.first().ok_or_else(bad)?;
+        let mut u = url::Url::parse(seed.expose()).map_err(|_| bad())?;
+        u.set_host(Some(host)).map_err(|_| bad())?;
+        u.set_port(Some(port)).map_err(|_| bad())?;
+        let (client, resolver) = self.url_client(u.as_str(), protocol).await?;
+        let config = match resolver {
+            Some(r) => config.set_dns_resolver(r),
+            None => config,
+        };
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    }
+
     /// Remembers the cluster's other nodes (`CLUSTER NODES` on `conn`, which
     /// was opened with `seed`): their URLs are `seed` with their host and
     /// port. Nodes marked failed or without an address are left out; an error

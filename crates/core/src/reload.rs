@@ -39,9 +39,11 @@ use tokio_util::task::AbortOnDropHandle;
 use crate::backoff::Backoff;
 use crate::critical::CriticalStore;
 use crate::error::{CoreError, Result};
+use crate::fleet::{FleetContext, Loaded, Source, Wants};
 use crate::metrics::now_ms;
 use crate::protocol::Event;
 use crate::replay::ReplayWindow;
+use crate::stream::StreamId;
 use crate::wrapper::WrapperClient;
 
 /// Why a full reload runs.
@@ -84,16 +86,20 @@ pub struct RecordLimits {
     pub bytes: usize,
 }
 
+/// An event recorded during a download, with its stream entry id (stream
+/// transport) so that installation can skip what the new data already holds.
+pub type Recorded = (Option<StreamId>, Event);
+
 /// A reload whose download is running.
 struct Running {
     /// The download-and-build task; aborted on drop.
-    task: AbortOnDropHandle<Result<CriticalStore>>,
+    task: AbortOnDropHandle<Result<Option<Loaded>>>,
     /// Why it runs.
     reason: Reason,
     /// Epoch ms at which it started (the data is at least that fresh).
     started_ms: i64,
     /// Events applied since it started; `None` once the bound was hit.
-    recorded: Option<Vec<Event>>,
+    recorded: Option<Vec<Recorded>>,
     /// Bytes of the recorded events' messages.
     recorded_bytes: usize,
 }
@@ -102,10 +108,11 @@ struct Running {
 pub struct Finished {
     /// Why it ran.
     pub reason: Reason,
-    /// The new store, or why it could not be loaded.
-    pub result: Result<CriticalStore>,
+    /// The new data, or why it could not be loaded; `Ok(None)` when there
+    /// is nothing to install (a refresh another instance of the fleet does).
+    pub result: Result<Option<Loaded>>,
     /// The events recorded meanwhile (empty after an overflow).
-    pub recorded: Vec<Event>,
+    pub recorded: Vec<Recorded>,
 }
 
 /// See the module docs. Owned by one session; not shared.
@@ -129,6 +136,11 @@ pub struct Reloads {
     /// In a tenant pool: a download waits for one of these permits, so a
     /// reconnect of the pool's link cannot start every tenant's load at once.
     gate: Option<Arc<Semaphore>>,
+    /// With the stream transport: how loads use Redis (`fleet.rs`).
+    fleet: Option<FleetContext>,
+    /// What the next stream-transport load must satisfy (accumulated by
+    /// requests, taken by the launch).
+    wants: Wants,
 }
 
 impl Reloads {
@@ -138,9 +150,12 @@ impl Reloads {
         jitter: Duration,
         limits: RecordLimits,
         gate: Option<Arc<Semaphore>>,
+        fleet: Option<FleetContext>,
     ) -> Reloads {
         Reloads {
             gate,
+            fleet,
+            wants: Wants::default(),
             wrapper,
             jitter,
             limits,
@@ -191,9 +206,21 @@ impl Reloads {
         self.running.as_ref().is_some_and(|r| r.recorded.is_some())
     }
 
+    /// The next load must be as of `id` or later (a `resync-required` entry).
+    pub fn require(&mut self, id: StreamId) {
+        self.wants.at_least = self.wants.at_least.max(Some(id));
+    }
+
+    /// Another instance announced a new shared snapshot as of `id`: load it.
+    pub fn follow(&mut self, id: StreamId) {
+        self.wants.follow = true;
+        self.require(id);
+        self.request(Reason::Refresh);
+    }
+
     /// Records an event applied (or found stale) while a download runs.
     /// Returns true when this overflowed the bound (to be counted).
-    pub fn record(&mut self, ev: &Event, bytes: usize) -> bool {
+    pub fn record(&mut self, ev: &Event, id: Option<StreamId>, bytes: usize) -> bool {
         let Some(run) = self.running.as_mut() else {
             return false;
         };
@@ -206,7 +233,7 @@ impl Reloads {
             return true;
         }
         run.recorded_bytes += bytes;
-        list.push(ev.clone());
+        list.push((id, ev.clone()));
         false
     }
 
@@ -250,16 +277,31 @@ impl Reloads {
         }
         let wrapper = self.wrapper.clone();
         let gate = self.gate.clone();
+        let fleet = self.fleet.clone();
+        let mut wants = std::mem::take(&mut self.wants);
+        wants.refresh = reason == Reason::Refresh;
         let task = tokio::spawn(async move {
             let _permit = match gate {
                 Some(g) => Some(g.acquire_owned().await.map_err(|_| CoreError::Shutdown)?),
                 None => None,
             };
-            let snap = wrapper.snapshot().await?;
+            if let Some(ctx) = &fleet {
+                return crate::fleet::load(ctx, &wrapper, wants).await;
+            }
+            // Conditional (SPEC §4 ETags) except for the first load.
+            let snap = wrapper.snapshot_if(reason != Reason::Initial).await?;
+            let unchanged = snap.unchanged;
             // Building a million-row table is CPU work: off the async workers.
-            tokio::task::spawn_blocking(move || CriticalStore::from_snapshot(snap))
+            let store = tokio::task::spawn_blocking(move || CriticalStore::from_snapshot(snap))
                 .await
-                .map_err(|_| CoreError::InvalidResponse("building the snapshot failed".into()))?
+                .map_err(|_| CoreError::InvalidResponse("building the snapshot failed".into()))??;
+            Ok(Some(Loaded {
+                store,
+                source: Source::Wrapper,
+                position: None,
+                catchup: Vec::new(),
+                unchanged,
+            }))
         });
         self.running = Some(Running {
             task: AbortOnDropHandle::new(task),
@@ -309,6 +351,7 @@ mod tests {
                 events: 1000,
                 bytes: 1 << 20,
             },
+            None,
             None,
         )
     }
@@ -371,10 +414,10 @@ mod tests {
             version: None,
             change: crate::protocol::Change::ResyncRequired,
         };
-        assert!(!r.record(&ev, 10));
-        assert!(!r.record(&ev, 10));
-        assert!(r.record(&ev, 10), "third overflows");
-        assert!(!r.record(&ev, 10), "counted once");
+        assert!(!r.record(&ev, None, 10));
+        assert!(!r.record(&ev, None, 10));
+        assert!(r.record(&ev, None, 10), "third overflows");
+        assert!(!r.record(&ev, None, 10), "counted once");
         assert_eq!(r.pending, Some(Reason::Refresh));
         assert!(r.running.as_ref().unwrap().recorded.is_none());
     }

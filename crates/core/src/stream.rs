@@ -179,27 +179,95 @@ fn entries(v: Value) -> redis::RedisResult<Vec<Entry>> {
     Ok(out)
 }
 
-/// The id of the stream's last entry, `ZERO` when it is empty or absent.
+/// The position a load is "as of": the id of the stream's last entry; when
+/// the stream is empty (or absent), `0-N` where N is the number of entries
+/// ever added to it (`entries-added`), which is before every entry and lets
+/// [`holds`] tell whether any entry added later was trimmed.
 pub async fn tail(conn: &mut MultiplexedConnection, keys: &Keys) -> redis::RedisResult<StreamId> {
-    let v: Value = redis::cmd("XREVRANGE")
-        .arg(&keys.stream)
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(1)
-        .query_async(conn)
-        .await?;
-    Ok(entries(v)?.first().map_or(StreamId::ZERO, |e| e.id))
+    let Some(info) = info(conn, keys).await? else {
+        return Ok(StreamId::ZERO);
+    };
+    if info.length == 0 {
+        return Ok(StreamId {
+            ms: 0,
+            seq: info.added,
+        });
+    }
+    Ok(info.last)
 }
 
-/// Whether the stream still holds entry `id` (`ZERO` is always "held").
+/// What `XINFO STREAM` says of a stream (Redis 7).
+struct Info {
+    /// Entries in it now.
+    length: u64,
+    /// Entries ever added (`entries-added`).
+    added: u64,
+    /// `last-generated-id`.
+    last: StreamId,
+}
+
+/// `XINFO STREAM`, or `None` when the stream does not exist.
+async fn info(conn: &mut MultiplexedConnection, keys: &Keys) -> redis::RedisResult<Option<Info>> {
+    let reply: redis::RedisResult<Value> = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(&keys.stream)
+        .query_async(conn)
+        .await;
+    let reply = match reply {
+        Ok(v) => v,
+        Err(e) if e.code() == Some("ERR") => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let fields: Vec<(String, Value)> = match reply {
+        Value::Map(m) => m
+            .into_iter()
+            .filter_map(|(k, v)| text(&k).map(|k| (k, v)))
+            .collect(),
+        Value::Array(a) => a
+            .chunks(2)
+            .filter_map(|p| match p {
+                [k, v] => text(k).map(|k| (k, v.clone())),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    let int = |name: &str| match get(name) {
+        Some(Value::Int(n)) => Some(*n as u64),
+        _ => None,
+    };
+    let (Some(length), Some(added), Some(last)) = (
+        int("length"),
+        int("entries-added"),
+        get("last-generated-id")
+            .and_then(text)
+            .and_then(|t| StreamId::parse(&t)),
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(Info {
+        length,
+        added,
+        last,
+    }))
+}
+
+/// Whether every entry after position `id` (see [`tail`]) is still in the
+/// stream, so that reading from `id` on misses nothing. Entries are trimmed
+/// oldest first (`MAXLEN`) and never deleted otherwise, so for a real id it
+/// suffices that the entry itself is still there; for `0-N`, that no more
+/// than the N entries added before it were trimmed.
 pub async fn holds(
     conn: &mut MultiplexedConnection,
     keys: &Keys,
     id: StreamId,
 ) -> redis::RedisResult<bool> {
-    if id == StreamId::ZERO {
-        return Ok(true);
+    if id.ms == 0 {
+        return Ok(match info(conn, keys).await? {
+            None => true,
+            Some(i) => i.added.saturating_sub(i.length) <= id.seq,
+        });
     }
     let v: Value = redis::cmd("XRANGE")
         .arg(&keys.stream)

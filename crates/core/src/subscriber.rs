@@ -39,9 +39,10 @@ use crate::backoff::Backoff;
 use crate::config::{Config, Limits};
 use crate::delta::Notice;
 use crate::error::CoreError;
+use crate::fleet::FleetContext;
 use crate::metrics::Metrics;
-use crate::protocol::Topic;
 use crate::reload::{Reason, RecordLimits, Reloads};
+use crate::stream;
 use crate::tenant::Tenant;
 
 /// How long a connection attempt may take.
@@ -145,6 +146,9 @@ pub(crate) struct Feed<'a> {
     /// Resolves, with a log line (empty: the owner of the link logs it),
     /// when the link must be treated as lost.
     pub lost: BoxFuture<'a, String>,
+    /// The link's connection, for commands (the stream transport reads its
+    /// stream and shared snapshot with it).
+    pub commands: MultiplexedConnection,
 }
 
 /// Why a session ended.
@@ -159,10 +163,7 @@ pub(crate) enum End {
 pub(crate) async fn run(tenant: Arc<Tenant>) {
     let cancel = tenant.shutdown.clone();
     let target = &tenant.config.redis;
-    let channels: Vec<String> = Topic::ALL
-        .iter()
-        .map(|t| tenant.config.channel(t.name()))
-        .collect();
+    let channels = tenant.config.channels();
     let mut backoff = Backoff::reconnect();
     let mut ever_connected = false;
     loop {
@@ -197,6 +198,7 @@ pub(crate) async fn run(tenant: Arc<Tenant>) {
                 );
                 let traffic = Traffic::new();
                 let feed = Feed {
+                    commands: link.conn.clone(),
                     lost: watch_link(
                         link.conn.clone(),
                         link.master.clone(),
@@ -373,6 +375,62 @@ pub(crate) fn drain(
     false
 }
 
+/// After a reconnect with the stream transport: catches up from the stream
+/// (SPEC §7) when Redis kept its data (same epoch) and the stream still holds
+/// the last entry applied; then reports the consumer connected. False when
+/// it cannot prove there is no gap (the caller reloads).
+async fn resume(
+    tenant: &Tenant,
+    applier: &Applier<'_>,
+    ctx: &FleetContext,
+    reloads: &mut Reloads,
+) -> bool {
+    let Some((epoch, at)) = tenant.stream.as_ref().and_then(|s| s.get()) else {
+        return false;
+    };
+    let mut conn = ctx.conn.clone();
+    let same_epoch =
+        matches!(stream::current_epoch(&mut conn, &ctx.keys).await, Ok(Some(e)) if e == epoch);
+    if !same_epoch || !matches!(stream::holds(&mut conn, &ctx.keys, at).await, Ok(true)) {
+        tenant.log(
+            "info",
+            if same_epoch {
+                "the stream no longer holds the last entry applied (trimmed): reloading"
+            } else {
+                "Redis lost the stream (its epoch changed): reloading"
+            },
+        );
+        return false;
+    }
+    let mut from = at;
+    loop {
+        let batch = match stream::read_after(
+            &mut conn,
+            &ctx.keys,
+            from,
+            crate::fleet::CATCH_UP_BATCH,
+        )
+        .await
+        {
+            Ok(b) => b,
+            Err(_) => return false,
+        };
+        for e in &batch {
+            applier.entry(e.id, e.topic, &e.msg, true, reloads);
+            from = e.id;
+        }
+        tenant.outbox.flush();
+        if batch.len() < crate::fleet::CATCH_UP_BATCH {
+            break;
+        }
+    }
+    if !tenant.metrics.connected.swap(true, Relaxed) {
+        tenant.outbox.notice(Notice::Connection { connected: true });
+    }
+    tenant.log("info", format!("caught up from the stream after {at}"));
+    true
+}
+
 /// When the next periodic refresh is due: the interval ±10 % (SPEC §7).
 fn next_refresh(every: Option<Duration>) -> Option<Instant> {
     every.map(|d| Instant::now() + d.mul_f64(rand::rng().random_range(0.9..=1.1)))
@@ -386,10 +444,25 @@ pub(crate) async fn session(tenant: &Tenant, feed: Feed<'_>, reason: Reason) -> 
         queue,
         traffic,
         mut lost,
+        commands,
     } = feed;
     let cancel = tenant.shutdown.clone();
     let config = &tenant.config;
     let applier = Applier::new(tenant);
+    let fleet = tenant.stream.as_ref().map(|st| FleetContext {
+        conn: commands.clone(),
+        keys: st.keys.clone(),
+        tenant_id: config.tenant_id.clone(),
+        owner: st.owner.clone(),
+        shared: config.shared_snapshot,
+        signing: config.signing_secret.clone(),
+        max_bytes: config
+            .max_response_bytes
+            .saturating_mul(crate::wrapper::LOAD_BYTES_FACTOR),
+        wait: config.init_timeout,
+        refresh_every: config.refresh_interval,
+        metrics: tenant.metrics.clone(),
+    });
     let mut reloads = Reloads::new(
         tenant.wrapper.clone(),
         config.resync_jitter,
@@ -398,11 +471,23 @@ pub(crate) async fn session(tenant: &Tenant, feed: Feed<'_>, reason: Reason) -> 
             bytes: config.limits.recorded_bytes,
         },
         tenant.load_gate.clone(),
+        fleet.clone(),
     );
-    reloads.request(reason);
     let mut refresh_at: Option<Instant> = None;
     let mut connected_since: Option<Instant> = None;
     let connected_for = |since: Option<Instant>| since.map_or(Duration::ZERO, |t| t.elapsed());
+    // The stream transport catches up instead of reloading when it can.
+    let resumed = match (&fleet, reason) {
+        (Some(ctx), Reason::Reconnect) => resume(tenant, &applier, ctx, &mut reloads).await,
+        _ => false,
+    };
+    if resumed {
+        Metrics::inc(&tenant.metrics.resumes);
+        refresh_at = next_refresh(config.refresh_interval);
+        connected_since = Some(Instant::now());
+    } else {
+        reloads.request(reason);
+    }
 
     let end = loop {
         tokio::select! {
@@ -439,8 +524,10 @@ pub(crate) async fn session(tenant: &Tenant, feed: Feed<'_>, reason: Reason) -> 
             }
             done = reloads.next(&tenant.replay) => {
                 match done.result {
-                    Ok(store) => {
-                        applier.install(store, &done.recorded, done.reason);
+                    Ok(loaded) => {
+                        if let Some(loaded) = loaded {
+                            applier.install(loaded, &done.recorded, done.reason);
+                        }
                         reloads.done(done.reason, true);
                         refresh_at = next_refresh(config.refresh_interval);
                         connected_since.get_or_insert_with(Instant::now);

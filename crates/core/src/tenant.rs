@@ -8,12 +8,12 @@
 //! write and the delta that mirrors it; see ARCHITECTURE.md).
 
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, Transport};
 use crate::critical::CriticalStore;
 use crate::delta::Notice;
 use crate::error::CoreError;
@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::reference::ReferenceCache;
 use crate::replay::ReplayWindow;
+use crate::stream::{Keys, StreamId};
 use crate::wrapper::WrapperClient;
 use std::sync::Arc;
 
@@ -72,6 +73,60 @@ pub(crate) struct Tenant {
     /// (`WRAPPER_AUTH`) instead of at `initTimeoutMs`: a pool's answer to
     /// "load this tenant" must not make a request wait for a refusal.
     pub refusal_is_final: bool,
+    /// With the stream transport: the tenant's keys and where this consumer
+    /// stands in its stream.
+    pub stream: Option<StreamState>,
+}
+
+/// Where a stream-transport consumer stands in its tenant's stream.
+pub(crate) struct StreamState {
+    /// The tenant's keys and stream channel.
+    pub keys: Keys,
+    /// This consumer's id, as the owner of leases.
+    pub owner: String,
+    /// The epoch and the id of the last entry applied (or loaded as of);
+    /// `None` before the first load.
+    pub position: Mutex<Option<(String, StreamId)>>,
+}
+
+impl StreamState {
+    /// The current position.
+    pub fn get(&self) -> Option<(String, StreamId)> {
+        self.position
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The id of the last entry applied, `None` before the first load.
+    pub fn id(&self) -> Option<StreamId> {
+        self.get().map(|(_, id)| id)
+    }
+
+    /// Moves to `id` if it is after the current position (a load's position
+    /// replaces the epoch too).
+    pub fn advance(&self, id: StreamId) {
+        if let Some((_, at)) = self
+            .position
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            if id > *at {
+                *at = id;
+            }
+        }
+    }
+
+    /// Sets the position after a full load.
+    pub fn set(&self, epoch: String, id: StreamId) {
+        let mut p = self.position.lock().unwrap_or_else(|p| p.into_inner());
+        let id = match &*p {
+            Some((e, at)) if *e == epoch && *at > id => *at,
+            _ => id,
+        };
+        *p = Some((epoch, id));
+    }
 }
 
 impl Tenant {
@@ -92,6 +147,11 @@ impl Tenant {
         let metrics = Arc::new(Metrics::default());
         metrics.redis_down.store(true, Relaxed);
         let wrapper = WrapperClient::with_http(&config, metrics.clone(), http)?;
+        let stream = (config.transport == Transport::Stream).then(|| StreamState {
+            keys: Keys::new(&config.channel_prefix, &config.tenant_id),
+            owner: uuid::Uuid::new_v4().simple().to_string(),
+            position: Mutex::new(None),
+        });
         let reference = ReferenceCache::new(&config, wrapper.clone(), metrics.clone());
         let (init, _) = watch::channel(InitState::Pending {
             redis: None,
@@ -110,6 +170,7 @@ impl Tenant {
             last_reject_log: AtomicI64::new(0),
             load_gate,
             refusal_is_final: false,
+            stream,
         })
     }
 

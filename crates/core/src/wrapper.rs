@@ -30,7 +30,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -109,6 +109,9 @@ pub struct WrapperClient {
     max_response_bytes: u64,
     /// Bounds of one load.
     limits: Limits,
+    /// Each list's `ETag` as of the last complete load (credits, roles,
+    /// users, configs), for conditional loads.
+    etags: Arc<Mutex<[Option<String>; 4]>>,
 }
 
 #[derive(Deserialize)]
@@ -149,6 +152,8 @@ struct DeductBody<'a> {
 enum Outcome {
     /// 2xx with its body.
     Ok(Bytes),
+    /// 304 to a conditional request: unchanged, nothing downloaded.
+    NotModified,
     /// A status that is an answer (404, 401/403, 402, other 4xx) with its body.
     Answer(StatusCode, Bytes),
 }
@@ -189,7 +194,23 @@ impl LoadBudget {
 
 /// A page download running in its own task, aborted when dropped: a load that
 /// fails (or is dropped) stops its downloads instead of leaving them to retry.
-struct PageTask(tokio::task::JoinHandle<Result<Bytes>>);
+struct PageTask(tokio::task::JoinHandle<Result<Option<Page>>>);
+
+/// One downloaded page.
+struct Page {
+    /// Its body.
+    body: Bytes,
+    /// Its `ETag`, if any.
+    etag: Option<String>,
+}
+
+/// One list endpoint as loaded.
+struct Listed<T> {
+    /// The rows; `None` when the Wrapper answered 304 (unchanged).
+    rows: Option<Vec<T>>,
+    /// The first page's `ETag`.
+    etag: Option<String>,
+}
 
 impl Drop for PageTask {
     fn drop(&mut self) {
@@ -253,6 +274,7 @@ impl WrapperClient {
             reference_breaker: breaker(),
             failing: Arc::new([AtomicBool::new(false), AtomicBool::new(false)]),
             max_response_bytes: config.max_response_bytes,
+            etags: Arc::new(Mutex::new(Default::default())),
             limits: Limits {
                 max_rows: MAX_ROWS,
                 max_pages: MAX_PAGES,
@@ -311,6 +333,21 @@ impl WrapperClient {
         body: Option<&[u8]>,
         idempotency_key: Option<&str>,
     ) -> Exchange {
+        self.exchange_if(method, path, body, idempotency_key, None)
+            .await
+            .0
+    }
+
+    /// [`WrapperClient::exchange`] with `If-None-Match: if_none_match` when
+    /// given; also returns the answer's `ETag` (2xx only).
+    async fn exchange_if(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&[u8]>,
+        idempotency_key: Option<&str>,
+        if_none_match: Option<&str>,
+    ) -> (Exchange, Option<String>) {
         let label = label_of(&method, path);
         let url = format!("{}{}", self.base, path);
         let mut backoff = Backoff::new(self.retry_base, self.retry_base * 8);
@@ -330,34 +367,49 @@ impl WrapperClient {
             if let Some(k) = idempotency_key {
                 req = req.header("idempotency-key", k);
             }
+            if let Some(tag) = if_none_match {
+                req = req.header(reqwest::header::IF_NONE_MATCH, tag);
+            }
             let failure = match req.send().await {
                 Ok(mut resp) => {
                     let status = resp.status();
+                    if status == StatusCode::NOT_MODIFIED && if_none_match.is_some() {
+                        return (Exchange::Answered(Outcome::NotModified), None);
+                    }
+                    let etag = resp
+                        .headers()
+                        .get(reqwest::header::ETAG)
+                        .and_then(|v| v.to_str().ok())
+                        .filter(|v| v.len() <= 256)
+                        .map(str::to_owned);
                     if status.is_redirection() {
                         Metrics::inc(&self.metrics.wrapper_errors);
-                        return Exchange::Refused(CoreError::InvalidResponse(format!(
+                        return (Exchange::Refused(CoreError::InvalidResponse(format!(
                             "{label}: HTTP {} redirect, not followed (the consumer never follows redirects)",
                             status.as_u16()
-                        )));
+                        ))), None);
                     }
                     let answer = status.is_success()
                         || (status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS);
                     if answer {
                         match read_body(&mut resp, self.max_response_bytes).await {
                             Ok(bytes) if status.is_success() => {
-                                return Exchange::Answered(Outcome::Ok(bytes));
+                                return (Exchange::Answered(Outcome::Ok(bytes)), etag);
                             }
                             Ok(bytes) => {
                                 // An answer, not an outage: the Wrapper is up.
                                 Metrics::inc(&self.metrics.wrapper_errors);
-                                return Exchange::Answered(Outcome::Answer(status, bytes));
+                                return (Exchange::Answered(Outcome::Answer(status, bytes)), None);
                             }
                             Err(BodyError::TooLarge) => {
                                 Metrics::inc(&self.metrics.wrapper_errors);
-                                return Exchange::Refused(CoreError::InvalidResponse(format!(
-                                    "{label}: response body over maxResponseBytes ({} bytes)",
-                                    self.max_response_bytes
-                                )));
+                                return (
+                                    Exchange::Refused(CoreError::InvalidResponse(format!(
+                                        "{label}: response body over maxResponseBytes ({} bytes)",
+                                        self.max_response_bytes
+                                    ))),
+                                    None,
+                                );
                             }
                             Err(BodyError::Cut(e)) => {
                                 format!("{label}: body cut off ({})", kind_of(&e))
@@ -372,7 +424,7 @@ impl WrapperClient {
             };
             Metrics::inc(&self.metrics.wrapper_errors);
             if attempt >= ATTEMPTS {
-                return Exchange::Down(failure);
+                return (Exchange::Down(failure), None);
             }
             tokio::time::sleep(backoff.next_delay()).await;
         }
@@ -382,14 +434,21 @@ impl WrapperClient {
     async fn get(&self, path: &str) -> Result<Bytes> {
         match self.send(Method::GET, path, None, None).await? {
             Outcome::Ok(b) => Ok(b),
+            Outcome::NotModified => Err(CoreError::InvalidResponse(format!("GET {path}: 304"))),
             Outcome::Answer(status, _) => Err(answer_error(status, path)),
         }
     }
 
     /// GET of one snapshot page: no breaker (the load holds the permit).
-    async fn get_page(&self, path: &str) -> Result<Bytes> {
-        match self.exchange(Method::GET, path, None, None).await {
-            Exchange::Answered(Outcome::Ok(b)) => Ok(b),
+    /// With `if_none_match` (a list's first page), `Ok(None)` is a 304; the
+    /// page's `ETag` comes back with its body.
+    async fn get_page(&self, path: &str, if_none_match: Option<&str>) -> Result<Option<Page>> {
+        let (exchange, etag) = self
+            .exchange_if(Method::GET, path, None, None, if_none_match)
+            .await;
+        match exchange {
+            Exchange::Answered(Outcome::Ok(body)) => Ok(Some(Page { body, etag })),
+            Exchange::Answered(Outcome::NotModified) => Ok(None),
             Exchange::Answered(Outcome::Answer(status, _)) => Err(answer_error(status, path)),
             Exchange::Refused(e) => Err(e),
             Exchange::Down(msg) => Err(CoreError::WrapperUnavailable(msg)),
@@ -400,17 +459,33 @@ impl WrapperClient {
     /// load's bounds (see the module docs). The next page is requested as soon
     /// as the current one's cursor is known, so its download overlaps the
     /// parsing of the current page's rows.
-    async fn list<T: DeserializeOwned>(&self, path: &str, budget: &LoadBudget) -> Result<Vec<T>> {
+    async fn list<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        budget: &LoadBudget,
+        if_none_match: Option<String>,
+    ) -> Result<Listed<T>> {
         let bad = |what: String| CoreError::InvalidResponse(format!("GET {path}: {what}"));
         let mut out: Vec<T> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
-        let mut next_page = Some(self.fetch_page(path, None));
+        let mut next_page = Some(self.fetch_page(path, None, if_none_match));
         let mut pages = 0usize;
+        let mut etag = None;
         while let Some(mut pending) = next_page.take() {
             pages += 1;
-            let body = (&mut pending.0).await.map_err(|_| {
+            let page = (&mut pending.0).await.map_err(|_| {
                 CoreError::WrapperUnavailable(format!("GET {path}: page task failed"))
             })??;
+            let Some(page) = page else {
+                return Ok(Listed {
+                    rows: None,
+                    etag: None,
+                });
+            };
+            if pages == 1 {
+                etag = page.etag;
+            }
+            let body = page.body;
             if !budget.take(body.len()) {
                 return Err(bad(format!(
                     "the load passed {} bytes ({LOAD_BYTES_FACTOR} × maxResponseBytes) over all its pages",
@@ -424,7 +499,10 @@ impl WrapperClient {
                         .map_err(|e| bad(format!("not JSON ({e})")))?;
                     self.check_rows(rows_before, rows.len()).map_err(bad)?;
                     push_rows(&mut out, &rows).map_err(bad)?;
-                    return Ok(out);
+                    return Ok(Listed {
+                        rows: Some(out),
+                        etag,
+                    });
                 }
                 Some(b'{') => {
                     let page: Paged<'_> = serde_json::from_slice(&body)
@@ -446,7 +524,7 @@ impl WrapperClient {
                                 "page {pages} repeats a nextCursor seen earlier in this load (a paging cycle)"
                             )));
                         }
-                        next_page = Some(self.fetch_page(path, Some(&c)));
+                        next_page = Some(self.fetch_page(path, Some(&c), None));
                         seen.insert(c);
                     }
                     push_rows(&mut out, &page.items).map_err(bad)?;
@@ -454,7 +532,10 @@ impl WrapperClient {
                 _ => return Err(bad("not a JSON array or page".into())),
             }
         }
-        Ok(out)
+        Ok(Listed {
+            rows: Some(out),
+            etag,
+        })
     }
 
     /// Refuses a page that would take the list past `max_rows`.
@@ -466,13 +547,20 @@ impl WrapperClient {
     }
 
     /// Starts downloading one page in its own task.
-    fn fetch_page(&self, path: &str, cursor: Option<&str>) -> PageTask {
+    fn fetch_page(
+        &self,
+        path: &str,
+        cursor: Option<&str>,
+        if_none_match: Option<String>,
+    ) -> PageTask {
         let me = self.clone();
         let page_path = match cursor {
             Some(c) => format!("{path}?cursor={}", encode_segment(c)),
             None => path.to_owned(),
         };
-        PageTask(tokio::spawn(async move { me.get_page(&page_path).await }))
+        PageTask(tokio::spawn(async move {
+            me.get_page(&page_path, if_none_match.as_deref()).await
+        }))
     }
 
     /// The circuit as `health()` reports it: the worse of the two breakers
@@ -496,13 +584,20 @@ impl WrapperClient {
     /// every page request goes out, even as the half-open probe), and reported
     /// once, at the end. Loads may run concurrently, each with its own budget.
     pub async fn snapshot(&self) -> Result<Snapshot> {
+        self.snapshot_if(false).await
+    }
+
+    /// [`WrapperClient::snapshot`]; with `conditional`, a list whose `ETag`
+    /// from the last complete load is known is asked with `If-None-Match`,
+    /// and a 304 leaves it out, marked in [`Snapshot::unchanged`] (SPEC §4).
+    pub async fn snapshot_if(&self, conditional: bool) -> Result<Snapshot> {
         let Some(permit) = self.snapshot_breaker.try_acquire() else {
             self.set_failing(Lane::Snapshot, true);
             return Err(CoreError::WrapperUnavailable(
                 "snapshot load: circuit open".into(),
             ));
         };
-        let result = self.load().await;
+        let result = self.load(conditional).await;
         if let Err(CoreError::WrapperUnavailable(_)) = &result {
             permit.failure();
             self.set_failing(Lane::Snapshot, true);
@@ -514,24 +609,47 @@ impl WrapperClient {
     }
 
     /// The four lists of one snapshot, within one budget.
-    async fn load(&self) -> Result<Snapshot> {
+    async fn load(&self, conditional: bool) -> Result<Snapshot> {
         let budget = LoadBudget {
             used: AtomicU64::new(0),
             max: self.limits.max_load_bytes,
         };
+        let tags = if conditional {
+            self.etags.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        } else {
+            Default::default()
+        };
+        let [t0, t1, t2, t3] = tags.clone();
         let (credits, roles, users, configs) = tokio::try_join!(
-            self.list::<CreditRow>("/api/credits/configs", &budget),
-            self.list::<RoleRow>("/api/roles", &budget),
-            self.list::<UserRow>("/api/users/access", &budget),
-            self.list::<ConfigRow>("/api/configs/active", &budget),
+            self.list::<CreditRow>("/api/credits/configs", &budget, t0),
+            self.list::<RoleRow>("/api/roles", &budget, t1),
+            self.list::<UserRow>("/api/users/access", &budget, t2),
+            self.list::<ConfigRow>("/api/configs/active", &budget, t3),
         )?;
+        let unchanged = [
+            credits.rows.is_none(),
+            roles.rows.is_none(),
+            users.rows.is_none(),
+            configs.rows.is_none(),
+        ];
+        // Every list loaded: these tags describe what the store will hold.
+        let next = [credits.etag, roles.etag, users.etag, configs.etag];
+        {
+            let mut held = self.etags.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, tag) in next.into_iter().enumerate() {
+                if !unchanged[i] {
+                    held[i] = tag;
+                }
+            }
+        }
         // Row rules (ids, cost range) are checked where the rows become
         // tables: `CriticalStore::from_snapshot`.
         Ok(Snapshot {
-            credits,
-            roles,
-            users,
-            configs,
+            credits: credits.rows.unwrap_or_default(),
+            roles: roles.rows.unwrap_or_default(),
+            users: users.rows.unwrap_or_default(),
+            configs: configs.rows.unwrap_or_default(),
+            unchanged,
         })
     }
 
@@ -597,6 +715,7 @@ impl WrapperClient {
                         .and_then(|r| r.available),
                 })
             }
+            Outcome::NotModified => Err(CoreError::InvalidResponse(format!("POST {path}: 304"))),
             Outcome::Answer(status, _) => Err(answer_error(status, &path)),
         }
     }
@@ -781,7 +900,11 @@ mod tests {
         })
         .await;
         let w = client(&url, json!({}));
-        let msg = invalid(w.list("/l", &budget(u64::MAX)).await);
+        let msg = invalid(
+            w.list("/l", &budget(u64::MAX), None)
+                .await
+                .map(|l| l.rows.unwrap_or_default()),
+        );
         assert!(msg.contains("paging cycle"), "{msg}");
         assert_eq!(log.lock().unwrap().len(), 3, "first page, a, b");
     }
@@ -804,18 +927,30 @@ mod tests {
         let (url, log) = endless().await;
         let mut w = client(&url, json!({}));
         w.limits.max_rows = 5;
-        let msg = invalid(w.list("/l", &budget(u64::MAX)).await);
+        let msg = invalid(
+            w.list("/l", &budget(u64::MAX), None)
+                .await
+                .map(|l| l.rows.unwrap_or_default()),
+        );
         assert!(msg.contains("more than 5 rows"), "{msg}");
 
         let mut w = client(&url, json!({}));
         w.limits.max_pages = 4;
         log.lock().unwrap().clear();
-        let msg = invalid(w.list("/l", &budget(u64::MAX)).await);
+        let msg = invalid(
+            w.list("/l", &budget(u64::MAX), None)
+                .await
+                .map(|l| l.rows.unwrap_or_default()),
+        );
         assert!(msg.contains("more than 4 pages"), "{msg}");
         assert_eq!(log.lock().unwrap().len(), 4);
 
         let w = client(&url, json!({}));
-        let msg = invalid(w.list("/l", &budget(200)).await);
+        let msg = invalid(
+            w.list("/l", &budget(200), None)
+                .await
+                .map(|l| l.rows.unwrap_or_default()),
+        );
         assert!(msg.contains("passed 200 bytes"), "{msg}");
     }
 
