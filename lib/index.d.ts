@@ -75,6 +75,12 @@ export interface SmartCRMConsumerOptions extends RedisOptions {
   transport?: 'pubsub' | 'stream'
   /** Default true with `transport: 'stream'` (only allowed there): one Wrapper load serves the fleet. */
   sharedSnapshot?: boolean
+  /**
+   * 0 (default) = off; e.g. 0.8: a hit on a reference entry older than that share of
+   * its TTL is answered from the cache and refreshed once in the background, so a hot
+   * entry never expires into a miss (SPEC §10). 0 ≤ ratio < 1.
+   */
+  refreshAheadRatio?: number
   /** Required; `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`. */
   tenantId: string
   /** Default `process.env.WRAPPER_URL`; one of the two must be set. */

@@ -135,6 +135,9 @@ impl Consumer {
         if let Some(sender) = tenant.reference.shared_task(tenant.shutdown.clone()) {
             self.handle.tasks.extend([tokio::spawn(sender)]);
         }
+        if let Some(refresher) = tenant.reference.refresh_task(tenant.shutdown.clone()) {
+            self.handle.tasks.extend([tokio::spawn(refresher)]);
+        }
         Ok(())
     }
 

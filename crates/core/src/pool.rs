@@ -328,6 +328,9 @@ impl Pool {
         if let Some(sender) = tenant.reference.shared_task(tenant.shutdown.clone()) {
             tasks.push(tokio::spawn(sender));
         }
+        if let Some(refresher) = tenant.reference.refresh_task(tenant.shutdown.clone()) {
+            tasks.push(tokio::spawn(refresher));
+        }
         tasks.push(tokio::spawn(run_tenant(shared.clone(), route, rx)));
         let weak = Arc::downgrade(shared);
         let id = id.to_owned();

@@ -73,6 +73,11 @@ struct Entry {
     hold: Duration,
     /// Its weight in bytes (key, body and a fixed overhead), as counted.
     weight: u64,
+    /// With `refreshAheadRatio`: a hit from this instant on is answered and
+    /// also refreshed in the background (`None`: never).
+    refresh_after: Option<Instant>,
+    /// Set by the hit that asked for this entry's refresh: once per entry.
+    refreshing: AtomicBool,
     /// True while this entry is included in [`Counters`]: set by the insert
     /// once it is known to be held, taken (swapped to false) by whichever of
     /// the eviction listener or the insert's own re-check removes it from the
@@ -167,6 +172,11 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// With `sharedReference`: the tier in Redis.
     shared: Option<SharedTier>,
+    /// With `refreshAheadRatio`: keys of hot entries to refresh, from the
+    /// (synchronous) hit to the refresher task.
+    refresh_tx: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// Its receiving end, taken by [`ReferenceCache::refresh_task`].
+    refresh_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
 }
 
 /// See the module docs. Cheap to clone; every method is safe to call from any
@@ -186,8 +196,16 @@ impl ReferenceCache {
         metrics: Arc<Metrics>,
         shared: Option<SharedTier>,
     ) -> Self {
+        let (refresh_tx, refresh_rx) = if config.refresh_ahead_ratio > 0.0 {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         ReferenceCache {
             inner: Arc::new(Inner {
+                refresh_tx,
+                refresh_rx: Mutex::new(refresh_rx),
                 cache: OnceLock::new(),
                 counters: Arc::new(Counters::default()),
                 write: Mutex::new(()),
@@ -214,6 +232,41 @@ impl ReferenceCache {
         self.inner.shared.clone().map(|t| t.run(cancel))
     }
 
+    /// The task that refreshes hot entries ahead of their expiry (`None`
+    /// without `refreshAheadRatio`, or when taken already); it ends when
+    /// `cancel` fires. A refresh is an ordinary single-flight fetch of the
+    /// key: an invalidation while it runs wins as for any fetch.
+    pub fn refresh_task(
+        &self,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let mut rx = self
+            .inner
+            .refresh_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        let me = self.clone();
+        Some(async move {
+            loop {
+                let key = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    k = rx.recv() => match k { Some(k) => k, None => return },
+                };
+                let Some((kind, id)) = parse_key(&key) else { continue };
+                let me = me.clone();
+                let id = id.to_owned();
+                let cancel = cancel.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = me.flight(kind, &id) => {}
+                    }
+                });
+            }
+        })
+    }
+
     /// The held entry of `key`, if any.
     fn held(&self, key: &str) -> Option<Arc<Entry>> {
         self.inner.cache.get().and_then(|c| c.get(key))
@@ -238,6 +291,13 @@ impl ReferenceCache {
         match self.held(key) {
             Some(e) if Instant::now() < e.fresh_until => {
                 Metrics::inc(&self.inner.metrics.reference_hits);
+                if e.refresh_after.is_some_and(|t| Instant::now() >= t)
+                    && !e.refreshing.swap(true, SeqCst)
+                {
+                    if let Some(tx) = &self.inner.refresh_tx {
+                        let _ = tx.send(key.to_owned());
+                    }
+                }
                 match &e.body {
                     Some(b) => Lookup::Hit(b.clone()),
                     None => Lookup::NotFound,
@@ -260,6 +320,12 @@ impl ReferenceCache {
             Lookup::Miss => {}
         }
         Metrics::inc(&self.inner.metrics.reference_misses);
+        self.flight(kind, id).await
+    }
+
+    /// Joins the fetch in flight for `kind`/`id`, or starts it.
+    async fn flight(&self, kind: RefKind, id: &str) -> FetchResult {
+        let key = kind.key(id);
         let flight = match self.inner.inflight.entry(key.clone()) {
             dashmap::Entry::Occupied(e) => {
                 Metrics::inc(&self.inner.metrics.coalesced_requests);
@@ -436,7 +502,11 @@ impl ReferenceCache {
             cache.invalidate(key);
             return;
         }
+        let ratio = inner.config.refresh_ahead_ratio;
         let entry = Arc::new(Entry {
+            refresh_after: (ratio > 0.0 && body.is_some())
+                .then(|| Instant::now() + ttl.mul_f64(ratio)),
+            refreshing: AtomicBool::new(false),
             body,
             fresh_until: Instant::now() + ttl,
             fresh_until_ms: now_ms() + ttl.as_millis() as i64,
