@@ -311,6 +311,12 @@ impl TestConsumer {
         }
     }
 
+    /// `start`: fails with `SHUTDOWN` after [`TestConsumer::shutdown`]; the
+    /// first load waits for [`TestConsumer::wait_ready`].
+    pub fn start(&self) -> Result<()> {
+        self.check_open()
+    }
+
     /// `initialize()`: the first call delivers the first load, a batch of
     /// the whole store with the notices a real first load sends
     /// (`'resync'` `initial`, ready, `'connection'`); later calls deliver
