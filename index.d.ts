@@ -102,8 +102,8 @@ export declare class NativePublisher {
 
 /**
  * The native half of `createTestConsumer` (`lib/testing.js`): the methods
- * `lib/consumer.js` calls on a [`NativeConsumer`], with the same names and
- * results, over the core's [`TestConsumer`] (memory: no task, socket, timer
+ * `lib/consumer.js` calls on a `NativeConsumer`, with the same names and
+ * results, over the core's `testing::TestConsumer` (memory: no task, socket, timer
  * or threadsafe function), plus `apply`, `setReference`, `failNext` and
  * `deductions`. Everything runs on the JS thread: a replica batch is handed
  * to `onBatch` before the call that made it returns, and the methods that
@@ -126,13 +126,13 @@ export declare class NativeTestConsumer {
    */
   waitReady(this: this): Promise<void>
   /**
-   * As [`NativeConsumer::ref_lookup`]; a failure armed for the kind's
+   * As `NativeConsumer.refLookup`; a failure armed for the kind's
    * method is thrown here.
    */
   refLookup(kind: string, id: string): string | null
-  /** As [`NativeConsumer::ref_get`], from the double's reference objects. */
+  /** As `NativeConsumer.refGet`, from the double's reference objects. */
   refGet(kind: string, id: string): Promise<string>
-  /** As [`NativeConsumer::user_access`]. */
+  /** As `NativeConsumer.userAccess`. */
   userAccess(userId: string): UserAccess | null
   /** Drops one reference key. */
   invalidate(key: string): void
@@ -140,7 +140,7 @@ export declare class NativeTestConsumer {
   cacheExpiry(key: string): number | null
   /** The user's balance (0 when the seed has none). */
   userCredits(userId: string): Promise<number>
-  /** As [`NativeConsumer::deduct`], against the double's ledger. */
+  /** As `NativeConsumer.deduct`, against the double's ledger. */
   deduct(userId: string, amount: number, operationCode: string | undefined | null, idempotencyKey: string): Promise<number>
   /** Turns `'change'` notices on or off. */
   setListenChanges(on: boolean): void
@@ -250,6 +250,13 @@ export interface NativeMetrics {
   coalescedRequests: number
   /** Expired entries served because the Wrapper was unavailable. */
   staleServed: number
+  /** With `sharedReference`: local misses answered by the shared tier in Redis. */
+  sharedHits: number
+  /**
+   * With `sharedReference`: local misses the shared tier did not hold (this
+   * instance asked the Wrapper).
+   */
+  sharedMisses: number
   /** Messages received on the subscription. */
   eventsReceived: number
   /** Events applied. */
@@ -304,6 +311,11 @@ export interface NativePoolStatus {
   queueOverflows: number
   /** Full loads downloading now (at most `maxConcurrentLoads`). */
   loadsInFlight: number
+  /**
+   * With `sharedReference`: command connections opened so far (one for
+   * every tenant, plus reconnects).
+   */
+  commandConnections: number
 }
 
 /** Signs a message the way publishers must (test vectors, other publishers). */

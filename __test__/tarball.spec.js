@@ -31,6 +31,7 @@ function declaredFiles(p) {
     else if (v && typeof v === 'object') Object.values(v).forEach(walk)
   }
   walk(p.exports)
+  walk(p.bin)
   return [...found].map((f) => f.replace(/^\.\//, ''))
 }
 
@@ -80,7 +81,7 @@ test('holds the JS and the types: every file package.json points at', (t) => {
     t.true(packed.entries.includes(f), `${f} is missing from the tarball`)
   }
   // Every module the JS requires relatively is in the tarball too.
-  for (const f of packed.entries.filter((e) => /^(lib|tools)\/.*\.js$/.test(e))) {
+  for (const f of packed.entries.filter((e) => /^(bin|lib|tools)\/.*\.js$/.test(e))) {
     const src = fs.readFileSync(path.join(root, f), 'utf8')
     for (const [, rel] of src.matchAll(/require\('(\.\.?\/[^']+)'\)/g)) {
       const target = path.posix.normalize(path.posix.join(path.posix.dirname(f), rel))
@@ -164,4 +165,12 @@ test('installed on its own, it loads: CommonJS, ESM, the express subpath and the
   )
   t.is(esm.code, 0, esm.err)
   t.is(esm.out.trim(), 'function function')
+  // The command line is linked into node_modules/.bin (`npx smart-crm-consumer doctor`).
+  const bin = await run(
+    path.join(app, 'node_modules', '.bin', 'smart-crm-consumer'),
+    ['doctor', '--help'],
+    app,
+  )
+  t.is(bin.code, 0, bin.err)
+  t.regex(bin.out, /^usage: smart-crm-consumer doctor/)
 })

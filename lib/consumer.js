@@ -23,6 +23,7 @@ const { Replica, grants } = require('./replica.js')
 const { metricsText } = require('./prometheus.js')
 const errors = require('./errors.js')
 const { readEnv, toJsonOptions } = require('./options.js')
+const tracing = require('./tracing.js')
 
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error']
 /** Marks the internal constructor argument of a pool's tenants (lib/pool.js). */
@@ -124,6 +125,9 @@ class SmartCRMConsumer extends EventEmitter {
     // Set by every read; the pool's sweeper clears it (idleTenantMs, maxTenants).
     this._touched = true
     this._shutdownPromise = null
+    // The span of the first initialize() call (lib/tracing.js): the parent of
+    // the initial full load's span.
+    this._initSpan = null
     this._replicaReady = new Promise((resolve) => (this._resolveReplicaReady = resolve))
     // 'change' and 'change:{key}' notices cost the core nothing until a
     // listener for one of them exists.
@@ -149,12 +153,20 @@ class SmartCRMConsumer extends EventEmitter {
    */
   async initialize() {
     if (this._closed) throw errors.shutdownError()
-    if (!this._started) {
-      this._started = true
-      this._native.start((json) => this._onBatch(json))
+    const span = tracing.startInitialize(this.tenantId)
+    if (this._initSpan === null) this._initSpan = span
+    try {
+      if (!this._started) {
+        this._started = true
+        this._native.start((json) => this._onBatch(json))
+      }
+      await this._native.waitReady()
+      await this._replicaReady
+    } catch (err) {
+      tracing.end(span, err)
+      throw err
     }
-    await this._native.waitReady()
-    await this._replicaReady
+    tracing.end(span)
   }
 
   /** Applies a replica batch from the core, then dispatches its notices. */
@@ -191,6 +203,7 @@ class SmartCRMConsumer extends EventEmitter {
         this.emit('connection', { connected: n.connected })
         break
       case 'resync':
+        tracing.fullLoad(this.tenantId, n, n.reason === 'initial' ? this._initSpan : null)
         this.emit('resync', { reason: n.reason })
         break
       case 'ready':
@@ -312,7 +325,33 @@ class SmartCRMConsumer extends EventEmitter {
     } catch (err) {
       return Promise.reject(err)
     }
-    return this._native.refGet(kind, id).then(JSON.parse)
+    const span = tracing.startReferenceMiss(kind, this.tenantId)
+    if (span === null) return this._native.refGet(kind, id).then(JSON.parse)
+    // Traced: the span ends in the one continuation the call has anyway.
+    let p
+    try {
+      p = this._native.refGet(kind, id)
+    } catch (err) {
+      tracing.end(span, err)
+      throw err
+    }
+    return p.then(
+      (text) => {
+        let value
+        try {
+          value = JSON.parse(text)
+        } catch (err) {
+          tracing.end(span, err)
+          throw err
+        }
+        tracing.end(span)
+        return value
+      },
+      (err) => {
+        tracing.end(span, err)
+        throw err
+      },
+    )
   }
 
   /** The user's profile (`user:{id}`, 5 min by default). */
@@ -355,7 +394,16 @@ class SmartCRMConsumer extends EventEmitter {
   async getUserCredits(userId) {
     this._open()
     checkString('userId', userId)
-    return this._native.userCredits(userId)
+    const span = tracing.startCredits('getUserCredits', this.tenantId)
+    if (span === null) return this._native.userCredits(userId)
+    try {
+      const available = await this._native.userCredits(userId)
+      tracing.end(span)
+      return available
+    } catch (err) {
+      tracing.end(span, err)
+      throw err
+    }
   }
 
   /** False if the operation is not configured or inactive, else available >= cost. */
@@ -392,7 +440,15 @@ class SmartCRMConsumer extends EventEmitter {
       const { operationCode } = opts
       if (operationCode !== undefined && operationCode !== null)
         checkString('operationCode', operationCode)
-      const remaining = await this._native.deduct(userId, amount, operationCode ?? null, key)
+      const span = tracing.startCredits('deductCredits', this.tenantId)
+      let remaining
+      try {
+        remaining = await this._native.deduct(userId, amount, operationCode ?? null, key)
+      } catch (err) {
+        tracing.end(span, err)
+        throw err
+      }
+      tracing.end(span)
       return { remaining, idempotencyKey: key }
     } catch (err) {
       err.idempotencyKey = key
@@ -447,6 +503,8 @@ class SmartCRMConsumer extends EventEmitter {
       wrapperErrors: n.wrapperErrors,
       coalescedRequests: n.coalescedRequests,
       staleServed: n.staleServed,
+      sharedHits: n.sharedHits,
+      sharedMisses: n.sharedMisses,
       eventsReceived: n.eventsReceived,
       eventsApplied: n.eventsApplied,
       eventsRejected: n.eventsRejected,

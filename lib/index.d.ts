@@ -123,6 +123,16 @@ export interface SmartCRMConsumerOptions extends RedisOptions {
    * is not retried and is not buffered past the limit. One snapshot load reads at most 16 × this over all its pages.
    */
   maxResponseBytes?: number
+  /**
+   * Reference data (profiles, hierarchy, audit logs, history) gets a second tier
+   * in Redis shared by the fleet: a local miss looks there before the Wrapper
+   * (and keeps what it finds for the time it has left there), concurrent misses
+   * across instances make one Wrapper request, and invalidations remove the
+   * shared entry too (fenced: a fetch that began before one never writes after
+   * it). Redis unavailable: local cache and Wrapper, as without it. Default false.
+   * Layout: PROTOCOL.md, "Shared reference tier".
+   */
+  sharedReference?: boolean
   /** Default console. */
   logger?: Logger
 }
@@ -191,6 +201,17 @@ export interface Metrics {
   wrapperErrors: number
   coalescedRequests: number
   staleServed: number
+  /**
+   * With `sharedReference`: local misses answered by the shared tier in Redis
+   * (one per fetch, however many calls joined it); 0 without.
+   */
+  sharedHits: number
+  /**
+   * With `sharedReference`: local misses the shared tier did not hold, so this
+   * instance asked the Wrapper (one per fetch); misses while Redis is
+   * unavailable count in neither. 0 without.
+   */
+  sharedMisses: number
   eventsReceived: number
   eventsApplied: number
   eventsRejected: Record<RejectionReason, number>
@@ -310,7 +331,14 @@ export interface PoolMetrics {
   /** Each loaded tenant's own figures (empty with `{ perTenant: false }`). */
   perTenant: Record<string, Metrics>
   /** The shared Redis link. */
-  pool: { connected: boolean; reconnects: number; queueOverflows: number; loadsInFlight: number }
+  pool: {
+    connected: boolean
+    reconnects: number
+    queueOverflows: number
+    loadsInFlight: number
+    /** With `sharedReference`: command connections opened (one for all tenants, plus reconnects). */
+    commandConnections: number
+  }
 }
 
 export interface PoolHealth {

@@ -39,6 +39,8 @@ const SUMMED = [
   'wrapperErrors',
   'coalescedRequests',
   'staleServed',
+  'sharedHits',
+  'sharedMisses',
   'eventsReceived',
   'eventsApplied',
   'reconnects',
@@ -322,6 +324,7 @@ class TenantPool extends EventEmitter {
         reconnects: s.reconnects,
         queueOverflows: s.queueOverflows,
         loadsInFlight: s.loadsInFlight,
+        commandConnections: s.commandConnections,
       },
     }
   }

@@ -11,6 +11,16 @@ const COUNTERS = [
   ['wrapperErrors', 'wrapper_errors_total', 'Wrapper requests that failed.'],
   ['coalescedRequests', 'coalesced_requests_total', 'Misses that joined a fetch in flight.'],
   ['staleServed', 'stale_served_total', 'Expired entries served while the Wrapper failed.'],
+  [
+    'sharedHits',
+    'shared_hits_total',
+    'Local reference misses answered by the shared tier in Redis.',
+  ],
+  [
+    'sharedMisses',
+    'shared_misses_total',
+    'Local reference misses the shared tier did not hold (this instance asked the Wrapper).',
+  ],
   ['eventsReceived', 'events_received_total', 'Messages received on the subscription.'],
   ['eventsApplied', 'events_applied_total', 'Events applied.'],
   ['reconnects', 'reconnects_total', 'Redis reconnects.'],

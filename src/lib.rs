@@ -233,6 +233,11 @@ pub struct NativeMetrics {
     pub coalesced_requests: f64,
     /// Expired entries served because the Wrapper was unavailable.
     pub stale_served: f64,
+    /// With `sharedReference`: local misses answered by the shared tier in Redis.
+    pub shared_hits: f64,
+    /// With `sharedReference`: local misses the shared tier did not hold (this
+    /// instance asked the Wrapper).
+    pub shared_misses: f64,
     /// Messages received on the subscription.
     pub events_received: f64,
     /// Events applied.
@@ -293,6 +298,8 @@ fn native_metrics(m: MetricsSnapshot) -> NativeMetrics {
         wrapper_errors: n(m.wrapper_errors),
         coalesced_requests: n(m.coalesced_requests),
         stale_served: n(m.stale_served),
+        shared_hits: n(m.shared_hits),
+        shared_misses: n(m.shared_misses),
         events_received: n(m.events_received),
         events_applied: n(m.events_applied),
         events_rejected: Rejection::ALL
@@ -532,6 +539,9 @@ pub struct NativePoolStatus {
     pub queue_overflows: f64,
     /// Full loads downloading now (at most `maxConcurrentLoads`).
     pub loads_in_flight: f64,
+    /// With `sharedReference`: command connections opened so far (one for
+    /// every tenant, plus reconnects).
+    pub command_connections: f64,
 }
 
 /// The validated pool options `lib/pool.js` acts on.
@@ -627,6 +637,7 @@ impl NativePool {
             reconnects: s.reconnects as f64,
             queue_overflows: s.queue_overflows as f64,
             loads_in_flight: s.loads_in_flight as f64,
+            command_connections: s.command_connections as f64,
         }
     }
 

@@ -58,6 +58,7 @@ async function main(): Promise<void> {
     refreshIntervalMs: 0,
     requestTimeoutMs: 1,
     initTimeoutMs: 1,
+    sharedReference: true,
     logger: console,
   })
   await consumer.initialize()
@@ -87,6 +88,7 @@ async function main(): Promise<void> {
   const health: Health = consumer.health()
   const metrics: Metrics = consumer.getMetrics()
   const rejectedMalformed: number = metrics.eventsRejected.malformed
+  const shared: number = metrics.sharedHits + metrics.sharedMisses
   const text: string = consumer.metricsText()
   consumer.on('change', (e: ChangeEvent) => e.keys.length)
   consumer.on('connection', (e) => e.connected)
@@ -136,6 +138,7 @@ async function main(): Promise<void> {
     connected,
     health,
     rejectedMalformed,
+    shared,
     text,
     receivers,
     sig,
@@ -222,13 +225,15 @@ async function pools(): Promise<void> {
     maxTenants: 1000,
     idleTenantMs: 60_000,
     maxConcurrentLoads: 4,
+    sharedReference: true,
   })
   const acme: SmartCRMConsumer = await pool.tenant('acme')
   const allowed: boolean = acme.checkPermission('u1', 'crm.leads.create')
   const peeked: SmartCRMConsumer | null = pool.peek('acme')
   const ids: string[] = pool.tenants()
   const m: PoolMetrics = pool.getMetrics({ perTenant: false })
-  const total: number = m.totals.eventsApplied + m.tenants
+  const total: number = m.totals.eventsApplied + m.tenants + m.totals.sharedHits
+  const commandConnections: number = m.pool.commandConnections
   const text: string = pool.metricsText({ perTenant: false })
   const h: PoolHealth = pool.health()
   const degraded: string[] = h.degradedTenants
@@ -243,7 +248,19 @@ async function pools(): Promise<void> {
   const metrics = metricsHandler(pool)
   await pool.release('acme')
   await pool.shutdown()
-  void [allowed, peeked, ids, total, text, degraded, mw, guard, credits, metrics]
+  void [
+    allowed,
+    peeked,
+    ids,
+    total,
+    commandConnections,
+    text,
+    degraded,
+    mw,
+    guard,
+    credits,
+    metrics,
+  ]
 }
 void pools
 

@@ -240,8 +240,9 @@ impl<'a> Applier<'a> {
     /// Installs a reloaded store: applies the stream entries that follow its
     /// data (a shared snapshot's) and the recorded events it does not hold
     /// yet, tells the replica the differences, swaps it in, and reports the
-    /// consumer synced. The old store is freed off this task.
-    pub fn install(&self, loaded: Loaded, recorded: &[Recorded], reason: Reason) {
+    /// consumer synced. The old store is freed off this task. `started_ms`:
+    /// when the reload began (epoch ms), passed on in the `resync` notice.
+    pub fn install(&self, loaded: Loaded, recorded: &[Recorded], reason: Reason, started_ms: i64) {
         let tenant = self.tenant;
         let Loaded {
             store: mut new,
@@ -326,6 +327,12 @@ impl<'a> Applier<'a> {
             });
             d.notice(Notice::Resync {
                 reason: reason.name().to_owned(),
+                started_at: Some(started_ms),
+                duration_ms: Some((now_ms() - started_ms).max(0)),
+                source: Some(match source {
+                    Source::Wrapper => "wrapper",
+                    Source::Redis => "snapshot",
+                }),
             });
             if first {
                 d.notice(Notice::Ready);

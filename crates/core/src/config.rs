@@ -91,6 +91,9 @@ pub struct Config {
     /// `sharedSnapshot` (SPEC §7; stream transport only, default on there):
     /// full loads go through the tenant's snapshot in Redis and its lease.
     pub shared_snapshot: bool,
+    /// `sharedReference` (SPEC §7, default off): reference data gets a
+    /// second tier in Redis shared by the fleet (`shared_ref.rs`).
+    pub shared_reference: bool,
     /// Bounds of the internal queues (not options: Rust tests lower them).
     pub limits: Limits,
 }
@@ -159,6 +162,7 @@ const TOP_LEVEL: &[&str] = &[
     "resyncJitterMs",
     "transport",
     "sharedSnapshot",
+    "sharedReference",
     // Handled on the JS side, accepted here so one list names every option.
     "logger",
 ];
@@ -325,6 +329,11 @@ impl Config {
                 "false unless transport is 'stream' (the snapshot is as of a stream entry)",
             ));
         }
+        let shared_reference = match obj.get("sharedReference") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(CoreError::option_type("sharedReference", "a boolean")),
+        };
 
         Ok(Config {
             tenant_id,
@@ -347,6 +356,7 @@ impl Config {
             resync_jitter,
             transport,
             shared_snapshot,
+            shared_reference,
             limits: Limits::default(),
         })
     }
@@ -711,6 +721,29 @@ mod tests {
             v["signingSecret"] = bad.clone();
             assert!(err_of(v.clone()).contains("`signingSecret"), "{bad}");
         }
+    }
+
+    #[test]
+    fn shared_reference_is_a_boolean_off_by_default() {
+        let c = Config::from_json(&base(), &env(&[])).unwrap();
+        assert!(!c.shared_reference);
+        let mut v = base();
+        v["sharedReference"] = json!(true);
+        assert!(Config::from_json(&v, &env(&[])).unwrap().shared_reference);
+        v["sharedReference"] = json!(null);
+        assert!(!Config::from_json(&v, &env(&[])).unwrap().shared_reference);
+        for bad in [json!("true"), json!(1), json!({})] {
+            v["sharedReference"] = bad.clone();
+            let e = Config::from_json(&v, &env(&[])).unwrap_err();
+            assert_eq!(e.arg_kind(), Some(ArgKind::Type), "{bad}");
+            assert!(e.to_string().contains("`sharedReference`"), "{e}");
+        }
+        let pool = PoolConfig::from_json(
+            &json!({ "wrapperUrl": "http://w", "sharedReference": true }),
+            &env(&[]),
+        )
+        .unwrap();
+        assert!(pool.for_tenant("acme").unwrap().shared_reference);
     }
 
     #[test]

@@ -132,6 +132,9 @@ impl Consumer {
         let flusher = tokio::spawn(tenant.outbox.clone().run(tenant.shutdown.clone()));
         let session = tokio::spawn(crate::subscriber::run(tenant.clone()));
         self.handle.tasks.extend([flusher, session]);
+        if let Some(sender) = tenant.reference.shared_task(tenant.shutdown.clone()) {
+            self.handle.tasks.extend([tokio::spawn(sender)]);
+        }
         Ok(())
     }
 
@@ -314,6 +317,7 @@ impl Consumer {
         // (a pool that releases thousands of tenants must give it back).
         let old = std::mem::take(&mut *tenant.store_mut());
         tokio::task::spawn_blocking(move || drop(old));
-        tenant.reference.clear();
+        // This instance's copy only: the fleet keeps the shared tier.
+        tenant.reference.clear_local();
     }
 }

@@ -43,6 +43,16 @@ pub enum Notice {
         /// `initial`, `reconnect`, `resync-required`, `refresh`, `overflow`,
         /// or `change-overflow` (no reload: change notices were dropped).
         reason: String,
+        /// Epoch ms at which the reload began (absent for `change-overflow`),
+        /// so that JS can record it as a span with its real start (lib/tracing.js).
+        #[serde(rename = "startedAt", skip_serializing_if = "Option::is_none")]
+        started_at: Option<i64>,
+        /// Ms from its start to its installation (absent for `change-overflow`).
+        #[serde(rename = "durationMs", skip_serializing_if = "Option::is_none")]
+        duration_ms: Option<i64>,
+        /// Where the data came from: `wrapper` or `snapshot` (as `health().source`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        source: Option<&'static str>,
     },
     /// The first full load is in the replica: `initialize()` may resolve.
     Ready,
@@ -155,6 +165,9 @@ impl Delta {
             self.notices.retain(|n| !matches!(n, Notice::Change { .. }));
             self.notices.push(Notice::Resync {
                 reason: "change-overflow".into(),
+                started_at: None,
+                duration_ms: None,
+                source: None,
             });
             self.changes = 0;
             self.changes_dropped = true;
@@ -319,6 +332,26 @@ mod tests {
     }
 
     #[test]
+    fn a_resync_notice_carries_the_load_times_only_for_a_load() {
+        let load = Notice::Resync {
+            reason: "refresh".into(),
+            started_at: Some(1_700_000_000_000),
+            duration_ms: Some(25),
+            source: Some("wrapper"),
+        };
+        assert_eq!(
+            serde_json::to_string(&load).unwrap(),
+            r#"{"kind":"resync","reason":"refresh","startedAt":1700000000000,"durationMs":25,"source":"wrapper"}"#
+        );
+        let mut d = Delta::default();
+        d.push_change("x", vec![], 0);
+        assert_eq!(
+            serde_json::to_string(&d.notices).unwrap(),
+            r#"[{"kind":"resync","reason":"change-overflow"}]"#
+        );
+    }
+
+    #[test]
     fn change_notices_are_bounded() {
         let mut d = Delta::default();
         d.notice(Notice::Ready);
@@ -331,7 +364,10 @@ mod tests {
             vec![
                 Notice::Ready,
                 Notice::Resync {
-                    reason: "change-overflow".into()
+                    reason: "change-overflow".into(),
+                    started_at: None,
+                    duration_ms: None,
+                    source: None,
                 }
             ]
         );

@@ -13,6 +13,8 @@
 //! | [`outbox`] | coalescing, ordered delivery of batches to JS |
 //! | [`redis_target`] | where Redis is: server, Sentinel or Cluster, TLS; options and connections |
 //! | [`reference`] | the TTL, byte-bounded, single-flight reference cache |
+//! | [`shared_ref`] | the shared reference tier in Redis: layout, fence, fleet-wide single-flight (SPEC §7) |
+//! | [`commands`] | the command connection: lazy, replaced after failures, Cluster redirects |
 //! | [`wrapper`] | the Wrapper HTTP client |
 //! | [`tenant`] | one tenant's state, shared by the consumer and its tasks |
 //! | [`subscriber`] | the Redis link: connect, subscribe, heartbeat, reconnect backoff, the session loop |
@@ -38,6 +40,7 @@
 pub(crate) mod apply;
 pub mod backoff;
 pub mod breaker;
+pub mod commands;
 pub mod config;
 pub mod consumer;
 pub mod critical;
@@ -56,6 +59,7 @@ pub mod reference;
 pub mod reload;
 pub mod replay;
 pub mod secret;
+pub mod shared_ref;
 pub mod signature;
 pub mod snapshot;
 pub mod stream;

@@ -27,6 +27,13 @@ pub struct Metrics {
     pub coalesced_requests: AtomicU64,
     /// Expired entries served because the Wrapper was unavailable.
     pub stale_served: AtomicU64,
+    /// With `sharedReference`: local misses answered by the shared tier in
+    /// Redis (one per fetch, however many callers joined it).
+    pub shared_hits: AtomicU64,
+    /// With `sharedReference`: local misses the shared tier did not hold, so
+    /// this instance asked the Wrapper (one per fetch). Misses while Redis is
+    /// unavailable count in neither.
+    pub shared_misses: AtomicU64,
     /// Messages received on the subscription.
     pub events_received: AtomicU64,
     /// Events applied.
@@ -84,6 +91,10 @@ pub struct MetricsSnapshot {
     pub coalesced_requests: u64,
     /// See [`Metrics`].
     pub stale_served: u64,
+    /// See [`Metrics`].
+    pub shared_hits: u64,
+    /// See [`Metrics`].
+    pub shared_misses: u64,
     /// See [`Metrics`].
     pub events_received: u64,
     /// See [`Metrics`].
@@ -162,6 +173,8 @@ impl Metrics {
             wrapper_errors: l(&self.wrapper_errors),
             coalesced_requests: l(&self.coalesced_requests),
             stale_served: l(&self.stale_served),
+            shared_hits: l(&self.shared_hits),
+            shared_misses: l(&self.shared_misses),
             events_received: l(&self.events_received),
             events_applied: l(&self.events_applied),
             events_rejected: Rejection::ALL

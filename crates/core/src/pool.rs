@@ -42,6 +42,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::commands::CommandLink;
 use crate::config::PoolConfig;
 use crate::consumer::Consumer;
 use crate::delta::Notice;
@@ -54,7 +55,7 @@ use crate::subscriber::{
     Traffic,
 };
 use crate::tasks::Tasks;
-use crate::tenant::Tenant;
+use crate::tenant::{command_link, Tenant};
 use crate::wrapper::WrapperClient;
 
 /// How long a connection attempt may take.
@@ -120,6 +121,8 @@ struct Shared {
     config: PoolConfig,
     /// The one HTTP client of every tenant.
     http: reqwest::Client,
+    /// With `sharedReference`: the one command connection of every tenant.
+    command_link: Option<Arc<CommandLink>>,
     /// Bounds concurrent full loads across tenants.
     gate: Arc<Semaphore>,
     /// Loaded tenants by id.
@@ -182,6 +185,9 @@ pub struct PoolStatus {
     pub queue_overflows: u64,
     /// Full loads downloading now.
     pub loads_in_flight: usize,
+    /// With `sharedReference`: command connections opened so far (one, plus
+    /// one per reconnect or Cluster node; never one per tenant).
+    pub command_connections: u64,
 }
 
 /// See the module docs. All methods are thread-safe. Dropping the pool
@@ -206,6 +212,7 @@ impl Pool {
     /// A pool from validated options. No I/O, no tasks.
     pub fn new(config: PoolConfig) -> Result<Pool> {
         let http = WrapperClient::http_client(&config.template)?;
+        let command_link = command_link(&config.template);
         let (commands, rx) = mpsc::unbounded_channel();
         let (link, _) = watch::channel(0);
         Ok(Pool {
@@ -213,6 +220,7 @@ impl Pool {
                 gate: Arc::new(Semaphore::new(config.max_concurrent_loads)),
                 config,
                 http,
+                command_link,
                 routes: RwLock::new(HashMap::new()),
                 commands,
                 link,
@@ -286,6 +294,7 @@ impl Pool {
             shared.http.clone(),
             Some(shared.gate.clone()),
             shared.shutdown.child_token(),
+            shared.command_link.clone(),
         )?;
         tenant.refusal_is_final = true;
         let tenant = Arc::new(tenant);
@@ -309,7 +318,11 @@ impl Pool {
             .insert(id.to_owned(), route.clone());
         let _ = shared.commands.send(Command::Subscribe(id.to_owned()));
         let flusher = tokio::spawn(tenant.outbox.clone().run(tenant.shutdown.clone()));
-        let task = tokio::spawn(run_tenant(shared.clone(), route, rx));
+        let mut tasks = vec![flusher];
+        if let Some(sender) = tenant.reference.shared_task(tenant.shutdown.clone()) {
+            tasks.push(tokio::spawn(sender));
+        }
+        tasks.push(tokio::spawn(run_tenant(shared.clone(), route, rx)));
         let weak = Arc::downgrade(shared);
         let id = id.to_owned();
         let on_close = Box::new(move || {
@@ -317,10 +330,7 @@ impl Pool {
                 shared.detach(&id, slot);
             }
         });
-        Ok((
-            Consumer::started(tenant, vec![flusher, task], on_close),
-            slot,
-        ))
+        Ok((Consumer::started(tenant, tasks, on_close), slot))
     }
 
     /// Link-level figures.
@@ -332,6 +342,10 @@ impl Pool {
             reconnects: shared.reconnects.load(Relaxed),
             queue_overflows: shared.queue_overflows.load(Relaxed),
             loads_in_flight: shared.config.max_concurrent_loads - shared.gate.available_permits(),
+            command_connections: shared
+                .command_link
+                .as_ref()
+                .map_or(0, |c| c.connections_opened()),
         }
     }
 

@@ -17,9 +17,11 @@
 //!   node fails over or dies the link is lost and the next connection goes to
 //!   another node. (Sharded pub/sub, `SSUBSCRIBE`, would spread the bus
 //!   traffic but needs every publisher to use `SPUBLISH` on the slot's owner:
-//!   classic pub/sub keeps publishers in any language unchanged.) The
-//!   package writes no keys yet; when it does (SPEC §7) they carry the
-//!   `{tenant}` hash tag so one tenant stays in one slot.
+//!   classic pub/sub keeps publishers in any language unchanged.) Keys the
+//!   package writes (SPEC §7) carry the `{tenant}` hash tag so one tenant
+//!   stays in one slot; a command sent to a node that does not own it is
+//!   redirected (`MOVED`), and [`RedisTarget::connect_node`] opens the
+//!   connection to the owner.
 //!
 //! Error descriptions never hold a URL, a password or certificate material;
 //! a TLS failure says it is one.
@@ -473,6 +475,11 @@ impl RedisTarget {
     /// True when connections use TLS.
     pub fn uses_tls(&self) -> bool {
         self.topology.uses_tls()
+    }
+
+    /// True for a Redis Cluster (keys live on the node that owns their slot).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.topology, Topology::Cluster { .. })
     }
 
     fn certificates(&self) -> Option<TlsCertificates> {

@@ -26,6 +26,13 @@
 //!
 //! Values are kept as JSON text; the JS side parses each hit into a fresh
 //! object, so no caller can mutate the cache.
+//!
+//! With `sharedReference` a fetch first asks the shared tier in Redis
+//! (`shared_ref.rs`): an entry there is taken with the time it has left (never
+//! more than this instance's own TTL for its kind), and a fetch that goes to
+//! the Wrapper writes its answer there, fenced, for the rest of the fleet.
+//! Invalidations and clears reach the shared tier too; dropping the cache on
+//! shutdown ([`ReferenceCache::clear_local`]) does not.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -38,8 +45,9 @@ use moka::Expiry;
 
 use crate::config::Config;
 use crate::error::{CoreError, Result};
-use crate::ids::RefKind;
+use crate::ids::{parse_key, RefKind};
 use crate::metrics::{now_ms, Metrics};
+use crate::shared_ref::{Begin, SharedTier, Ticket, Written, NOT_FOUND_VALUE};
 use crate::wrapper::WrapperClient;
 
 /// The TTL of entries of `kind`.
@@ -157,6 +165,8 @@ struct Inner {
     wrapper: WrapperClient,
     /// Hit/miss/coalesced/stale counters.
     metrics: Arc<Metrics>,
+    /// With `sharedReference`: the tier in Redis.
+    shared: Option<SharedTier>,
 }
 
 /// See the module docs. Cheap to clone; every method is safe to call from any
@@ -168,8 +178,14 @@ pub struct ReferenceCache {
 
 impl ReferenceCache {
     /// A cache bounded to `config.max_reference_bytes` (nothing is allocated
-    /// for the entries until the first one is stored).
-    pub fn new(config: &Config, wrapper: WrapperClient, metrics: Arc<Metrics>) -> Self {
+    /// for the entries until the first one is stored), over `shared` when
+    /// given.
+    pub fn new(
+        config: &Config,
+        wrapper: WrapperClient,
+        metrics: Arc<Metrics>,
+        shared: Option<SharedTier>,
+    ) -> Self {
         ReferenceCache {
             inner: Arc::new(Inner {
                 cache: OnceLock::new(),
@@ -179,8 +195,23 @@ impl ReferenceCache {
                 config: config.clone(),
                 wrapper,
                 metrics,
+                shared,
             }),
         }
+    }
+
+    /// The shared tier, when `sharedReference` is on.
+    pub fn shared(&self) -> Option<&SharedTier> {
+        self.inner.shared.as_ref()
+    }
+
+    /// The task that sends this cache's invalidations to the shared tier
+    /// (`None` without one); it ends when `cancel` fires.
+    pub fn shared_task(
+        &self,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        self.inner.shared.clone().map(|t| t.run(cancel))
     }
 
     /// The held entry of `key`, if any.
@@ -261,38 +292,129 @@ impl ReferenceCache {
     ) -> FetchResult {
         let inner = &self.inner;
         let path = kind.path(&id);
+        let ticket = match &inner.shared {
+            None => None,
+            Some(tier) => match tier.begin(&key).await {
+                Begin::Hit { body, remaining } => {
+                    Metrics::inc(&inner.metrics.shared_hits);
+                    let out = self.keep_shared(kind, &path, &key, body, remaining, &flag);
+                    self.land(&key, &flag);
+                    return out;
+                }
+                Begin::Fetch(ticket) => {
+                    Metrics::inc(&inner.metrics.shared_misses);
+                    Some(ticket)
+                }
+                Begin::Skip => None,
+            },
+        };
         let result = inner.wrapper.object(&path).await;
         let out = match result {
             Ok(text) => {
                 let body: Arc<str> = Arc::from(text);
                 let ttl = ttl_of(kind, &inner.config);
-                self.store(
-                    &key,
-                    Some(body.clone()),
-                    ttl,
-                    ttl + inner.config.stale_if_error,
-                    &flag,
-                );
+                if self.share(ticket, Some(&body), ttl, &flag).await {
+                    self.store(
+                        &key,
+                        Some(body.clone()),
+                        ttl,
+                        ttl + inner.config.stale_if_error,
+                        &flag,
+                    );
+                }
                 Ok(body)
             }
             Err(CoreError::NotFound(p)) => {
                 let ttl = inner.config.ttl.not_found;
-                self.store(&key, None, ttl, ttl, &flag);
+                if self.share(ticket, Some(NOT_FOUND_VALUE), ttl, &flag).await {
+                    self.store(&key, None, ttl, ttl, &flag);
+                }
                 Err(CoreError::NotFound(p))
             }
-            Err(CoreError::WrapperUnavailable(msg)) => match self.held(&key) {
+            Err(e) => {
+                self.share(ticket, None, Duration::ZERO, &flag).await;
+                self.failed(&key, e)
+            }
+        };
+        self.land(&key, &flag);
+        out
+    }
+
+    /// The answer to a failed fetch: a held stale value for
+    /// `WRAPPER_UNAVAILABLE` (stale-if-error), else the error.
+    fn failed(&self, key: &str, e: CoreError) -> FetchResult {
+        let inner = &self.inner;
+        match e {
+            CoreError::WrapperUnavailable(msg) => match self.held(key) {
                 Some(e) if e.body.is_some() => {
                     Metrics::inc(&inner.metrics.stale_served);
                     Ok(e.body.clone().unwrap_or_else(|| Arc::from("{}")))
                 }
                 _ => Err(CoreError::WrapperUnavailable(msg)),
             },
-            Err(e) => Err(e),
-        };
-        inner
+            e => Err(e),
+        }
+    }
+
+    /// Ends the flight of `key` whose flag is `flag` (not a later one).
+    fn land(&self, key: &str, flag: &Arc<AtomicBool>) {
+        self.inner
             .inflight
-            .remove_if(&key, |_, f| Arc::ptr_eq(&f.invalidated, &flag));
-        out
+            .remove_if(key, |_, f| Arc::ptr_eq(&f.invalidated, flag));
+    }
+
+    /// Keeps an entry of the shared tier locally for the time it has left
+    /// there, at most this instance's TTL for its kind.
+    fn keep_shared(
+        &self,
+        kind: RefKind,
+        path: &str,
+        key: &str,
+        body: Option<Arc<str>>,
+        remaining: Option<Duration>,
+        flag: &AtomicBool,
+    ) -> FetchResult {
+        let c = &self.inner.config;
+        match body {
+            Some(body) => {
+                let own = ttl_of(kind, c);
+                let ttl = remaining.map_or(own, |r| r.min(own));
+                self.store(key, Some(body.clone()), ttl, ttl + c.stale_if_error, flag);
+                Ok(body)
+            }
+            None => {
+                let own = c.ttl.not_found;
+                let ttl = remaining.map_or(own, |r| r.min(own));
+                self.store(key, None, ttl, ttl, flag);
+                Err(CoreError::NotFound(path.to_owned()))
+            }
+        }
+    }
+
+    /// Writes a fetched answer to the shared tier (fenced) and releases the
+    /// lease; with `value` `None`, or when an invalidation arrived during the
+    /// fetch, only releases the lease. False when the fence refused the
+    /// answer: it is outdated, so it is not kept here either (and an older
+    /// entry held for stale-if-error goes too).
+    async fn share(
+        &self,
+        ticket: Option<Ticket>,
+        value: Option<&str>,
+        ttl: Duration,
+        flag: &AtomicBool,
+    ) -> bool {
+        let (Some(tier), Some(ticket)) = (&self.inner.shared, ticket) else {
+            return true;
+        };
+        let key = ticket.key().to_owned();
+        let value = value.filter(|_| !flag.load(SeqCst));
+        if tier.finish(ticket, value, ttl).await == Written::Fenced {
+            if let Some(c) = self.inner.cache.get() {
+                c.invalidate(&key);
+            }
+            return false;
+        }
+        true
     }
 
     /// Caches a fetched answer, within the byte bound (see the module docs).
@@ -353,7 +475,17 @@ impl ReferenceCache {
     ///
     /// The flight is also forgotten, so a read that starts after this call
     /// makes a new request instead of joining the outdated one.
+    ///
+    /// With the shared tier, the key's shared entry goes too (queued, sent in
+    /// order; see `shared_ref.rs`), for a reference cache key.
     pub fn invalidate(&self, key: &str) {
+        // Queued first: a read that misses after the local entry is gone
+        // waits for this to reach Redis, so it cannot read back the old one.
+        if let Some(tier) = &self.inner.shared {
+            if parse_key(key).is_some() {
+                tier.invalidate(key);
+            }
+        }
         if let Some((_, f)) = self.inner.inflight.remove(key) {
             f.invalidated.store(true, SeqCst);
         }
@@ -362,11 +494,23 @@ impl ReferenceCache {
         }
     }
 
-    /// Drops everything, including the results of fetches in flight.
+    /// Drops everything, including the results of fetches in flight, and,
+    /// with the shared tier, every shared entry of the tenant (a reload that
+    /// drops reference data).
+    pub fn clear(&self) {
+        if let Some(tier) = &self.inner.shared {
+            tier.clear();
+        }
+        self.clear_local();
+    }
+
+    /// Drops everything held here, including the results of fetches in
+    /// flight; the shared tier keeps its entries (a shutdown or a released
+    /// pool tenant must not empty it for the fleet).
     ///
     /// Entry by entry (O(entries), on the caller's task), so that the
     /// counters drop with the entries instead of at a later maintenance.
-    pub fn clear(&self) {
+    pub fn clear_local(&self) {
         self.inner.inflight.retain(|_, f| {
             f.invalidated.store(true, SeqCst);
             false
@@ -411,7 +555,7 @@ mod tests {
         let config = Config::from_json(&options, &HashMap::new()).unwrap();
         let metrics = Arc::new(Metrics::default());
         let wrapper = WrapperClient::new(&config, metrics.clone()).unwrap();
-        ReferenceCache::new(&config, wrapper, metrics)
+        ReferenceCache::new(&config, wrapper, metrics, None)
     }
 
     #[test]

@@ -113,6 +113,8 @@ pub struct Finished {
     pub result: Result<Option<Loaded>>,
     /// The events recorded meanwhile (empty after an overflow).
     pub recorded: Vec<Recorded>,
+    /// Epoch ms at which it started.
+    pub started_ms: i64,
 }
 
 /// See the module docs. Owned by one session; not shared.
@@ -268,6 +270,7 @@ impl Reloads {
             reason: run.reason,
             result,
             recorded: run.recorded.unwrap_or_default(),
+            started_ms: run.started_ms,
         }
     }
 

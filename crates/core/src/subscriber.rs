@@ -402,6 +402,9 @@ async fn resume(
         );
         return false;
     }
+    // Counted before anything is applied: a reader that sees the caught-up
+    // data sees the resume counted.
+    Metrics::inc(&tenant.metrics.resumes);
     let mut from = at;
     loop {
         let batch = match stream::read_after(
@@ -413,7 +416,11 @@ async fn resume(
         .await
         {
             Ok(b) => b,
-            Err(_) => return false,
+            Err(_) => {
+                // Not a resume after all: the caller reloads.
+                tenant.metrics.resumes.fetch_sub(1, Relaxed);
+                return false;
+            }
         };
         for e in &batch {
             applier.entry(e.id, e.topic, &e.msg, true, reloads);
@@ -482,7 +489,6 @@ pub(crate) async fn session(tenant: &Tenant, feed: Feed<'_>, reason: Reason) -> 
         _ => false,
     };
     if resumed {
-        Metrics::inc(&tenant.metrics.resumes);
         refresh_at = next_refresh(config.refresh_interval);
         connected_since = Some(Instant::now());
     } else {
@@ -526,7 +532,7 @@ pub(crate) async fn session(tenant: &Tenant, feed: Feed<'_>, reason: Reason) -> 
                 match done.result {
                     Ok(loaded) => {
                         if let Some(loaded) = loaded {
-                            applier.install(loaded, &done.recorded, done.reason);
+                            applier.install(loaded, &done.recorded, done.reason, done.started_ms);
                         }
                         reloads.done(done.reason, true);
                         refresh_at = next_refresh(config.refresh_interval);

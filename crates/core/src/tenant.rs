@@ -9,10 +9,12 @@
 
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::commands::CommandLink;
 use crate::config::{Config, Transport};
 use crate::critical::CriticalStore;
 use crate::delta::Notice;
@@ -21,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::reference::ReferenceCache;
 use crate::replay::ReplayWindow;
+use crate::shared_ref::SharedTier;
 use crate::stream::{Keys, StreamId};
 use crate::wrapper::WrapperClient;
 use std::sync::Arc;
@@ -129,20 +132,39 @@ impl StreamState {
     }
 }
 
+/// The command connection `config` asks for: one with `sharedReference`,
+/// none without. Its commands are bounded by `requestTimeoutMs` (at least
+/// 250 ms, at most 2 s): a slow Redis costs a read at most that before the
+/// shared tier is skipped.
+pub(crate) fn command_link(config: &Config) -> Option<Arc<CommandLink>> {
+    config.shared_reference.then(|| {
+        let timeout = config
+            .request_timeout
+            .clamp(Duration::from_millis(250), Duration::from_secs(2));
+        Arc::new(CommandLink::new(config.redis.clone(), timeout))
+    })
+}
+
 impl Tenant {
-    /// A tenant's state before any task runs, with its own HTTP client.
+    /// A tenant's state before any task runs, with its own HTTP client (and,
+    /// with `sharedReference`, its own command connection, opened on first
+    /// use).
     pub fn new(config: Config) -> crate::error::Result<Tenant> {
         let http = WrapperClient::http_client(&config)?;
-        Tenant::shared(config, http, None, CancellationToken::new())
+        let commands = command_link(&config);
+        Tenant::shared(config, http, None, CancellationToken::new(), commands)
     }
 
     /// A tenant's state over shared parts (a pool's): the HTTP client, the
-    /// load permits, and a shutdown token (a child of the pool's).
+    /// load permits, a shutdown token (a child of the pool's), and the
+    /// command connection of the shared reference tier (used only with
+    /// `sharedReference`).
     pub fn shared(
         config: Config,
         http: reqwest::Client,
         load_gate: Option<Arc<Semaphore>>,
         shutdown: CancellationToken,
+        commands: Option<Arc<CommandLink>>,
     ) -> crate::error::Result<Tenant> {
         let metrics = Arc::new(Metrics::default());
         metrics.redis_down.store(true, Relaxed);
@@ -152,7 +174,10 @@ impl Tenant {
             owner: uuid::Uuid::new_v4().simple().to_string(),
             position: Mutex::new(None),
         });
-        let reference = ReferenceCache::new(&config, wrapper.clone(), metrics.clone());
+        let tier = commands
+            .filter(|_| config.shared_reference)
+            .map(|link| SharedTier::new(&config, link));
+        let reference = ReferenceCache::new(&config, wrapper.clone(), metrics.clone(), tier);
         let (init, _) = watch::channel(InitState::Pending {
             redis: None,
             load: None,

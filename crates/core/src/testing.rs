@@ -338,9 +338,7 @@ impl TestConsumer {
         m.source.store(1, Relaxed);
         let mut delta = Delta::default();
         CriticalStore::default().diff_into(&self.store, &mut delta);
-        delta.notice(Notice::Resync {
-            reason: "initial".into(),
-        });
+        delta.notice(loaded("initial", now_ms()));
         delta.notice(Notice::Ready);
         delta.notice(Notice::Connection { connected: true });
         Ok(Some(self.send(&delta)))
@@ -469,9 +467,7 @@ impl TestConsumer {
         self.cache.clear();
         Metrics::inc(&self.metrics.resyncs);
         self.metrics.last_sync_at.store(now, Relaxed);
-        delta.notice(Notice::Resync {
-            reason: "resync-required".into(),
-        });
+        delta.notice(loaded("resync-required", now));
     }
 
     /// Takes the next failure queued for `endpoint`: the error its call fails
@@ -742,6 +738,16 @@ impl TestConsumer {
     }
 }
 
+/// The `resync` notice of a full load made at `now` (in memory: it takes no time).
+fn loaded(reason: &str, now: i64) -> Notice {
+    Notice::Resync {
+        reason: reason.to_owned(),
+        started_at: Some(now),
+        duration_ms: Some(0),
+        source: Some("wrapper"),
+    }
+}
+
 /// A `version` as the JSON number a publisher would send: integers as
 /// integers (so a negative one stays negative and is `malformed`), others
 /// as floats (`malformed` too).
@@ -1003,9 +1009,13 @@ mod tests {
             b["configs"],
             json!([["limits", "{\"maxLeadsPerDay\":500}"]])
         );
+        let mut notices = b["notices"].clone();
+        let started = notices[0]["startedAt"].take().as_i64().unwrap();
+        assert!((started - now_ms()).abs() < 5_000);
         assert_eq!(
-            b["notices"],
-            json!([{"kind":"resync","reason":"initial"},{"kind":"ready"},{"kind":"connection","connected":true}])
+            notices,
+            json!([{"kind":"resync","reason":"initial","startedAt":null,"durationMs":0,"source":"wrapper"},
+                   {"kind":"ready"},{"kind":"connection","connected":true}])
         );
         let (a, seq) = t.user_access("u1");
         assert_eq!(a.unwrap().roles, vec!["sales".to_string()]);
@@ -1316,10 +1326,9 @@ mod tests {
         assert!(a.keys.is_empty());
         let b = wire(a.batch.as_deref().unwrap());
         assert_eq!(b["usersReset"], true);
-        assert_eq!(
-            b["notices"],
-            json!([{"kind":"resync","reason":"resync-required"}])
-        );
+        assert_eq!(b["notices"][0]["reason"], "resync-required");
+        assert_eq!(b["notices"][0]["durationMs"], 0);
+        assert_eq!(b["notices"].as_array().unwrap().len(), 1);
         assert_eq!(t.cache_expiry("user:u1"), None, "reference data dropped");
         assert_eq!(t.metrics().resyncs, 1);
         // The reload replaced the tombstone: an older upsert is new again.

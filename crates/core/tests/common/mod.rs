@@ -78,6 +78,9 @@ pub struct Wrapper {
     pub profile_delay: Arc<Mutex<Duration>>,
     /// How long requests of a path (without query) wait before answering.
     pub delays: Arc<Mutex<HashMap<String, Duration>>>,
+    /// Profile requests answer only while they can take a read lock of
+    /// this: a test holds them with `hold.write().await`.
+    pub hold: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Wrapper {
@@ -116,6 +119,7 @@ impl Wrapper {
                     if path.ends_with("/profile") {
                         let d = *me.profile_delay.lock().unwrap();
                         tokio::time::sleep(d).await;
+                        drop(me.hold.read().await);
                     }
                     let bare = path.split('?').next().unwrap_or("").to_string();
                     let d = me.delays.lock().unwrap().get(&bare).copied();
