@@ -28,6 +28,8 @@ const tracing = require('./tracing.js')
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error']
 /** Marks the internal constructor argument of a pool's tenants (lib/pool.js). */
 const POOLED = Symbol('smart-crm-consumer pooled tenant')
+/** Marks the internal constructor argument of a test double (lib/testing.js). */
+const TEST_DOUBLE = Symbol('smart-crm-consumer test double')
 const MAX_SYNC_ARG_LENGTH = 64 * 1024
 
 function checkLogger(logger) {
@@ -86,6 +88,13 @@ class SmartCRMConsumer extends EventEmitter {
       this._native = pooled.native
       this.tenantId = pooled.tenantId
       this._pooled = pooled
+    } else if (pooled !== undefined && pooled.key === TEST_DOUBLE) {
+      // A test double (lib/testing.js): its native half is memory, with the
+      // same methods; initialize() starts it like any consumer.
+      this._logger = pooled.logger
+      this._native = pooled.native
+      this.tenantId = pooled.tenantId
+      this._pooled = null
     } else {
       // `new SmartCRMConsumer('tenant-123')`, as the design documents write it:
       // the tenant id, everything else from the environment (SPEC §2).
@@ -533,4 +542,4 @@ class SmartCRMConsumer extends EventEmitter {
   }
 }
 
-module.exports = { SmartCRMConsumer, POOLED, checkLogger, rate }
+module.exports = { SmartCRMConsumer, POOLED, TEST_DOUBLE, checkLogger, rate }
