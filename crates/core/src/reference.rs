@@ -253,7 +253,9 @@ impl ReferenceCache {
                     _ = cancel.cancelled() => return,
                     k = rx.recv() => match k { Some(k) => k, None => return },
                 };
-                let Some((kind, id)) = parse_key(&key) else { continue };
+                let Some((kind, id)) = parse_key(&key) else {
+                    continue;
+                };
                 let me = me.clone();
                 let id = id.to_owned();
                 let cancel = cancel.clone();
