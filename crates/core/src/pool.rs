@@ -51,8 +51,8 @@ use crate::metrics::Metrics;
 use crate::outbox::{Batch, Outbox, Sink};
 use crate::reload::Reason;
 use crate::subscriber::{
-    describe_failure, drain, open_link, session, sleep_or_cancel, watch_link, End, Feed, PushQueue,
-    Traffic,
+    describe_failure, drain, open_link, session, sleep_or_cancel, stream_commands, watch_link, End,
+    Feed, PushQueue, Traffic,
 };
 use crate::tasks::Tasks;
 use crate::tenant::{command_link, Tenant};
@@ -595,13 +595,14 @@ async fn run_link(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Com
                 while commands.try_recv().is_ok() {}
                 let routes: Vec<Arc<Route>> = shared.routes().values().cloned().collect();
                 subscribe_routes(&mut link.conn, &routes, true).await?;
-                Ok::<_, redis::RedisError>((link, routes))
+                let stream_conn = stream_commands(config, &link).await?;
+                Ok::<_, redis::RedisError>((link, routes, stream_conn))
             }) => r,
         };
         let failure = match attempt {
-            Ok(Ok((mut link, routes))) => {
+            Ok(Ok((mut link, routes, stream_conn))) => {
                 generation += 1;
-                *shared.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(link.conn.clone());
+                *shared.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(stream_conn);
                 for r in &routes {
                     r.subscribed.send_replace(generation);
                 }
