@@ -16,10 +16,7 @@ const ALICE = '/api/users/u-alice/profile'
 const single = (r) => /^\/api\/users\/[^/]+\/profile$/.test(r.path)
 /** The ids a batch request asked for, decoded. */
 const idsOf = (r) =>
-  new URL(r.path, 'http://x').search
-    .slice('?ids='.length)
-    .split(',')
-    .map(decodeURIComponent)
+  new URL(r.path, 'http://x').search.slice('?ids='.length).split(',').map(decodeURIComponent)
 const batches = (sim) => sim.requests.filter((r) => r.path.startsWith(`${BATCH}?`))
 
 test('order, nulls for unknown users, duplicates, fresh objects; one batch request', async (t) => {

@@ -399,10 +399,11 @@ class SmartCRMConsumer extends EventEmitter {
     } catch (err) {
       return Promise.reject(err)
     }
-    const build = () => ids.map((id) => {
-      const text = texts.get(id)
-      return text === null ? null : JSON.parse(text)
-    })
+    const build = () =>
+      ids.map((id) => {
+        const text = texts.get(id)
+        return text === null ? null : JSON.parse(text)
+      })
     if (misses.length === 0) return Promise.resolve().then(build)
     return this._native.refGetProfiles(misses).then((fetched) => {
       for (let i = 0; i < misses.length; i++) texts.set(misses[i], fetched[i])
@@ -410,7 +411,7 @@ class SmartCRMConsumer extends EventEmitter {
     })
   }
 
-  /** The entity's hierarchy (`hierarchy:{id}`, 15 min by default). */  /** The entity's hierarchy (`hierarchy:{id}`, 15 min by default). */
+  /** The entity's hierarchy (`hierarchy:{id}`, 15 min by default). */ /** The entity's hierarchy (`hierarchy:{id}`, 15 min by default). */
   getHierarchy(entityId) {
     return this._reference('hierarchy', 'entityId', entityId)
   }

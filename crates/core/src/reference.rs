@@ -265,7 +265,9 @@ impl ReferenceCache {
                     _ = cancel.cancelled() => return,
                     k = rx.recv() => match k { Some(k) => k, None => return },
                 };
-                let Some((kind, id)) = parse_key(&key) else { continue };
+                let Some((kind, id)) = parse_key(&key) else {
+                    continue;
+                };
                 let me = me.clone();
                 let id = id.to_owned();
                 let cancel = cancel.clone();
@@ -422,10 +424,16 @@ impl ReferenceCache {
         }
         let chunks: Vec<Chunk> = batch
             .chunks(MAX_BATCH_IDS)
-            .map(|ids| self.clone().chunk(ids.to_vec(), gate.clone()).boxed().shared())
+            .map(|ids| {
+                self.clone()
+                    .chunk(ids.to_vec(), gate.clone())
+                    .boxed()
+                    .shared()
+            })
             .collect();
         let _ = plan_tx.send(Arc::new(chunks));
-        let results = futures::future::join_all(waits.into_iter().map(|(d, f)| f.map(move |r| (d, r)))).await;
+        let results =
+            futures::future::join_all(waits.into_iter().map(|(d, f)| f.map(move |r| (d, r)))).await;
         let mut failure = None;
         for (d, r) in results {
             match r {

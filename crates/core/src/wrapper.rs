@@ -701,7 +701,9 @@ impl WrapperClient {
                 return Ok(None)
             }
             Outcome::NotModified => {
-                return Err(CoreError::InvalidResponse(format!("GET {PROFILES_PATH}: 304")))
+                return Err(CoreError::InvalidResponse(format!(
+                    "GET {PROFILES_PATH}: 304"
+                )))
             }
             Outcome::Answer(status, _) => return Err(answer_error(status, PROFILES_PATH)),
         };
