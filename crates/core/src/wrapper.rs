@@ -1132,4 +1132,39 @@ mod tests {
         assert_eq!(w.circuits(), (Circuit::Closed, Circuit::Closed));
         assert!(!w.metrics.wrapper_failing.load(Relaxed));
     }
+
+    #[tokio::test]
+    async fn batch_profiles_encode_each_id_and_read_the_map() {
+        let (url, log) = serve(|path| {
+            if path.starts_with("/api/users/profiles?ids=a%2Cb,") {
+                json_reply(json!({ "profiles": { "a,b": { "n": 1 }, "c/d": { "n": 2 } } }))
+            } else if path.contains("bad") {
+                json_reply(json!({ "profiles": { "bad": [1] } }))
+            } else {
+                let status = if path.contains("gone") { 405 } else { 404 };
+                Reply {
+                    status,
+                    headers: vec![],
+                    body: Vec::new(),
+                    length: true,
+                }
+            }
+        })
+        .await;
+        let w = client(&url, json!({}));
+        let got = w.profiles(&["a,b", "c/d", "x"]).await.unwrap().unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got["a,b"], r#"{"n":1}"#);
+        assert_eq!(got["c/d"], r#"{"n":2}"#);
+        assert_eq!(
+            log.lock().unwrap()[0],
+            "/api/users/profiles?ids=a%2Cb,c%2Fd,x"
+        );
+        assert_eq!(w.profiles(&["missing"]).await.unwrap(), None, "404");
+        assert_eq!(w.profiles(&["gone"]).await.unwrap(), None, "405");
+        assert!(matches!(
+            w.profiles(&["bad"]).await,
+            Err(CoreError::InvalidResponse(_))
+        ));
+    }
 }
