@@ -30,6 +30,11 @@ export declare class NativeConsumer {
   refLookup(kind: string, id: string): string | null
   /** Reference read with a shared fetch on a miss; resolves to JSON text. */
   refGet(kind: string, id: string): Promise<string>
+  /**
+   * Batch profile read (SPEC §10); resolves to the JSON text of each
+   * profile, in order, or `null` for an unknown user.
+   */
+  refGetProfiles(ids: Array<string>): Promise<Array<string | null>>
   /** A user's access from the core's store, or `null` for an unknown user. */
   userAccess(userId: string): UserAccess | null
   /** Drops one reference key (a key the cache cannot hold is a no-op). */
@@ -132,6 +137,8 @@ export declare class NativeTestConsumer {
   refLookup(kind: string, id: string): string | null
   /** As `NativeConsumer.refGet`, from the double's reference objects. */
   refGet(kind: string, id: string): Promise<string>
+  /** As `NativeConsumer.refGetProfiles`, from the double's reference objects. */
+  refGetProfiles(ids: Array<string>): Promise<Array<string | null>>
   /** As `NativeConsumer.userAccess`. */
   userAccess(userId: string): UserAccess | null
   /** Drops one reference key. */

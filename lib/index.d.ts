@@ -288,6 +288,14 @@ export declare class SmartCRMConsumer extends EventEmitter {
    * control characters, not `.` or `..` (else a `RangeError`, nothing sent).
    */
   getUserProfile(userId: string): Promise<Record<string, JsonValue>>
+  /**
+   * Profiles of `ids` (SPEC §10), in order: each a fresh object, or `null` for
+   * a user the Wrapper does not know. Misses are fetched together
+   * (`GET /api/users/profiles?ids=…`, at most 100 per request). Rejects only
+   * when the batch as a whole fails; a `TypeError` for a non-array or a
+   * non-string id, a `RangeError` for an id outside the id rule.
+   */
+  getUserProfiles(ids: readonly string[]): Promise<Array<Record<string, JsonValue> | null>>
   getHierarchy(entityId: string): Promise<Record<string, JsonValue>>
   getAuditLog(logId: string): Promise<Record<string, JsonValue>>
   getHistoricalData(key: string): Promise<Record<string, JsonValue>>

@@ -414,6 +414,21 @@ impl NativeConsumer {
         .await
     }
 
+    /// Batch profile read (SPEC §10); resolves to the JSON text of each
+    /// profile, in order, or `null` for an unknown user.
+    #[napi(ts_return_type = "Promise<Array<string | null>>")]
+    pub async fn ref_get_profiles(&self, ids: Vec<String>) -> Outcome<Vec<Option<String>>> {
+        let c = self.inner.clone();
+        guard_async(async move {
+            Ok(c.reference_get_profiles(&ids)
+                .await?
+                .into_iter()
+                .map(|b| b.map(|t| t.to_string()))
+                .collect())
+        })
+        .await
+    }
+
     /// A user's access from the core's store, or `null` for an unknown user.
     #[napi(ts_return_type = "UserAccess | null")]
     pub fn user_access(&self, user_id: String) -> Outcome<Option<UserAccess>> {
@@ -832,6 +847,20 @@ impl NativeTestConsumer {
                 .borrow_mut()
                 .reference_get(kind, &id)?
                 .to_string())
+        })
+    }
+
+    /// As `NativeConsumer.refGetProfiles`, from the double's reference objects.
+    #[napi(ts_return_type = "Promise<Array<string | null>>")]
+    pub fn ref_get_profiles(&self, ids: Vec<String>) -> Settled<Vec<Option<String>>> {
+        settle(|| {
+            Ok(self
+                .inner
+                .borrow_mut()
+                .reference_get_profiles(&ids)?
+                .into_iter()
+                .map(|b| b.map(|t| t.to_string()))
+                .collect())
         })
     }
 

@@ -69,6 +69,7 @@ async function main(): Promise<void> {
   const cfg = consumer.getActiveConfig('c')
   const allowed: boolean = consumer.checkPermission('u', 'p')
   const profile = await consumer.getUserProfile('u')
+  const profiles: Array<Record<string, unknown> | null> = await consumer.getUserProfiles(['u', 'v'])
   await consumer.getHierarchy('h')
   await consumer.getAuditLog('a')
   await consumer.getHistoricalData('k')

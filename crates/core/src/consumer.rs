@@ -213,6 +213,18 @@ impl Consumer {
         self.tenant().reference.get(kind, id).await
     }
 
+    /// Batch profile read (SPEC §10): in order, each profile's JSON text or
+    /// `None` for an unknown user (see
+    /// [`crate::reference::ReferenceCache::get_profiles`]). A `RangeError`-class
+    /// error naming `ids[i]` for an id outside the id rule; nothing is read then.
+    pub async fn reference_get_profiles(&self, ids: &[String]) -> Result<Vec<Option<Arc<str>>>> {
+        self.check_open()?;
+        for (i, id) in ids.iter().enumerate() {
+            check_path_id(&format!("ids[{i}]"), id)?;
+        }
+        self.tenant().reference.get_profiles(ids).await
+    }
+
     /// Drops one reference key.
     pub fn invalidate(&self, key: &str) {
         self.tenant().reference.invalidate(key);

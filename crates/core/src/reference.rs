@@ -34,6 +34,7 @@
 //! Invalidations and clears reach the shared tier too; dropping the cache on
 //! shutdown ([`ReferenceCache::clear_local`]) does not.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -48,7 +49,7 @@ use crate::error::{CoreError, Result};
 use crate::ids::{parse_key, RefKind};
 use crate::metrics::{now_ms, Metrics};
 use crate::shared_ref::{Begin, SharedTier, Ticket, Written, NOT_FOUND_VALUE};
-use crate::wrapper::WrapperClient;
+use crate::wrapper::{WrapperClient, MAX_BATCH_IDS};
 
 /// The TTL of entries of `kind`.
 fn ttl_of(kind: RefKind, c: &Config) -> Duration {
@@ -132,6 +133,13 @@ impl Expiry<String, Arc<Entry>> for HoldExpiry {
 
 type FetchResult = Result<Arc<str>>;
 
+/// Requests (batch or single) one batch read has in flight at most.
+pub const BATCH_CONCURRENCY: usize = 8;
+
+/// One batch profiles request, shared by the flights of its ids: the profiles
+/// by id, or `None` when the Wrapper does not have the endpoint.
+type Chunk = Shared<BoxFuture<'static, Result<Option<Arc<HashMap<String, String>>>>>>;
+
 /// A fetch in progress, shared by every caller that missed meanwhile.
 #[derive(Clone)]
 struct Flight {
@@ -177,6 +185,9 @@ struct Inner {
     refresh_tx: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     /// Its receiving end, taken by [`ReferenceCache::refresh_task`].
     refresh_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
+    /// Set once the Wrapper answered the batch profiles endpoint with 404 or
+    /// 405: it does not have it, and batch reads fetch one by one from then on.
+    batch_missing: AtomicBool,
 }
 
 /// See the module docs. Cheap to clone; every method is safe to call from any
@@ -214,6 +225,7 @@ impl ReferenceCache {
                 wrapper,
                 metrics,
                 shared,
+                batch_missing: AtomicBool::new(false),
             }),
         }
     }
@@ -323,6 +335,193 @@ impl ReferenceCache {
         }
         Metrics::inc(&self.inner.metrics.reference_misses);
         self.flight(kind, id).await
+    }
+
+    /// Reads the profiles of `ids` (SPEC §10 batch reads): in order, each
+    /// the profile's JSON text or `None` for a user the Wrapper does not know.
+    ///
+    /// Hits come from the cache. Each distinct id that misses joins the fetch
+    /// in flight for its key, or becomes a flight of its own whose answer
+    /// comes from one batch request for the new misses (at most
+    /// [`MAX_BATCH_IDS`] ids per request, at most [`BATCH_CONCURRENCY`]
+    /// requests at a time), so single-flight and invalidation-wins hold per
+    /// id exactly as for [`ReferenceCache::get`]. When the Wrapper answers the
+    /// batch endpoint with 404 or 405 this is remembered, and the misses are
+    /// ordinary single fetches, [`BATCH_CONCURRENCY`] at a time.
+    ///
+    /// Hits and misses are counted per distinct id. The ids must follow the
+    /// id rule (the consumer checks them). Errors: the first failure of any
+    /// id other than "unknown" (a held stale value answers
+    /// `WRAPPER_UNAVAILABLE` for its id, as for a single read).
+    ///
+    /// Batch answers are kept locally only: the shared tier (if any) is asked
+    /// and written by single reads.
+    pub async fn get_profiles(&self, ids: &[String]) -> Result<Vec<Option<Arc<str>>>> {
+        let kind = RefKind::UserProfile;
+        // Distinct ids in order of first appearance, and each position's one.
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut distinct: Vec<&str> = Vec::new();
+        let positions: Vec<usize> = ids
+            .iter()
+            .map(|id| {
+                *index.entry(id.as_str()).or_insert_with(|| {
+                    distinct.push(id.as_str());
+                    distinct.len() - 1
+                })
+            })
+            .collect();
+        let mut answers: Vec<Option<Option<Arc<str>>>> = vec![None; distinct.len()];
+        let mut waits: Vec<(usize, Shared<BoxFuture<'static, FetchResult>>)> = Vec::new();
+        // The new flights wait for the plan: the batch requests, built once
+        // every new flight is claimed.
+        let (plan_tx, plan_rx) = futures::channel::oneshot::channel::<Arc<Vec<Chunk>>>();
+        let plan = plan_rx.shared();
+        let gate = Arc::new(tokio::sync::Semaphore::new(BATCH_CONCURRENCY));
+        let mut batch: Vec<String> = Vec::new();
+        for (d, id) in distinct.iter().enumerate() {
+            let key = kind.key(id);
+            match self.lookup(&key) {
+                Lookup::Hit(b) => {
+                    answers[d] = Some(Some(b));
+                    continue;
+                }
+                Lookup::NotFound => {
+                    answers[d] = Some(None);
+                    continue;
+                }
+                Lookup::Miss => {}
+            }
+            Metrics::inc(&self.inner.metrics.reference_misses);
+            let fut = match self.inner.inflight.entry(key.clone()) {
+                dashmap::Entry::Occupied(e) => {
+                    Metrics::inc(&self.inner.metrics.coalesced_requests);
+                    e.get().fut.clone()
+                }
+                dashmap::Entry::Vacant(v) => {
+                    let invalidated = Arc::new(AtomicBool::new(false));
+                    let chunk = batch.len() / MAX_BATCH_IDS;
+                    batch.push((*id).to_owned());
+                    let fut = self
+                        .clone()
+                        .batched(
+                            (*id).to_owned(),
+                            key,
+                            invalidated.clone(),
+                            plan.clone(),
+                            chunk,
+                            gate.clone(),
+                        )
+                        .boxed()
+                        .shared();
+                    v.insert(Flight {
+                        invalidated,
+                        fut: fut.clone(),
+                    });
+                    fut
+                }
+            };
+            waits.push((d, fut));
+        }
+        let chunks: Vec<Chunk> = batch
+            .chunks(MAX_BATCH_IDS)
+            .map(|ids| {
+                self.clone()
+                    .chunk(ids.to_vec(), gate.clone())
+                    .boxed()
+                    .shared()
+            })
+            .collect();
+        let _ = plan_tx.send(Arc::new(chunks));
+        let results =
+            futures::future::join_all(waits.into_iter().map(|(d, f)| f.map(move |r| (d, r)))).await;
+        let mut failure = None;
+        for (d, r) in results {
+            match r {
+                Ok(b) => answers[d] = Some(Some(b)),
+                Err(CoreError::NotFound(_)) => answers[d] = Some(None),
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok(positions
+            .into_iter()
+            .map(|d| answers[d].clone().flatten())
+            .collect())
+    }
+
+    /// One batch profiles request for `ids` (none once the endpoint is known
+    /// to be missing), within the batch's `gate`.
+    async fn chunk(
+        self,
+        ids: Vec<String>,
+        gate: Arc<tokio::sync::Semaphore>,
+    ) -> Result<Option<Arc<HashMap<String, String>>>> {
+        let _permit = gate.acquire_owned().await;
+        if self.inner.batch_missing.load(SeqCst) {
+            return Ok(None);
+        }
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let answer = self.inner.wrapper.profiles(&refs).await?;
+        if answer.is_none() {
+            self.inner.batch_missing.store(true, SeqCst);
+        }
+        Ok(answer.map(Arc::new))
+    }
+
+    /// The flight of one id of a batch read: its answer from its chunk of
+    /// the batch, kept as a single fetch's would be (an invalidation that
+    /// arrived meanwhile wins); a single fetch when the Wrapper has no batch
+    /// endpoint.
+    async fn batched(
+        self,
+        id: String,
+        key: String,
+        flag: Arc<AtomicBool>,
+        plan: Shared<futures::channel::oneshot::Receiver<Arc<Vec<Chunk>>>>,
+        chunk: usize,
+        gate: Arc<tokio::sync::Semaphore>,
+    ) -> FetchResult {
+        let inner = &self.inner;
+        let kind = RefKind::UserProfile;
+        let answer = match plan.await {
+            Ok(chunks) => chunks[chunk].clone().await,
+            Err(_) => Err(CoreError::WrapperUnavailable(
+                "GET /api/users/profiles: batch read abandoned".into(),
+            )),
+        };
+        let out = match answer {
+            Ok(None) => {
+                let _permit = gate.acquire_owned().await;
+                // The single fetch ends the flight itself.
+                return self.fetch(kind, id, key, flag).await;
+            }
+            Ok(Some(profiles)) => match profiles.get(&id) {
+                Some(text) => {
+                    let body: Arc<str> = Arc::from(text.as_str());
+                    let ttl = ttl_of(kind, &inner.config);
+                    self.store(
+                        &key,
+                        Some(body.clone()),
+                        ttl,
+                        ttl + inner.config.stale_if_error,
+                        &flag,
+                    );
+                    Ok(body)
+                }
+                None => {
+                    let ttl = inner.config.ttl.not_found;
+                    self.store(&key, None, ttl, ttl, &flag);
+                    Err(CoreError::NotFound(kind.path(&id)))
+                }
+            },
+            Err(e) => self.failed(&key, e),
+        };
+        self.land(&key, &flag);
+        out
     }
 
     /// Joins the fetch in flight for `kind`/`id`, or starts it.

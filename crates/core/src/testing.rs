@@ -597,6 +597,38 @@ impl TestConsumer {
         body.ok_or_else(|| CoreError::NotFound(kind.path(id)))
     }
 
+    /// The batch profile read (SPEC §10), from the same memory: each id a
+    /// hit or a [`TestConsumer::reference_get`], in order; `None` for an
+    /// unknown user. Every id is checked first (a `RangeError` names `ids[i]`).
+    pub fn reference_get_profiles(&mut self, ids: &[String]) -> Result<Vec<Option<Arc<str>>>> {
+        self.check_open()?;
+        for (i, id) in ids.iter().enumerate() {
+            check_path_id(&format!("ids[{i}]"), id)?;
+        }
+        let kind = RefKind::UserProfile;
+        let mut seen: std::collections::HashMap<&str, Option<Arc<str>>> =
+            std::collections::HashMap::new();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(answer) = seen.get(id.as_str()) {
+                out.push(answer.clone());
+                continue;
+            }
+            let answer = match self.reference_lookup(kind, id)? {
+                Lookup::Hit(b) => Some(b),
+                Lookup::NotFound => None,
+                Lookup::Miss => match self.reference_get(kind, id) {
+                    Ok(b) => Some(b),
+                    Err(CoreError::NotFound(_)) => None,
+                    Err(e) => return Err(e),
+                },
+            };
+            seen.insert(id, answer.clone());
+            out.push(answer);
+        }
+        Ok(out)
+    }
+
     /// Drops one reference key from the cache.
     pub fn invalidate(&mut self, key: &str) {
         self.cache.remove(key);
