@@ -35,9 +35,10 @@ const { SMALL, smallTenant, tenantId, poolOptions } = require('./lib/tenants.js'
 const { whyMissed } = require('./lib/notes.js')
 
 const SMOKE = process.argv.includes('--smoke')
-// --only=micro,stampede,propagation,cluster,storm,memory,coldstart,reload,pool runs those
+// --only=micro,stampede,propagation,cluster,storm,memory,coldstart,reload,pool,fleet runs those
 // groups and prints the table without writing RESULTS.md (for development); the pool group
-// writes RESULTS-pool.md all the same (its rows are complete by themselves).
+// writes RESULTS-pool.md and the fleet group RESULTS-fleet.md all the same (their rows are
+// complete by themselves); --fleet-size=N sets the fleet group's fleets' size.
 const ONLY = (process.argv.find((a) => a.startsWith('--only=')) || '').slice(7)
 const runs = (group) => !ONLY || ONLY.split(',').includes(group)
 // --pool-separate=N: the pool group's separate-consumers side holds N tenants instead of the
@@ -1509,6 +1510,18 @@ async function main() {
     if (runs('pool')) rows.push(...(await poolRows(redis)))
   } finally {
     await redis.stop()
+  }
+  // Group `fleet` (rows F1–F5, SPEC §7): bench/lib/fleet.js runs it with its own
+  // Redis servers and writes bench/RESULTS-fleet.md itself; its rows stay out of this table.
+  if (runs('fleet')) {
+    await require('./lib/fleet.js').fleetGroup({
+      smoke: SMOKE,
+      log,
+      machineBusy,
+      busyProcesses,
+      redisVersion,
+      binary: BINARY,
+    })
   }
   rows.sort((a, b) => a.id.localeCompare(b.id, 'en', { numeric: true }))
 
