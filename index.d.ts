@@ -30,6 +30,11 @@ export declare class NativeConsumer {
   refLookup(kind: string, id: string): string | null
   /** Reference read with a shared fetch on a miss; resolves to JSON text. */
   refGet(kind: string, id: string): Promise<string>
+  /**
+   * Batch profile read (SPEC §10); resolves to the JSON text of each
+   * profile, in order, or `null` for an unknown user.
+   */
+  refGetProfiles(ids: Array<string>): Promise<Array<string | null>>
   /** A user's access from the core's store, or `null` for an unknown user. */
   userAccess(userId: string): UserAccess | null
   /** Drops one reference key (a key the cache cannot hold is a no-op). */
@@ -101,6 +106,76 @@ export declare class NativePublisher {
 }
 
 /**
+ * The native half of `createTestConsumer` (`lib/testing.js`): the methods
+ * `lib/consumer.js` calls on a `NativeConsumer`, with the same names and
+ * results, over the core's `testing::TestConsumer` (memory: no task, socket, timer
+ * or threadsafe function), plus `apply`, `setReference`, `failNext` and
+ * `deductions`. Everything runs on the JS thread: a replica batch is handed
+ * to `onBatch` before the call that made it returns, and the methods that
+ * return promises return them settled.
+ */
+export declare class NativeTestConsumer {
+  /**
+   * Validates `options` (plain JSON, without `logger`): the seed options
+   * and every consumer option, as `NativeConsumer` does. Throws
+   * `TypeError`/`RangeError` naming the option.
+   */
+  constructor(options: any)
+  /** The validated tenant id. */
+  get tenantId(): string
+  /** Keeps `onBatch(json)`, which receives replica batches. */
+  start(this: this, onBatch: (arg: string) => void): void
+  /**
+   * Delivers the first load (once) and resolves; rejects with a failure
+   * armed for `initialize`, or `SHUTDOWN`.
+   */
+  waitReady(this: this): Promise<void>
+  /**
+   * As `NativeConsumer.refLookup`; a failure armed for the kind's
+   * method is thrown here.
+   */
+  refLookup(kind: string, id: string): string | null
+  /** As `NativeConsumer.refGet`, from the double's reference objects. */
+  refGet(kind: string, id: string): Promise<string>
+  /** As `NativeConsumer.refGetProfiles`, from the double's reference objects. */
+  refGetProfiles(ids: Array<string>): Promise<Array<string | null>>
+  /** As `NativeConsumer.userAccess`. */
+  userAccess(userId: string): UserAccess | null
+  /** Drops one reference key. */
+  invalidate(key: string): void
+  /** Expiry (epoch ms) of a held reference entry, or `null`. */
+  cacheExpiry(key: string): number | null
+  /** The user's balance (0 when the seed has none). */
+  userCredits(userId: string): Promise<number>
+  /** As `NativeConsumer.deduct`, against the double's ledger. */
+  deduct(userId: string, amount: number, operationCode: string | undefined | null, idempotencyKey: string): Promise<number>
+  /** Turns `'change'` notices on or off. */
+  setListenChanges(on: boolean): void
+  /** The figures of `getMetrics()` the core keeps. */
+  metrics(): NativeMetrics
+  /** The core's half of `health()`. */
+  health(): NativeHealth
+  /** Frees the data and lets go of the callback. */
+  shutdown(this: this): Promise<void>
+  /**
+   * Applies one event (`dataJson`: the JSON text of its `data`) through
+   * the core's event rules and hands its replica batch to `onBatch`;
+   * returns the keys of its `'change'` event. A rejected event throws a
+   * `RangeError` naming the reason (`err.reason`).
+   */
+  apply(this: this, eventType: string, dataJson: string, version?: number | undefined | null, eventId?: string | undefined | null, timestamp?: string | undefined | null): string[]
+  /**
+   * What the Wrapper answers for reference `key` from now on: the JSON
+   * text of an object, or `null` for 404.
+   */
+  setReference(key: string, valueJson?: string | undefined | null): void
+  /** The next call of public method `method` fails with `code`. */
+  failNext(method: string, code: string): void
+  /** The applied deductions, in order. */
+  deductions(): NativeDeduction[]
+}
+
+/**
  * Test hook: panics inside a guarded entry point, so tests can show that a
  * Rust panic reaches JS as an `Error` (code `INTERNAL`), never as an abort.
  */
@@ -125,6 +200,20 @@ export declare function checkId(name: string, id: string): void
  * the first publish.
  */
 export declare function createPublisher(options: any, envVars: Record<string, string>): NativePublisher
+
+/** One applied deduction of the test double (`crm.deductions`). */
+export interface NativeDeduction {
+  /** The user charged. */
+  userId: string
+  /** The amount deducted. */
+  amount: number
+  /** The operation given, or `null`. */
+  operationCode: string | null
+  /** The idempotency key it was made with. */
+  idempotencyKey: string
+  /** The balance after it. */
+  remaining: number
+}
 
 /**
  * `health()` as the core sees it; `lib/consumer.js` adds `ready` and

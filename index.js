@@ -839,6 +839,7 @@ module.exports.NativeConsumer = nativeBinding.NativeConsumer
 module.exports.NativePool = nativeBinding.NativePool
 module.exports.NativePoolTenant = nativeBinding.NativePoolTenant
 module.exports.NativePublisher = nativeBinding.NativePublisher
+module.exports.NativeTestConsumer = nativeBinding.NativeTestConsumer
 module.exports.__panicForTests = nativeBinding.__panicForTests
 module.exports.__panicForTestsAsync = nativeBinding.__panicForTestsAsync
 module.exports.canonicalize = nativeBinding.canonicalize

@@ -544,3 +544,81 @@ test('a cache-invalidate event drops the keys it names', async (t) => {
   t.is(sim.count('/api/hierarchy/org-1'), 2, 'the hierarchy is fetched again')
   t.is(sim.count('/api/audit-logs/log-1'), 1)
 })
+
+// ---- refresh ahead (SPEC §10) -------------------------------------------------------
+
+test('refreshAheadRatio: a hot entry is refreshed once in the background before it expires, and never expires into a miss', async (t) => {
+  const { sim, consumer } = await setup(t, {
+    consumer: { ttl: { userProfiles: 1500 }, refreshAheadRatio: 0.5 },
+  })
+  await consumer.getUserProfile('u-alice')
+  t.is(sim.count(ALICE), 1)
+  const firstExpiry = consumer.getCacheExpiry('user:u-alice')
+  sim.data.profiles.set('u-alice', { ...sim.data.profiles.get('u-alice'), title: 'CFO' })
+  // hits before half the TTL refresh nothing
+  await consumer.getUserProfile('u-alice')
+  t.is(sim.count(ALICE), 1)
+  // a hot reader: past half the TTL its hits trigger one background refresh
+  await waitFor(
+    async () => {
+      await consumer.getUserProfile('u-alice')
+      return sim.count(ALICE) === 2
+    },
+    { timeout: 5000, interval: 20, message: 'one refresh' },
+  )
+  await waitFor(() => consumer.getCacheExpiry('user:u-alice') > firstExpiry, {
+    message: 'the refreshed entry replaced the old one',
+  })
+  t.is((await consumer.getUserProfile('u-alice')).title, 'CFO')
+  t.is(sim.count(ALICE), 2, 'refreshed once')
+  // reading on for longer than the TTL never misses
+  const missesBefore = consumer.getMetrics().referenceMisses
+  const until = Date.now() + 2000
+  while (Date.now() < until) {
+    await consumer.getUserProfile('u-alice')
+    await new Promise((r) => setTimeout(r, 25))
+  }
+  t.is(consumer.getMetrics().referenceMisses, missesBefore, 'no miss while hot')
+  t.true(sim.count(ALICE) >= 3, 'refreshed again in the next period')
+})
+
+test('refreshAheadRatio: an invalidation during the background refresh still wins', async (t) => {
+  const { sim, consumer } = await setup(t, {
+    consumer: { ttl: { userProfiles: 1000 }, refreshAheadRatio: 0.3 },
+  })
+  await consumer.getUserProfile('u-alice')
+  sim.data.profiles.set('u-alice', { ...sim.data.profiles.get('u-alice'), title: 'old at refresh' })
+  const gate = sim.gate(ALICE)
+  const refreshing = sim.waitForRequest(ALICE)
+  await waitFor(
+    async () => {
+      await consumer.getUserProfile('u-alice')
+      return sim.count(ALICE) === 2
+    },
+    { timeout: 5000, interval: 20, message: 'the refresh started' },
+  )
+  await refreshing
+  consumer.invalidate('user:u-alice')
+  sim.data.profiles.set('u-alice', { ...sim.data.profiles.get('u-alice'), title: 'new' })
+  gate.release()
+  // A negative over a window: the old refresh's landing is not observable
+  // otherwise (it must store nothing).
+  await new Promise((r) => setTimeout(r, 300))
+  t.is(consumer.getCacheExpiry('user:u-alice'), null, 'the refreshed (older) value is not kept')
+  t.is((await consumer.getUserProfile('u-alice')).title, 'new')
+})
+
+test('refreshAheadRatio is validated, naming it', (t) => {
+  const { SmartCRMConsumer } = require('../lib/index.js')
+  const base = { tenantId: 't', wrapperUrl: 'http://127.0.0.1:9' }
+  for (const bad of [1, -0.1, 2]) {
+    t.throws(() => new SmartCRMConsumer({ ...base, refreshAheadRatio: bad }), {
+      instanceOf: RangeError,
+      message: /refreshAheadRatio/,
+    })
+  }
+  t.throws(() => new SmartCRMConsumer({ ...base, refreshAheadRatio: '0.8' }), {
+    instanceOf: TypeError,
+    message: /refreshAheadRatio/,
+  })
+})

@@ -221,10 +221,10 @@ test('Wrapper down at start, snapshot in Redis: initialize() resolves from it an
 })
 
 test.serial(
-  'periodic refresh over a fleet: one Wrapper load per interval, and a change made without an event reaches every instance',
+  'periodic refresh over twenty instances: one Wrapper load per interval, and a change made without an event reaches every instance',
   async (t) => {
     const { sim, base, loads } = await setup(t, { init: false })
-    const fleet = startFleet(t, 8, { ...base, refreshIntervalMs: 3000 }, [OP])
+    const fleet = startFleet(t, 20, { ...base, refreshIntervalMs: 3000 }, [OP])
     await Promise.all(fleet.map((i) => i.ready))
     t.is(loads(), 1)
     // changed at the Wrapper, no event

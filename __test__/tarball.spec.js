@@ -142,9 +142,11 @@ test('installed on its own, it loads: CommonJS, ESM, the express subpath and the
       '-e',
       `const { SmartCRMConsumer } = require('smart-crm-consumer')
        const { requireCredits } = require('smart-crm-consumer/express')
+       const { createTestConsumer } = require('smart-crm-consumer/testing')
        const c = new SmartCRMConsumer({ tenantId: 't', wrapperUrl: 'http://127.0.0.1:9' })
        console.log(typeof requireCredits, c.getCreditCost('x'), require.resolve('smart-crm-consumer'))
-       c.shutdown()`,
+       c.shutdown()
+       createTestConsumer('t').initialize()`,
     ],
     app,
   )

@@ -15,66 +15,20 @@
 // another process: what the lookup thread would see if applying events cost
 // it nothing.
 
-const fs = require('node:fs')
-const path = require('node:path')
-const { fork } = require('node:child_process')
 const { monitorEventLoopDelay } = require('node:perf_hooks')
-const { childMain, wallMs, percentile, eventsApplied, sleep } = require('./lib/common.js')
+const {
+  childMain,
+  wallMs,
+  percentile,
+  eventsApplied,
+  sleep,
+  spawnHelper,
+} = require('./lib/common.js')
 const { setupSide } = require('./lib/fixture.js')
 const data = require('./lib/data.js')
+const { threadStats, diffStats } = require('./lib/threads.js')
 
 const RESOLUTION_MS = 1
-const CLK_TCK_MS = 10 // USER_HZ = 100 on Linux
-
-function spawnHelper(script, config) {
-  const child = fork(path.join(__dirname, script), [JSON.stringify(config)], {
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  })
-  const next = (type) =>
-    new Promise((resolve, reject) => {
-      const onMessage = (msg) => {
-        if (msg.type === type) {
-          child.off('message', onMessage)
-          resolve(msg)
-        } else if (msg.type === 'failed') reject(new Error(msg.error))
-      }
-      child.on('message', onMessage)
-      child.once('exit', (code) => reject(new Error(`${script} exited (${code})`)))
-    })
-  return { child, next }
-}
-
-/** CPU ms per thread name, and the main thread's involuntary switches. */
-function threadStats() {
-  const cpu = {}
-  let nonvoluntary = 0
-  for (const tid of fs.readdirSync('/proc/self/task')) {
-    try {
-      const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8')
-      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      const ms = (Number(f[11]) + Number(f[12])) * CLK_TCK_MS
-      const key = Number(tid) === process.pid ? 'main' : name
-      cpu[key] = (cpu[key] || 0) + ms
-      if (Number(tid) === process.pid) {
-        const status = fs.readFileSync(`/proc/self/task/${tid}/status`, 'utf8')
-        nonvoluntary = Number(/nonvoluntary_ctxt_switches:\s+(\d+)/.exec(status)[1])
-      }
-    } catch {
-      // thread ended meanwhile
-    }
-  }
-  return { cpu, nonvoluntary }
-}
-
-function diffStats(a, b) {
-  const cpu = {}
-  for (const [k, v] of Object.entries(b.cpu)) {
-    const d = v - (a.cpu[k] || 0)
-    if (d > 0) cpu[k] = d
-  }
-  return { cpuMs: cpu, mainInvoluntarySwitches: b.nonvoluntary - a.nonvoluntary }
-}
 
 async function main(config) {
   const { side, redisUrl, tenantId, events, ops, timeoutMs, load } = config

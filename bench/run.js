@@ -19,19 +19,39 @@ const path = require('node:path')
 const { execFileSync } = require('node:child_process')
 
 const { startRedis } = require('../tools/test-helpers/index.js')
-const { startWrapperSim } = require('../tools/wrapper-sim.js')
+const { startWrapperSim, startMultiTenantSim } = require('../tools/wrapper-sim.js')
 const data = require('./lib/data.js')
-const { ROOT, median, runChild, makeSubject, sleep, wallMs } = require('./lib/common.js')
+const {
+  ROOT,
+  median,
+  percentile,
+  runChild,
+  makeSubject,
+  sleep,
+  wallMs,
+} = require('./lib/common.js')
 const { smallData } = require('./lib/fixture.js')
+const { SMALL, smallTenant, tenantId, poolOptions } = require('./lib/tenants.js')
 const { whyMissed } = require('./lib/notes.js')
 
 const SMOKE = process.argv.includes('--smoke')
-// --only=micro,stampede,propagation,cluster,storm,memory,coldstart,reload runs those groups
-// and prints the table without writing a results file (for development). The fleet group
-// (--only=fleet) writes bench/RESULTS-fleet.md all the same; --fleet-size=N sets its fleets' size.
+// --only=micro,stampede,propagation,cluster,storm,memory,coldstart,reload,pool,fleet runs those
+// groups and prints the table without writing RESULTS.md (for development); the pool group
+// writes RESULTS-pool.md and the fleet group RESULTS-fleet.md all the same (their rows are
+// complete by themselves); --fleet-size=N sets the fleet group's fleets' size.
 const ONLY = (process.argv.find((a) => a.startsWith('--only=')) || '').slice(7)
 const runs = (group) => !ONLY || ONLY.split(',').includes(group)
+// --pool-separate=N: the pool group's separate-consumers side holds N tenants instead of the
+// default (500 at full size), e.g. 5000 to check row 8a at the pool's size (~2 GB, minutes).
+const POOL_SEPARATE = Number(
+  (process.argv.find((a) => a.startsWith('--pool-separate=')) || '').slice(16),
+)
 const OUT = path.join(__dirname, SMOKE ? 'RESULTS.smoke.md' : 'RESULTS.md')
+// The pool group (rows 8a–8f) writes its own file whenever it runs, --only=pool included.
+const POOL_OUT = path.join(__dirname, SMOKE ? 'RESULTS-pool.smoke.md' : 'RESULTS-pool.md')
+const ARGS = process.argv.slice(2).join(' ')
+const COMMAND = `node bench/run.js${ARGS ? ` ${ARGS}` : ''}`
+const COMMAND_NOTE = ONLY ? '' : ` (\`${SMOKE ? 'npm run bench:smoke' : 'npm run bench'}\`)`
 const BINARY = path.join(ROOT, 'smart-crm-consumer.linux-x64-gnu.node')
 const DEBUG_BUILD_BYTES = 30 * 1024 * 1024
 
@@ -55,6 +75,15 @@ const SIZES = SMOKE
         minQuietMs: 200,
         maxQuietMs: 200,
         tailMs: 200,
+        reps: 1,
+      },
+      pool: {
+        tenants: 60,
+        separate: 20,
+        warmup: 10,
+        release: 40,
+        separateRelease: 8,
+        events: { rate: 1000, events: 300, many: 60, few: 6 },
         reps: 1,
       },
     }
@@ -84,6 +113,15 @@ const SIZES = SMOKE
         minQuietMs: 1000,
         maxQuietMs: 10000,
         tailMs: 500,
+        reps: 3,
+      },
+      pool: {
+        tenants: 5000,
+        separate: 500,
+        warmup: 20,
+        release: 4000,
+        separateRelease: 400,
+        events: { rate: 1000, events: 10000, many: 5000, few: 50 },
         reps: 3,
       },
     }
@@ -824,12 +862,410 @@ async function reloadRow(redis) {
 }
 
 // ---------------------------------------------------------------------------
+// The tenant pool (rows 8a–8f, group `pool`; SPEC §8, issue 10): N small
+// tenants through one pool against N separate SmartCRMConsumers (today's
+// way). Written to their own file, RESULTS-pool.md, with the command that
+// made them, so that `--only=pool` can refresh them alone.
+
+/** The simulator serving `n` small tenants `tenantId(POOL_PREFIX, i)`, plus the row-1 data set as `POOL_READS_TENANT`. */
+async function poolSim(n) {
+  const one = smallTenant()
+  const tenants = {}
+  for (let i = 0; i < n; i++) tenants[tenantId(POOL_PREFIX, i)] = one
+  tenants[POOL_READS_TENANT] = smallData()
+  return startMultiTenantSim({ tenants })
+}
+
+const POOL_PREFIX = 'pt'
+const POOL_READS_TENANT = 'bench-pool-reads'
+
+/** Forgets the simulator's request logs between runs (they grow with every load). */
+function clearSimLogs(sim) {
+  sim.resetStats()
+  for (const s of sim.sims.values()) s.requests.length = 0
+}
+
+async function poolRows(redis) {
+  const S = SIZES.pool
+  if (POOL_SEPARATE > S.warmup) {
+    S.separate = POOL_SEPARATE
+    S.separateRelease = Math.floor((POOL_SEPARATE - S.warmup) * 0.8)
+  }
+  log(
+    `rows 8a–8f: tenant pool, ${S.tenants} small tenants (separate consumers: ${S.separate}), ` +
+      `${S.reps} run(s) per side ...`,
+  )
+  const sim = await poolSim(S.tenants)
+  const rows = []
+  try {
+    const load = { pool: [], separate: [] }
+    for (let r = 0; r < S.reps; r++) {
+      for (const side of ['pool', 'separate']) {
+        clearSimLogs(sim)
+        const res = await runChild(
+          'child-pool.js',
+          {
+            side,
+            redisUrl: redis.url,
+            wrapperUrl: sim.url,
+            prefix: POOL_PREFIX,
+            tenants: side === 'pool' ? S.tenants : S.separate,
+            warmup: S.warmup,
+            release: side === 'pool' ? S.release : S.separateRelease,
+          },
+          { execArgv: ['--expose-gc'] },
+        )
+        log(
+          `  ${side}: ${res.connections} connection(s), ${fmtKB(res.rssPerTenant / 1024)}/tenant, ` +
+            `load p50 ${fmtMs(percentile(res.loadMs, 50))} p99 ${fmtMs(percentile(res.loadMs, 99))}`,
+        )
+        load[side].push(res)
+      }
+    }
+    const events = { many: [], few: [], separate: [] }
+    const E = S.events
+    for (let r = 0; r < S.reps; r++) {
+      for (const k of ['many', 'few', 'separate']) {
+        clearSimLogs(sim)
+        const res = await runChild('child-pool-events.js', {
+          side: `${k === 'separate' ? 'separate' : 'pool'}-${E[k === 'many' ? 'many' : 'few']}`,
+          holds: k === 'separate' ? 'separate' : 'pool',
+          redisUrl: redis.url,
+          wrapperUrl: sim.url,
+          prefix: POOL_PREFIX,
+          tenants: k === 'many' ? E.many : E.few,
+          rate: E.rate,
+          events: E.events,
+          timeoutMs: 120000,
+        })
+        log(
+          `  events over ${res.tenants} tenants (${res.holds}): ${res.cpuPerEventUs.toFixed(1)} µs CPU/event, ` +
+            `${res.applied}/${res.events} applied`,
+        )
+        events[k].push(res)
+      }
+    }
+    clearSimLogs(sim)
+    const reads = await poolReads(redis, sim)
+    rows.push(...poolLoadRows(load), poolEventsRow(events), reads)
+  } finally {
+    await sim.stop()
+  }
+  rows.sort((a, b) => a.id.localeCompare(b.id, 'en', { numeric: true }))
+  return rows
+}
+
+/** Rows 8a, 8b, 8c and 8f, from child-pool.js runs of both sides. */
+function poolLoadRows(res) {
+  const S = SIZES.pool
+  const p = res.pool
+  const s = res.separate
+  const n = S.tenants.toLocaleString('en')
+  const ns = S.separate.toLocaleString('en')
+  const perRun = (list, f) => list.map(f).join(', ')
+  const ok = (list, tenants, release) =>
+    list.every(
+      (x) => x.wrong === 0 && x.loadedCount === tenants && x.remainingCount === tenants - release,
+    )
+  const pOk = ok(p, S.tenants, S.release)
+  const sOk = ok(s, S.separate, S.separateRelease)
+  const okText = `every tenant loaded and answering from its own data: pool ${pOk ? 'yes' : 'NO'}, separate ${sOk ? 'yes' : 'NO'}`
+  const rows = []
+
+  // 8a. Redis connections
+  const pConn = med(p, 'connections')
+  const sConn = med(s, 'connections')
+  rows.push({
+    id: '8a',
+    group: 'pool',
+    title: `Redis connections with ${n} small tenants loaded`,
+    unit: 'count',
+    pkg: pConn,
+    base: sConn,
+    cells: {
+      pkg: fmtInt(pConn),
+      base: `${fmtInt(sConn)} (${ns} consumers)`,
+      ratio: `per tenant: ${+(pConn / S.tenants).toPrecision(2)} vs ${+(sConn / S.separate).toPrecision(2)}`,
+    },
+    baseIs:
+      S.separate === S.tenants
+        ? `${ns} separate \`SmartCRMConsumer\`s (today's way)`
+        : `${ns} separate \`SmartCRMConsumer\`s (today's way; ${ns}, not ${n}: they grow one connection and ${fmtKB(med(s, 'rssPerTenant') / 1024)} per consumer, as rows 8a and 8b show, so ${n} would only take ~${((S.tenants * med(s, 'rssPerTenant')) / 2 ** 30).toFixed(1)} GB and minutes per run to say the same; \`--pool-separate=${S.tenants}\` runs them)`,
+    target: '≤ 2',
+    met: p.every((x) => x.connections <= 2) && pOk,
+    detail:
+      `Connections of the measured process counted with \`CLIENT LIST\` on the private ` +
+      `redis-server (less the counting connection) before anything was created and with every ` +
+      `tenant loaded; median of ${S.reps} run(s) (pool: ${perRun(p, (x) => x.connections)}; ` +
+      `separate: ${perRun(s, (x) => x.connections)}). Channels subscribed on them: pool ` +
+      `${fmtInt(med(p, 'subscriptions'))} (7 per tenant on its one link), separate ` +
+      `${fmtInt(med(s, 'subscriptions'))}. After releasing ${S.release.toLocaleString('en')} ` +
+      `(separate: ${S.separateRelease.toLocaleString('en')}) of them: pool ` +
+      `${fmtInt(med(p, 'connectionsAfterRelease'))} connection(s), separate ` +
+      `${fmtInt(med(s, 'connectionsAfterRelease'))}. Pool connected at the end: ` +
+      `${p.every((x) => x.poolConnected) ? 'yes' : 'NO'}; ${okText}.`,
+    raw: res,
+  })
+
+  // 8b. RSS per tenant
+  const kb = (list, key) => med(list, key) / 1024
+  const pKB = kb(p, 'rssPerTenant')
+  const sKB = kb(s, 'rssPerTenant')
+  rows.push({
+    id: '8b',
+    group: 'pool',
+    title: 'RSS per small tenant (50 operations, 10 roles, 50 users)',
+    unit: 'KB',
+    pkg: pKB,
+    base: sKB,
+    baseIs: `${ns} separate \`SmartCRMConsumer\`s in a process of their own, the same way`,
+    target: '≤ 40 KB (today ~370 KB)',
+    met: pKB <= 40 && pOk,
+    detail:
+      `RSS growth of the measured process (node --expose-gc, full GCs before both readings) ` +
+      `while ${(S.tenants - S.warmup).toLocaleString('en')} tenants (separate: ` +
+      `${(S.separate - S.warmup).toLocaleString('en')}) were loaded one after the other, after ` +
+      `${S.warmup} warm-up tenants (the runtime, the link, the HTTP connection), divided by the ` +
+      `tenants; simulator in the parent; median of ${S.reps} (pool per run: ` +
+      `${perRun(p, (x) => fmtKB(x.rssPerTenant / 1024))}; separate: ` +
+      `${perRun(s, (x) => fmtKB(x.rssPerTenant / 1024))}). Of that, V8 heap (heapUsed): pool ` +
+      `${fmtKB(kb(p, 'heapPerTenant'))}, separate ${fmtKB(kb(s, 'heapPerTenant'))} per tenant; ` +
+      `anonymous RSS (RssAnon): pool ${fmtKB(kb(p, 'rssAnonPerTenant'))}, separate ` +
+      `${fmtKB(kb(s, 'rssAnonPerTenant'))}; V8 external memory (what native code reports ` +
+      `to V8): pool ${fmtKB(median(p.map((x) => x.growth.external / x.measured)) / 1024)}. ` +
+      `Growth in all: pool ` +
+      `${fmtMiB((med(p, 'rssPerTenant') * (S.tenants - S.warmup)) / 1048576)}, separate ` +
+      `${fmtMiB((med(s, 'rssPerTenant') * (S.separate - S.warmup)) / 1048576)}. Threads at the ` +
+      `end: pool ${fmtInt(median(p.map((x) => x.loaded.threads)))}, separate ` +
+      `${fmtInt(median(s.map((x) => x.loaded.threads)))}. Peak RSS: pool ` +
+      `${fmtMiB(med(p, 'peakRss') / 1048576)}, separate ${fmtMiB(med(s, 'peakRss') / 1048576)}.`,
+    raw: res,
+  })
+
+  // 8c. cold pool.tenant(id)
+  const pc = (list, q) => median(list.map((x) => percentile(x.loadMs, q)))
+  rows.push({
+    id: '8c',
+    group: 'pool',
+    title: '`pool.tenant(id)` of a cold small tenant, local Wrapper: p50 / p99',
+    unit: 'ms',
+    pkg: pc(p, 50),
+    base: pc(s, 50),
+    cells: {
+      pkg: `${fmtMs(pc(p, 50))} / ${fmtMs(pc(p, 99))}`,
+      base: `${fmtMs(pc(s, 50))} / ${fmtMs(pc(s, 99))}`,
+      ratio: `${fmtRatio(pc(p, 50), pc(s, 50))} / ${fmtRatio(pc(p, 99), pc(s, 99))}`,
+    },
+    baseIs:
+      '`new SmartCRMConsumer(...)` + `initialize()` per tenant (today), in the same kind of process',
+    target: 'p50 ≤ 5 ms, p99 ≤ 20 ms',
+    met: pc(p, 50) <= 5 && pc(p, 99) <= 20 && pOk,
+    detail:
+      `Each load awaited before the next, in the child of rows 8a/8b, ` +
+      `${(S.tenants - S.warmup).toLocaleString('en')} timed loads per run (separate: ` +
+      `${(S.separate - S.warmup).toLocaleString('en')}), so the later ones run with thousands of ` +
+      `tenants loaded; the simulator (one server, routed by \`X-Tenant-Id\`) in the parent. ` +
+      `A load is: subscribe the tenant's 7 channels on the link, fetch its 4 lists, build its ` +
+      `store, hand the replica its first batch. Median over ${S.reps} run(s) of each run's ` +
+      `percentile (pool p50 / p99 per run: ` +
+      `${perRun(p, (x) => `${fmtMs(percentile(x.loadMs, 50))} / ${fmtMs(percentile(x.loadMs, 99))}`)}; ` +
+      `separate: ` +
+      `${perRun(s, (x) => `${fmtMs(percentile(x.loadMs, 50))} / ${fmtMs(percentile(x.loadMs, 99))}`)}). ` +
+      `Slowest load: pool ${fmtMs(median(p.map((x) => Math.max(...x.loadMs))))}, separate ` +
+      `${fmtMs(median(s.map((x) => Math.max(...x.loadMs))))}. All of them one after the ` +
+      `other: pool ${fmtMs(med(p, 'loadAllMs'))}, separate ${fmtMs(med(s, 'loadAllMs'))}. ` +
+      `p50 of the first / last 500 pool loads: ` +
+      `${fmtMs(median(p.map((x) => percentile(x.loadMs.slice(0, 500), 50))))} / ` +
+      `${fmtMs(median(p.map((x) => percentile(x.loadMs.slice(-500), 50))))}.`,
+    raw: res,
+  })
+
+  // 8f. RSS after releasing most tenants
+  const grown = (x, at) => (x[at].rss - x.before.rss) / 1048576
+  const kept = (list, at) => median(list.map((x) => grown(x, at)))
+  const peak = (list) => median(list.map((x) => grown(x, 'loaded')))
+  const share = (list, at) => median(list.map((x) => grown(x, at) / grown(x, 'loaded')))
+  const pct = (x) => `${Math.round(x * 100)} %`
+  const keptShare = (S.tenants - S.warmup - S.release) / (S.tenants - S.warmup)
+  rows.push({
+    id: '8f',
+    group: 'pool',
+    title: `RSS after releasing ${S.release.toLocaleString('en')} of ${n} tenants: growth kept, without / with a full GC`,
+    unit: 'MiB',
+    pkg: kept(p, 'releasedGc'),
+    base: kept(s, 'releasedGc'),
+    cells: {
+      pkg: `${fmtMiB(kept(p, 'released'))} / ${fmtMiB(kept(p, 'releasedGc'))} of ${fmtMiB(peak(p))}`,
+      base: `${fmtMiB(kept(s, 'released'))} / ${fmtMiB(kept(s, 'releasedGc'))} of ${fmtMiB(peak(s))}`,
+      ratio: `kept ${pct(share(p, 'releasedGc'))} vs ${pct(share(s, 'releasedGc'))}`,
+    },
+    baseIs: `${ns} separate consumers, ${S.separateRelease.toLocaleString('en')} of them shut down`,
+    target: `report; given back: kept after GC ≤ ${pct(2 * keptShare)} (2× the share still loaded)`,
+    met: share(p, 'releasedGc') <= 2 * keptShare && pOk,
+    detail:
+      `In the child of rows 8a/8b: after the loaded reading, \`pool.release(id)\` (separate: ` +
+      `\`shutdown()\`) of ${S.release.toLocaleString('en')} ` +
+      `(${S.separateRelease.toLocaleString('en')}) of the measured tenants (the warm-up ones stay), ` +
+      `100 at a time (took ` +
+      `${fmtMs(med(p, 'releaseMs'))}; separate ${fmtMs(med(s, 'releaseMs'))}); RSS read 1 s ` +
+      `later without a GC, then after full GCs (\`global.gc()\`, node --expose-gc). Cells: ` +
+      `RSS growth over the reading before the tenants were loaded, without / with the GCs, of ` +
+      `the growth with all of them loaded. ${pct(keptShare)} of the measured tenants are still loaded, so that is ` +
+      `the share a pool that gave everything back would keep. Kept after GC per run: pool ` +
+      `${perRun(p, (x) => pct(grown(x, 'releasedGc') / grown(x, 'loaded')))}; separate ` +
+      `${perRun(s, (x) => pct(grown(x, 'releasedGc') / grown(x, 'loaded')))}. V8 heap after ` +
+      `the GC, over the empty reading: pool ` +
+      `${fmtMiB(median(p.map((x) => (x.releasedGc.heapUsed - x.before.heapUsed) / 1048576)))} ` +
+      `of ${fmtMiB(median(p.map((x) => (x.loaded.heapUsed - x.before.heapUsed) / 1048576)))}; ` +
+      `anonymous RSS (RssAnon): pool ` +
+      `${fmtMiB(median(p.map((x) => (x.releasedGc.rssAnon - x.before.rssAnon) / 1048576)))} of ` +
+      `${fmtMiB(median(p.map((x) => (x.loaded.rssAnon - x.before.rssAnon) / 1048576)))}.`,
+    raw: res,
+  })
+  return rows
+}
+
+/** Row 8d, from child-pool-events.js runs over many and few tenants. */
+function poolEventsRow(res) {
+  const E = SIZES.pool.events
+  const m = res.many
+  const f = res.few
+  const sep = res.separate
+  const us = (x) => `${x.toFixed(1)} µs`
+  const ok = (list) =>
+    list.every(
+      (x) =>
+        x.applied === x.events && x.wrongValues === 0 && !x.timedOut && x.receivers === x.events,
+    )
+  const perRun = (list, key) => list.map((x) => us(x[key])).join(', ')
+  const cpu = (list) => {
+    const keys = new Set(list.flatMap((x) => Object.keys(x.cpuMs)))
+    return [...keys]
+      .map((k) => `${k} ${fmtInt(median(list.map((x) => x.cpuMs[k] || 0)))} ms`)
+      .join(', ')
+  }
+  const pm = med(m, 'cpuPerEventUs')
+  const pf = med(f, 'cpuPerEventUs')
+  return {
+    id: '8d',
+    group: 'pool',
+    title: `${E.rate.toLocaleString('en')} events/s spread over ${E.many.toLocaleString('en')} tenants: CPU per event, against over ${E.few}`,
+    unit: 'µs',
+    pkg: pm,
+    base: pf,
+    cells: { pkg: us(pm), base: us(pf) },
+    baseIs: `the same stream over ${E.few} tenants of one pool (same process kind, same rate)`,
+    target: '≤ 1.5×, every event applied',
+    met: pm <= 1.5 * pf && ok(m) && ok(f),
+    detail:
+      `${E.events.toLocaleString('en')} credit-config-changed events per run, published by ` +
+      `another process at ${E.rate.toLocaleString('en')}/s round-robin over the tenants' ` +
+      `channels (${fmtInt(E.events / E.many)} per tenant over ${E.many.toLocaleString('en')}, ` +
+      `${fmtInt(E.events / E.few)} over ${E.few}). CPU = \`process.cpuUsage()\` of the pool's ` +
+      `process (user + system, every thread) from the start of the stream until every tenant ` +
+      `showed its last event, divided by the events; median of ${SIZES.pool.reps} (per run: ` +
+      `${E.many} tenants ${perRun(m, 'cpuPerEventUs')}; ${E.few} tenants ${perRun(f, 'cpuPerEventUs')}). ` +
+      `The same process with no events over a window as long: ` +
+      `${fmtMs(med(m, 'idleCpuPerSecMs'))} of CPU per second at ${E.many} tenants, ` +
+      `${fmtMs(med(f, 'idleCpuPerSecMs'))} at ${E.few}; less that, per event: ` +
+      `${us(med(m, 'netCpuPerEventUs'))} and ${us(med(f, 'netCpuPerEventUs'))}. Per thread ` +
+      `during the stream: ${E.many} tenants ${cpu(m)}; ${E.few} tenants ${cpu(f)}. Every event ` +
+      `applied (the tenants' counters, every operation's last value, one receiver per PUBLISH): ` +
+      `${E.many} tenants ${ok(m) ? 'yes' : 'NO'} (${m.map((x) => x.applied).join('/')}), ` +
+      `${E.few} tenants ${ok(f) ? 'yes' : 'NO'} (${f.map((x) => x.applied).join('/')}). The ` +
+      `last tenant showed its last event ${fmtMs(med(m, 'lastVisibleAfterPublishMs'))} ` +
+      `(${E.many}) and ${fmtMs(med(f, 'lastVisibleAfterPublishMs'))} (${E.few}) after the ` +
+      `last publish (polled every 5 ms). Today's way for comparison, ${E.few} separate ` +
+      `\`SmartCRMConsumer\`s (one Redis connection each) taking the same stream over the same ` +
+      `${E.few} tenants: ${us(med(sep, 'cpuPerEventUs'))} per event (per run ` +
+      `${perRun(sep, 'cpuPerEventUs')}; idle ${fmtMs(med(sep, 'idleCpuPerSecMs'))} per second; ` +
+      `per thread ${cpu(sep)}; every event applied: ${ok(sep) ? 'yes' : 'NO'}).`,
+    raw: res,
+  }
+}
+
+/**
+ * Row 8e, in this process like row 1: getCreditCost and checkPermission
+ * through a pool's tenant and through a standalone consumer of the same
+ * tenant data (row 1's data set) from the same simulator, same queries.
+ */
+async function poolReads(redis, sim) {
+  const S = SIZES.micro
+  const tenantIdR = POOL_READS_TENANT
+  const { createTenantPool } = require('../lib/index.js')
+  const pool = createTenantPool(poolOptions({ wrapperUrl: sim.url, redisUrl: redis.url }))
+  const alone = makeSubject('package', {
+    tenantId: tenantIdR,
+    wrapperUrl: sim.url,
+    redisUrl: redis.url,
+  })
+  try {
+    const pooled = await pool.tenant(tenantIdR)
+    await alone.initialize()
+    const d = sim.tenant(tenantIdR).data
+    const ops = [...d.credits.keys()]
+    const next = data.rng(7)
+    const opKeys = Array.from({ length: 1024 }, () => ops[Math.floor(next() * ops.length)])
+    const q = permissionQueries(64, 40)
+    for (const k of opKeys) {
+      if (pooled.getCreditCost(k) !== alone.getCreditCost(k) || pooled.getCreditCost(k) === null)
+        throw new Error(`getCreditCost disagrees on ${k}`)
+    }
+    for (let i = 0; i < q.users.length; i++) {
+      if (pooled.checkPermission(q.users[i], q.perms[i]) !== q.expected(i))
+        throw new Error(`pool checkPermission(${q.users[i]}, ${q.perms[i]}) is wrong`)
+    }
+    log('row 8e: critical reads through a pool tenant ...')
+    const [cp, ca, pp, pa] = await measureCases(
+      [
+        { fn: syncLoop('s.getCreditCost(a[i & m])'), s: pooled, a: opKeys },
+        { fn: syncLoop('s.getCreditCost(a[i & m])'), s: alone, a: opKeys },
+        {
+          fn: syncLoop('s.checkPermission(a[i & m], b[i & m])'),
+          s: pooled,
+          a: q.users,
+          b: q.perms,
+        },
+        { fn: syncLoop('s.checkPermission(a[i & m], b[i & m])'), s: alone, a: q.users, b: q.perms },
+      ],
+      S,
+    )
+    const ns = (x) => fmtValue(x, 'ns')
+    return {
+      id: '8e',
+      group: 'pool',
+      title: 'Critical reads through a pool tenant: `getCreditCost` / `checkPermission`',
+      unit: 'ns',
+      pkg: pp,
+      base: pa,
+      cells: {
+        pkg: `${ns(cp)} / ${ns(pp)}`,
+        base: `${ns(ca)} / ${ns(pa)}`,
+        ratio: `${fmtRatio(cp, ca)} / ${fmtRatio(pp, pa)}`,
+      },
+      baseIs: 'a standalone `SmartCRMConsumer` of the same tenant data, in the same process',
+      target: 'within 10 % (≤ 1.10×)',
+      met: cp <= 1.1 * ca && pp <= 1.1 * pa,
+      detail:
+        `Row 1's data and queries (10,000 operations; 64 users with 5 of 40 roles, 1,024 ` +
+        `permission queries of which 25 % denied), loaded once through a pool and once by a ` +
+        `standalone consumer from the same simulator; both gave the expected answers. Median ` +
+        `of ${S.reps} interleaved repetitions, one loop function per case (as row 1).`,
+    }
+  } finally {
+    await pool.shutdown()
+    await alone.shutdown()
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Formatting
 
 const fmtInt = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en') : String(x))
 const fmtMs = (x) => `${x < 10 ? x.toFixed(2) : x < 100 ? x.toFixed(1) : Math.round(x)} ms`
 const fmtUs = (x) => `${x < 100 ? x.toFixed(1) : fmtInt(x)} µs`
 const fmtMiB = (x) => `${x.toFixed(1)} MiB`
+const fmtKB = (x) => `${x < 100 ? x.toFixed(1) : fmtInt(x)} KB`
 
 function fmtValue(x, unit) {
   if (x === null || x === undefined) return '–'
@@ -843,6 +1279,8 @@ function fmtValue(x, unit) {
       return fmtMs(x)
     case 'MiB':
       return fmtMiB(x)
+    case 'KB':
+      return fmtKB(x)
     default:
       return fmtInt(x)
   }
@@ -875,10 +1313,10 @@ function table(rows) {
   )
 }
 
-function report({ rows, machine, startedAt, durationS }) {
-  const missed = rows.filter((r) => !r.met)
+/** The lines every results file starts with: what ran, when, where. */
+function header({ machine, startedAt, durationS }, title) {
   const lines = []
-  lines.push(`# smart-crm-consumer benchmark results${SMOKE ? ' (smoke sizes)' : ''}`)
+  lines.push(`# ${title}${SMOKE ? ' (smoke sizes)' : ''}`)
   lines.push('')
   if (SMOKE) {
     lines.push(
@@ -887,9 +1325,7 @@ function report({ rows, machine, startedAt, durationS }) {
     )
     lines.push('')
   }
-  lines.push(
-    `- Command: \`${SMOKE ? 'npm run bench:smoke' : 'npm run bench'}\` (\`node bench/run.js${SMOKE ? ' --smoke' : ''}\`)`,
-  )
+  lines.push(`- Command: \`${COMMAND}\`${COMMAND_NOTE}`)
   lines.push(`- Date: ${startedAt.toISOString()} (took ${Math.round(durationS)} s)`)
   lines.push(
     `- Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memGiB} GiB RAM, Linux ${machine.kernel}; Node ${process.version}; redis-server ${machine.redis} (private, loopback)`,
@@ -901,6 +1337,41 @@ function report({ rows, machine, startedAt, durationS }) {
     `- Machine load: ${machine.busyBefore} of all CPU busy in the second before the run, ${machine.busyAfter} in the second after${machine.others.length ? `; other busy processes at the start: ${machine.others.join(', ')}` : '; no other busy process seen at the start'}.${machine.warning ? ` **${machine.warning}**` : ''}`,
   )
   lines.push('')
+  return lines
+}
+
+/** The "Rows" and "Targets missed" sections. */
+function rowSections(rows, lines) {
+  const missed = rows.filter((r) => !r.met)
+  lines.push('## Rows')
+  lines.push('')
+  for (const r of rows) {
+    const columns = r.baseIs
+      ? `${r.group === 'pool' ? 'Reference' : 'Baseline column'}: ${r.baseIs}.`
+      : `Floor: ${r.floorIs}.`
+    lines.push(`**${r.id}. ${r.title}.** ${columns} ${r.detail}`)
+    lines.push('')
+  }
+  if (missed.length) {
+    lines.push('## Targets missed: the figures and what stands in the way')
+    lines.push('')
+    for (const r of missed) {
+      const against =
+        r.group === 'pool'
+          ? `pool ${cell(r, 'pkg')} against ${cell(r, 'base')}`
+          : `package ${cell(r, 'pkg')} against baseline ${cell(r, 'base')} and floor ${cell(r, 'floor')}`
+      lines.push(
+        `**${r.id}. ${r.title}**: ${against} (target: ${r.target}). ${whyMissed(r, SMOKE)}`,
+      )
+      lines.push('')
+    }
+  }
+}
+
+function report(run) {
+  const { rows } = run
+  const missed = rows.filter((r) => !r.met)
+  const lines = header(run, 'smart-crm-consumer benchmark results')
   lines.push(
     'Columns: **package** = `SmartCRMConsumer` (this repository, release build); **baseline** = `bench/baselines/js-consumer.js`, the pure-JS consumer of the design documents (Maps, a linear permission scan, node-redis pub/sub with `JSON.parse` on the main thread, no single-flight); **floor** = bare JS doing the least the row needs (named per row below). Values are medians; every ratio comes from this run.',
   )
@@ -909,28 +1380,61 @@ function report({ rows, machine, startedAt, durationS }) {
   lines.push('')
   lines.push(`Targets met: ${rows.length - missed.length} of ${rows.length}.`)
   lines.push('')
-  lines.push('## Rows')
+  lines.push(
+    `The tenant pool (rows 8a–8f: many tenants in one process against one consumer per tenant) has a file of its own: [\`${path.basename(POOL_OUT)}\`](${path.basename(POOL_OUT)}).`,
+  )
   lines.push('')
-  for (const r of rows) {
-    const columns = r.baseIs ? `Baseline column: ${r.baseIs}.` : `Floor: ${r.floorIs}.`
-    lines.push(`**${r.id}. ${r.title}.** ${columns} ${r.detail}`)
-    lines.push('')
-  }
-  if (missed.length) {
-    lines.push('## Targets missed: the figures and what stands in the way')
-    lines.push('')
-    for (const r of missed) {
-      lines.push(
-        `**${r.id}. ${r.title}**: package ${cell(r, 'pkg')} against baseline ${cell(r, 'base')} and floor ${cell(r, 'floor')} (target: ${r.target}). ${whyMissed(r, SMOKE)}`,
-      )
-      lines.push('')
-    }
-  }
+  rowSections(rows, lines)
   lines.push('## Method')
   lines.push('')
   lines.push(METHOD)
   return lines.join('\n') + '\n'
 }
+
+function poolTable(rows) {
+  const head =
+    '| # | measure | pool | reference | pool / reference | target | verdict |\n' +
+    '| --- | --- | ---: | ---: | ---: | --- | --- |\n'
+  return (
+    head +
+    rows
+      .map(
+        (r) =>
+          `| ${r.id} | ${r.title} | ${cell(r, 'pkg')} | ${cell(r, 'base')} | ` +
+          `${r.cells && r.cells.ratio !== undefined ? r.cells.ratio : fmtRatio(r.pkg, r.base)} | ` +
+          `${r.target} | ${r.met ? '**met**' : '**missed**'} |`,
+      )
+      .join('\n')
+  )
+}
+
+function poolReport(run) {
+  const { rows } = run
+  const missed = rows.filter((r) => !r.met)
+  const S = SIZES.pool
+  const lines = header(run, 'smart-crm-consumer benchmark results: the tenant pool')
+  lines.push(
+    `Rows 8a–8f of the bench (group \`pool\`; SPEC §8, issue 10). Small tenants of ${SMALL.ops} operations, ${SMALL.roles} roles and ${SMALL.users} users each. **pool** = one \`createTenantPool\` holding the tenants (one Redis link, one HTTP client, one native runtime); **reference** = what the row compares it with, named per row: for most rows ${S.separate.toLocaleString('en')} separate \`SmartCRMConsumer\`s, one per tenant (today's way). Values are medians; every ratio comes from this run. The other rows are in [\`${path.basename(OUT)}\`](${path.basename(OUT)}).`,
+  )
+  lines.push('')
+  lines.push(poolTable(rows))
+  lines.push('')
+  lines.push(`Targets met: ${rows.length - missed.length} of ${rows.length}.`)
+  lines.push('')
+  rowSections(rows, lines)
+  lines.push('## Method')
+  lines.push('')
+  lines.push(POOL_METHOD)
+  return lines.join('\n') + '\n'
+}
+
+const POOL_METHOD = [
+  "- One multi-tenant Wrapper simulator (`startMultiTenantSim`, one server routed by `X-Tenant-Id`) in the driver process serves every tenant, so its memory and CPU are not counted; its request logs are cleared between runs. Redis is the run's private redis-server.",
+  '- Rows 8a, 8b, 8c and 8f come from one child process per side and run (`bench/child-pool.js`, node --expose-gc): it counts the connections with `CLIENT LIST` before creating anything, loads a few warm-up tenants, takes the first memory reading after full GCs, loads the rest one after the other (each load awaited and timed), reads memory and connections again, then releases most of the tenants and reads memory without and with GCs.',
+  "- Row 8d runs the pool in a child process of its own per tenant count (`bench/child-pool-events.js`) while another process (`bench/child-pool-publisher.js`) publishes at a fixed rate; the CPU is that of the pool's process alone.",
+  '- Row 8e runs in the driver process, like row 1, with the same loop functions and interleaving.',
+  "- All tenants use the bench's consumer options (`refreshIntervalMs: 0`, as the other rows), so no periodic full reloads run during the measurements.",
+].join('\n')
 
 const METHOD = [
   '- Critical reads and the reference hit run in the driver process against a consumer of each kind initialised from the simulator. Each case gets its own loop function (`new Function`), so no call site is shared between package, baseline and floor; each is calibrated to a fixed iteration count and the repetitions are interleaved. Reference hits are awaited one by one.',
@@ -1003,6 +1507,7 @@ async function main() {
     if (runs('memory')) rows.push(await memoryRow(redis))
     if (runs('coldstart')) rows.push(await coldStartRow(redis))
     if (runs('reload')) rows.push(await reloadRow(redis))
+    if (runs('pool')) rows.push(...(await poolRows(redis)))
   } finally {
     await redis.stop()
   }
@@ -1037,20 +1542,35 @@ async function main() {
         ? 'The machine was not quiet: other work may have disturbed the figures.'
         : '',
   }
-  const text = await formatMarkdown(
-    report({ rows, machine, startedAt, durationS: hrMs(t0) / 1000 }),
-  )
-  if (!ONLY) fs.writeFileSync(OUT, text)
-  if (!SMOKE && !ONLY) {
+  const run = { machine, startedAt, durationS: hrMs(t0) / 1000 }
+  const mainRows = rows.filter((r) => r.group !== 'pool')
+  const pool = rows.filter((r) => r.group === 'pool')
+  const written = []
+  if (!ONLY) {
+    fs.writeFileSync(OUT, await formatMarkdown(report({ ...run, rows: mainRows })))
+    written.push(OUT)
+  }
+  if (pool.length) {
+    fs.writeFileSync(POOL_OUT, await formatMarkdown(poolReport({ ...run, rows: pool })))
+    written.push(POOL_OUT)
+  }
+  if (!SMOKE && written.length) {
     fs.mkdirSync(path.join(__dirname, '.tmp'), { recursive: true })
     fs.writeFileSync(
-      path.join(__dirname, '.tmp', 'last-run.json'),
-      JSON.stringify({ startedAt, rows }, null, 2),
+      path.join(
+        __dirname,
+        '.tmp',
+        ONLY ? `last-run-${ONLY.replace(/,/g, '-')}.json` : 'last-run.json',
+      ),
+      JSON.stringify({ startedAt, command: COMMAND, rows }, null, 2),
     )
   }
-  console.log('\n' + table(rows) + '\n')
+  if (mainRows.length) console.log('\n' + table(mainRows) + '\n')
+  if (pool.length) console.log('\n' + poolTable(pool) + '\n')
   if (ONLY) for (const r of rows) console.log(`${r.id}: ${r.detail}\n`)
-  const where = ONLY ? 'nothing (--only)' : path.relative(ROOT, OUT)
+  const where = written.length
+    ? written.map((f) => path.relative(ROOT, f)).join(', ')
+    : 'nothing (--only)'
   log(`wrote ${where} (${Math.round(hrMs(t0) / 1000)} s, blackhole ${blackhole > 0})`)
 }
 

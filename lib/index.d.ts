@@ -75,6 +75,12 @@ export interface SmartCRMConsumerOptions extends RedisOptions {
   transport?: 'pubsub' | 'stream'
   /** Default true with `transport: 'stream'` (only allowed there): one Wrapper load serves the fleet. */
   sharedSnapshot?: boolean
+  /**
+   * 0 (default) = off; e.g. 0.8: a hit on a reference entry older than that share of
+   * its TTL is answered from the cache and refreshed once in the background, so a hot
+   * entry never expires into a miss (SPEC §10). 0 ≤ ratio < 1.
+   */
+  refreshAheadRatio?: number
   /** Required; `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`. */
   tenantId: string
   /** Default `process.env.WRAPPER_URL`; one of the two must be set. */
@@ -282,6 +288,14 @@ export declare class SmartCRMConsumer extends EventEmitter {
    * control characters, not `.` or `..` (else a `RangeError`, nothing sent).
    */
   getUserProfile(userId: string): Promise<Record<string, JsonValue>>
+  /**
+   * Profiles of `ids` (SPEC §10), in order: each a fresh object, or `null` for
+   * a user the Wrapper does not know. Misses are fetched together
+   * (`GET /api/users/profiles?ids=…`, at most 100 per request). Rejects only
+   * when the batch as a whole fails; a `TypeError` for a non-array or a
+   * non-string id, a `RangeError` for an id outside the id rule.
+   */
+  getUserProfiles(ids: readonly string[]): Promise<Array<Record<string, JsonValue> | null>>
   getHierarchy(entityId: string): Promise<Record<string, JsonValue>>
   getAuditLog(logId: string): Promise<Record<string, JsonValue>>
   getHistoricalData(key: string): Promise<Record<string, JsonValue>>

@@ -19,6 +19,7 @@
 
 #![deny(clippy::all)]
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -31,11 +32,13 @@ use napi_derive::napi;
 use smart_crm_core::config::PoolConfig;
 use smart_crm_core::config::Secret;
 use smart_crm_core::ids::{self, RefKind};
+use smart_crm_core::metrics::{Health, MetricsSnapshot};
 use smart_crm_core::outbox::{Batch, Sink};
 use smart_crm_core::pool::{Pool, PoolSink};
 use smart_crm_core::protocol::Rejection;
 use smart_crm_core::publisher::Publisher;
 use smart_crm_core::reference::Lookup;
+use smart_crm_core::testing::{self, ApplyError, EventFields, TestConsumer};
 use smart_crm_core::{ArgKind, Config, Consumer, CoreError};
 
 // ---- errors: the one mapping --------------------------------------------------
@@ -50,6 +53,9 @@ pub enum Failure {
     /// An error napi itself raised (e.g. while wrapping a callback): passed on
     /// as napi made it.
     Napi(napi::Error),
+    /// An event the test double's `apply` rejected: a `RangeError` whose
+    /// message names the SPEC §3 reason, also as `err.reason`.
+    Rejected(Rejection),
 }
 
 impl From<CoreError> for Failure {
@@ -69,12 +75,13 @@ impl Failure {
     /// Runs on the JS thread. Returns a napi error that holds the JS error
     /// object, so napi throws or rejects with exactly that object.
     fn into_js(self, env: sys::napi_env) -> napi::Error {
-        let (class, code, message, available) = match self {
+        let (class, code, message, available, reason) = match self {
             Failure::Napi(e) => return e,
             Failure::Panic(what) => (
                 None,
                 "INTERNAL",
                 format!("internal error (Rust panic): {what}"),
+                None,
                 None,
             ),
             Failure::Core(e) => {
@@ -82,8 +89,15 @@ impl Failure {
                     CoreError::InsufficientCredits { available } => *available,
                     _ => None,
                 };
-                (e.arg_kind(), e.code(), e.to_string(), available)
+                (e.arg_kind(), e.code(), e.to_string(), available, None)
             }
+            Failure::Rejected(r) => (
+                Some(ArgKind::Range),
+                "ERR_OUT_OF_RANGE",
+                testing::rejection_message(r),
+                None,
+                Some(r.name()),
+            ),
         };
         let error = napi::Error::new(code, message.as_str());
         // SAFETY: `env` is the live env of the JS thread this runs on.
@@ -103,6 +117,14 @@ impl Failure {
             unsafe {
                 if let Ok(v) = f64::to_napi_value(env, available) {
                     sys::napi_set_named_property(env, object, c"available".as_ptr(), v);
+                }
+            }
+        }
+        if let Some(reason) = reason {
+            // SAFETY: as above.
+            unsafe {
+                if let Ok(v) = <&str>::to_napi_value(env, reason) {
+                    sys::napi_set_named_property(env, object, c"reason".as_ptr(), v);
                 }
             }
         }
@@ -266,6 +288,52 @@ pub struct NativeHealth {
     pub source: Option<String>,
 }
 
+/// The core's figures as `getMetrics()`'s native half.
+fn native_metrics(m: MetricsSnapshot) -> NativeMetrics {
+    let n = |v: u64| v as f64;
+    NativeMetrics {
+        reference_hits: n(m.reference_hits),
+        reference_misses: n(m.reference_misses),
+        wrapper_requests: n(m.wrapper_requests),
+        wrapper_errors: n(m.wrapper_errors),
+        coalesced_requests: n(m.coalesced_requests),
+        stale_served: n(m.stale_served),
+        shared_hits: n(m.shared_hits),
+        shared_misses: n(m.shared_misses),
+        events_received: n(m.events_received),
+        events_applied: n(m.events_applied),
+        events_rejected: Rejection::ALL
+            .iter()
+            .map(|r| {
+                let count = m.events_rejected.get(r.name()).copied().unwrap_or(0);
+                (r.name().to_owned(), n(count))
+            })
+            .collect(),
+        reconnects: n(m.reconnects),
+        resyncs: n(m.resyncs),
+        queue_overflows: n(m.queue_overflows),
+        reference_cache_size: n(m.reference_cache_size),
+        reference_cache_bytes: n(m.reference_cache_bytes),
+        critical_cache_size: n(m.critical_cache_size),
+        resumes: n(m.resumes),
+        snapshot_loads_wrapper: n(m.snapshot_loads_wrapper),
+        snapshot_loads_redis: n(m.snapshot_loads_redis),
+        snapshot_rejected: n(m.snapshot_rejected),
+    }
+}
+
+/// The core's health as `health()`'s native half.
+fn native_health(h: Health) -> NativeHealth {
+    NativeHealth {
+        degraded: h.degraded,
+        last_event_at: h.last_event_at.map(|t| t as f64),
+        last_sync_at: h.last_sync_at.map(|t| t as f64),
+        reason: h.reason.map(str::to_owned),
+        circuit: h.circuit.to_owned(),
+        source: h.source.map(str::to_owned),
+    }
+}
+
 /// The native half of `SmartCRMConsumer`; see `lib/consumer.js`.
 #[napi]
 pub struct NativeConsumer {
@@ -346,6 +414,21 @@ impl NativeConsumer {
         .await
     }
 
+    /// Batch profile read (SPEC §10); resolves to the JSON text of each
+    /// profile, in order, or `null` for an unknown user.
+    #[napi(ts_return_type = "Promise<Array<string | null>>")]
+    pub async fn ref_get_profiles(&self, ids: Vec<String>) -> Outcome<Vec<Option<String>>> {
+        let c = self.inner.clone();
+        guard_async(async move {
+            Ok(c.reference_get_profiles(&ids)
+                .await?
+                .into_iter()
+                .map(|b| b.map(|t| t.to_string()))
+                .collect())
+        })
+        .await
+    }
+
     /// A user's access from the core's store, or `null` for an unknown user.
     #[napi(ts_return_type = "UserAccess | null")]
     pub fn user_access(&self, user_id: String) -> Outcome<Option<UserAccess>> {
@@ -416,55 +499,13 @@ impl NativeConsumer {
     /// The Rust-side metrics.
     #[napi(ts_return_type = "NativeMetrics")]
     pub fn metrics(&self) -> Outcome<NativeMetrics> {
-        guard(|| {
-            let m = self.inner.metrics();
-            let n = |v: u64| v as f64;
-            Ok(NativeMetrics {
-                reference_hits: n(m.reference_hits),
-                reference_misses: n(m.reference_misses),
-                wrapper_requests: n(m.wrapper_requests),
-                wrapper_errors: n(m.wrapper_errors),
-                coalesced_requests: n(m.coalesced_requests),
-                stale_served: n(m.stale_served),
-                shared_hits: n(m.shared_hits),
-                shared_misses: n(m.shared_misses),
-                events_received: n(m.events_received),
-                events_applied: n(m.events_applied),
-                events_rejected: Rejection::ALL
-                    .iter()
-                    .map(|r| {
-                        let count = m.events_rejected.get(r.name()).copied().unwrap_or(0);
-                        (r.name().to_owned(), n(count))
-                    })
-                    .collect(),
-                reconnects: n(m.reconnects),
-                resyncs: n(m.resyncs),
-                queue_overflows: n(m.queue_overflows),
-                reference_cache_size: n(m.reference_cache_size),
-                reference_cache_bytes: n(m.reference_cache_bytes),
-                critical_cache_size: n(m.critical_cache_size),
-                resumes: n(m.resumes),
-                snapshot_loads_wrapper: n(m.snapshot_loads_wrapper),
-                snapshot_loads_redis: n(m.snapshot_loads_redis),
-                snapshot_rejected: n(m.snapshot_rejected),
-            })
-        })
+        guard(|| Ok(native_metrics(self.inner.metrics())))
     }
 
     /// The Rust-side health.
     #[napi(ts_return_type = "NativeHealth")]
     pub fn health(&self) -> Outcome<NativeHealth> {
-        guard(|| {
-            let h = self.inner.health();
-            Ok(NativeHealth {
-                degraded: h.degraded,
-                last_event_at: h.last_event_at.map(|t| t as f64),
-                last_sync_at: h.last_sync_at.map(|t| t as f64),
-                reason: h.reason.map(str::to_owned),
-                circuit: h.circuit.to_owned(),
-                source: h.source.map(str::to_owned),
-            })
-        })
+        guard(|| Ok(native_health(self.inner.health())))
     }
 
     /// Stops everything and releases the JS callback.
@@ -651,6 +692,329 @@ impl NativePoolTenant {
             self.consumer
                 .take()
                 .ok_or_else(|| CoreError::arg_type("the consumer was taken already").into())
+        })
+    }
+}
+
+// ---- the test double (smart-crm-consumer/testing) --------------------------------
+
+/// A promise settled before the method that returns it has returned: how the
+/// test double answers the methods that return promises, on the JS thread,
+/// with no task or thread hop. A failure becomes the rejection through
+/// [`Failure::into_js`], like an [`Outcome`]'s.
+pub struct Settled<T>(Attempt<T>);
+
+impl<T: ToNapiValue> ToNapiValue for Settled<T> {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        let mut deferred = std::ptr::null_mut();
+        let mut promise = std::ptr::null_mut();
+        // SAFETY: `env` is the live env of the JS thread this conversion runs on.
+        unsafe {
+            napi::check_status!(
+                sys::napi_create_promise(env, &mut deferred, &mut promise),
+                "could not create a promise"
+            )?;
+            let value = match val.0 {
+                Ok(v) => T::to_napi_value(env, v).map_err(Failure::Napi),
+                Err(f) => Err(f),
+            };
+            let status = match value {
+                Ok(v) => sys::napi_resolve_deferred(env, deferred, v),
+                Err(f) => {
+                    let error = napi::JsError::from(f.into_js(env)).into_value(env);
+                    sys::napi_reject_deferred(env, deferred, error)
+                }
+            };
+            napi::check_status!(status, "could not settle a promise")?;
+        }
+        Ok(promise)
+    }
+}
+
+/// Runs `f` like [`guard`], for a method that returns a [`Settled`] promise.
+fn settle<T>(f: impl FnOnce() -> Attempt<T>) -> Settled<T> {
+    Settled(guard(f).0)
+}
+
+/// One applied deduction of the test double (`crm.deductions`).
+#[napi(object, object_from_js = false, use_nullable = true)]
+pub struct NativeDeduction {
+    /// The user charged.
+    pub user_id: String,
+    /// The amount deducted.
+    pub amount: f64,
+    /// The operation given, or `null`.
+    pub operation_code: Option<String>,
+    /// The idempotency key it was made with.
+    pub idempotency_key: String,
+    /// The balance after it.
+    pub remaining: f64,
+}
+
+/// The property of the JS object that holds the `onBatch` callback: a plain
+/// property, so the callback (which holds the consumer) is garbage like any
+/// JS value once the consumer is, and holds no handle.
+const ON_BATCH: &str = "onBatch";
+
+/// The native half of `createTestConsumer` (`lib/testing.js`): the methods
+/// `lib/consumer.js` calls on a `NativeConsumer`, with the same names and
+/// results, over the core's `testing::TestConsumer` (memory: no task, socket, timer
+/// or threadsafe function), plus `apply`, `setReference`, `failNext` and
+/// `deductions`. Everything runs on the JS thread: a replica batch is handed
+/// to `onBatch` before the call that made it returns, and the methods that
+/// return promises return them settled.
+#[napi]
+pub struct NativeTestConsumer {
+    /// The state; borrowed for one core call at a time, never while JS runs
+    /// (so a listener may call back into it).
+    inner: RefCell<TestConsumer>,
+}
+
+/// Hands a replica batch to the `onBatch` callback held by `this` (if
+/// `start` gave one); a listener's exception is passed on.
+fn deliver(this: &This, batch: String) -> Attempt<()> {
+    let on_batch: Option<Function<String, ()>> = this.get_named_property(ON_BATCH)?;
+    if let Some(f) = on_batch {
+        f.call(batch)?;
+    }
+    Ok(())
+}
+
+#[napi]
+impl NativeTestConsumer {
+    /// Validates `options` (plain JSON, without `logger`): the seed options
+    /// and every consumer option, as `NativeConsumer` does. Throws
+    /// `TypeError`/`RangeError` naming the option.
+    #[napi(constructor)]
+    pub fn new(env: Env, options: serde_json::Value) -> Result<Self> {
+        construct(env, || {
+            Ok(NativeTestConsumer {
+                inner: RefCell::new(TestConsumer::from_json(&options)?),
+            })
+        })
+    }
+
+    /// The validated tenant id.
+    #[napi(getter)]
+    pub fn tenant_id(&self) -> String {
+        self.inner.borrow().config().tenant_id.clone()
+    }
+
+    /// Keeps `onBatch(json)`, which receives replica batches.
+    #[napi(ts_return_type = "void")]
+    pub fn start(&self, mut this: This, on_batch: Function<String, ()>) -> Outcome<()> {
+        guard(|| {
+            self.inner.borrow().start()?;
+            this.set_named_property(ON_BATCH, on_batch)?;
+            Ok(())
+        })
+    }
+
+    /// Delivers the first load (once) and resolves; rejects with a failure
+    /// armed for `initialize`, or `SHUTDOWN`.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn wait_ready(&self, this: This) -> Settled<()> {
+        settle(|| {
+            let batch = self.inner.borrow_mut().wait_ready()?;
+            if let Some(batch) = batch {
+                deliver(&this, batch)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// As `NativeConsumer.refLookup`; a failure armed for the kind's
+    /// method is thrown here.
+    #[napi(ts_return_type = "string | null")]
+    pub fn ref_lookup(&self, kind: String, id: String) -> Outcome<Option<String>> {
+        guard(|| {
+            let kind = kind_of(&kind)?;
+            match self.inner.borrow_mut().reference_lookup(kind, &id)? {
+                Lookup::Hit(text) => Ok(Some(text.to_string())),
+                Lookup::NotFound => Err(CoreError::NotFound(kind.path(&id)).into()),
+                Lookup::Miss => Ok(None),
+            }
+        })
+    }
+
+    /// As `NativeConsumer.refGet`, from the double's reference objects.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn ref_get(&self, kind: String, id: String) -> Settled<String> {
+        settle(|| {
+            let kind = kind_of(&kind)?;
+            Ok(self
+                .inner
+                .borrow_mut()
+                .reference_get(kind, &id)?
+                .to_string())
+        })
+    }
+
+    /// As `NativeConsumer.refGetProfiles`, from the double's reference objects.
+    #[napi(ts_return_type = "Promise<Array<string | null>>")]
+    pub fn ref_get_profiles(&self, ids: Vec<String>) -> Settled<Vec<Option<String>>> {
+        settle(|| {
+            Ok(self
+                .inner
+                .borrow_mut()
+                .reference_get_profiles(&ids)?
+                .into_iter()
+                .map(|b| b.map(|t| t.to_string()))
+                .collect())
+        })
+    }
+
+    /// As `NativeConsumer.userAccess`.
+    #[napi(ts_return_type = "UserAccess | null")]
+    pub fn user_access(&self, user_id: String) -> Outcome<Option<UserAccess>> {
+        guard(|| {
+            let (access, seq) = self.inner.borrow().user_access(&user_id);
+            Ok(access.map(|a| UserAccess {
+                status: a.status,
+                roles: a.roles,
+                seq: seq as f64,
+            }))
+        })
+    }
+
+    /// Drops one reference key.
+    #[napi(ts_return_type = "void")]
+    pub fn invalidate(&self, key: String) -> Outcome<()> {
+        guard(|| {
+            self.inner.borrow_mut().invalidate(&key);
+            Ok(())
+        })
+    }
+
+    /// Expiry (epoch ms) of a held reference entry, or `null`.
+    #[napi(ts_return_type = "number | null")]
+    pub fn cache_expiry(&self, key: String) -> Outcome<Option<f64>> {
+        guard(|| Ok(self.inner.borrow().cache_expiry(&key).map(|t| t as f64)))
+    }
+
+    /// The user's balance (0 when the seed has none).
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn user_credits(&self, user_id: String) -> Settled<f64> {
+        settle(|| Ok(self.inner.borrow_mut().user_credits(&user_id)?))
+    }
+
+    /// As `NativeConsumer.deduct`, against the double's ledger.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn deduct(
+        &self,
+        user_id: String,
+        amount: f64,
+        operation_code: Option<String>,
+        idempotency_key: String,
+    ) -> Settled<f64> {
+        settle(|| {
+            Ok(self.inner.borrow_mut().deduct(
+                &user_id,
+                amount,
+                operation_code.as_deref(),
+                &idempotency_key,
+            )?)
+        })
+    }
+
+    /// Turns `'change'` notices on or off.
+    #[napi]
+    pub fn set_listen_changes(&self, on: bool) {
+        self.inner.borrow_mut().set_listen_changes(on);
+    }
+
+    /// The figures of `getMetrics()` the core keeps.
+    #[napi(ts_return_type = "NativeMetrics")]
+    pub fn metrics(&self) -> Outcome<NativeMetrics> {
+        guard(|| Ok(native_metrics(self.inner.borrow().metrics())))
+    }
+
+    /// The core's half of `health()`.
+    #[napi(ts_return_type = "NativeHealth")]
+    pub fn health(&self) -> Outcome<NativeHealth> {
+        guard(|| Ok(native_health(self.inner.borrow().health())))
+    }
+
+    /// Frees the data and lets go of the callback.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn shutdown(&self, mut this: This) -> Settled<()> {
+        settle(|| {
+            self.inner.borrow_mut().shutdown();
+            this.set_named_property(ON_BATCH, Null)?;
+            Ok(())
+        })
+    }
+
+    /// Applies one event (`dataJson`: the JSON text of its `data`) through
+    /// the core's event rules and hands its replica batch to `onBatch`;
+    /// returns the keys of its `'change'` event. A rejected event throws a
+    /// `RangeError` naming the reason (`err.reason`).
+    #[napi(ts_return_type = "string[]")]
+    pub fn apply(
+        &self,
+        this: This,
+        event_type: String,
+        data_json: String,
+        version: Option<f64>,
+        event_id: Option<String>,
+        timestamp: Option<String>,
+    ) -> Outcome<Vec<String>> {
+        guard(|| {
+            let fields = EventFields {
+                version,
+                event_id,
+                timestamp,
+            };
+            let applied = self
+                .inner
+                .borrow_mut()
+                .apply(&event_type, &data_json, fields)
+                .map_err(|e| match e {
+                    ApplyError::Rejected(r) => Failure::Rejected(r),
+                    ApplyError::Core(e) => Failure::Core(e),
+                })?;
+            if let Some(batch) = applied.batch {
+                deliver(&this, batch)?;
+            }
+            Ok(applied.keys)
+        })
+    }
+
+    /// What the Wrapper answers for reference `key` from now on: the JSON
+    /// text of an object, or `null` for 404.
+    #[napi(ts_return_type = "void")]
+    pub fn set_reference(&self, key: String, value_json: Option<String>) -> Outcome<()> {
+        guard(|| {
+            Ok(self
+                .inner
+                .borrow_mut()
+                .set_reference(&key, value_json.as_deref())?)
+        })
+    }
+
+    /// The next call of public method `method` fails with `code`.
+    #[napi(ts_return_type = "void")]
+    pub fn fail_next(&self, method: String, code: String) -> Outcome<()> {
+        guard(|| Ok(self.inner.borrow_mut().fail_next(&method, &code)?))
+    }
+
+    /// The applied deductions, in order.
+    #[napi(ts_return_type = "NativeDeduction[]")]
+    pub fn deductions(&self) -> Outcome<Vec<NativeDeduction>> {
+        guard(|| {
+            Ok(self
+                .inner
+                .borrow()
+                .deductions()
+                .iter()
+                .map(|d| NativeDeduction {
+                    user_id: d.user_id.clone(),
+                    amount: d.amount,
+                    operation_code: d.operation_code.clone(),
+                    idempotency_key: d.idempotency_key.clone(),
+                    remaining: d.remaining,
+                })
+                .collect())
         })
     }
 }

@@ -35,6 +35,13 @@ import {
   connectRedis,
 } from 'smart-crm-consumer/test-helpers'
 import type { RedisServer } from 'smart-crm-consumer/test-helpers'
+import { createTestConsumer } from 'smart-crm-consumer/testing'
+import type {
+  TestConsumer,
+  TestConsumerOptions,
+  Deduction,
+  RejectedEventError,
+} from 'smart-crm-consumer/testing'
 
 async function main(): Promise<void> {
   const consumer = new SmartCRMConsumer({
@@ -62,6 +69,7 @@ async function main(): Promise<void> {
   const cfg = consumer.getActiveConfig('c')
   const allowed: boolean = consumer.checkPermission('u', 'p')
   const profile = await consumer.getUserProfile('u')
+  const profiles: Array<Record<string, unknown> | null> = await consumer.getUserProfiles(['u', 'v'])
   await consumer.getHierarchy('h')
   await consumer.getAuditLog('a')
   await consumer.getHistoricalData('k')
@@ -256,3 +264,46 @@ async function pools(): Promise<void> {
   ]
 }
 void pools
+
+async function testDouble(): Promise<void> {
+  const options: TestConsumerOptions = {
+    tenantId: 'acme',
+    credits: { 'crm.leads.create': 2.5, 'crm.old': null },
+    roles: { sales: ['crm.leads.*'] },
+    users: { u1: { status: 'active', roles: ['sales'] }, u2: { status: 'suspended' } },
+    configs: { limits: { maxLeadsPerDay: 500 } },
+    reference: { 'user:u1': { name: 'Ann' }, 'user:gone': null },
+    balances: { u1: 100 },
+    signingSecret: 's',
+    logger: console,
+  }
+  const crm: TestConsumer = createTestConsumer(options)
+  const asConsumer: SmartCRMConsumer = crm // the same type: it goes wherever a consumer goes
+  await crm.initialize()
+  const change: ChangeEvent = crm.apply(
+    'credit-config-changed',
+    { operationCode: 'crm.leads.create', newValue: 3 },
+    { version: 2, eventId: 'e1', timestamp: new Date() },
+  )
+  crm.apply('resync-required')
+  try {
+    crm.apply('role-changed', { roleId: 'r', permissions: [] }, { version: 1 })
+  } catch (err) {
+    const why: RejectedEventError['reason'] = (err as RejectedEventError).reason
+    void why
+  }
+  crm.setReference('user:u1', null)
+  crm.setReference('hierarchy:h', { parent: 'root' })
+  crm.failNext('getUserProfile', 'WRAPPER_UNAVAILABLE')
+  crm.failNext('deductCredits', 'INSUFFICIENT_CREDITS')
+  const log: Deduction[] = crm.deductions
+  const key: string = log[0].idempotencyKey
+  const op: string | null = log[0].operationCode
+  const guard = requirePermission(crm, 'crm.leads.create')
+  const credits = requireCredits(crm, 'crm.leads.create')
+  const cost: number | null = crm.getCreditCost('crm.leads.create')
+  const byName: TestConsumer = createTestConsumer('acme')
+  await crm.shutdown()
+  void [asConsumer, change, key, op, guard, credits, cost, byName]
+}
+void testDouble

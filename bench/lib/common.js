@@ -111,6 +111,30 @@ function childMain(main) {
   )
 }
 
+/**
+ * A helper process `bench/<script>` that talks over IPC while it runs:
+ * `next(type)` resolves to its next message of that type (rejects on a
+ * 'failed' message or when it exits first). For publishers and sinks that a
+ * measured child starts beside itself.
+ */
+function spawnHelper(script, config) {
+  const child = fork(path.join(__dirname, '..', script), [JSON.stringify(config)], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  })
+  const next = (type) =>
+    new Promise((resolve, reject) => {
+      const onMessage = (msg) => {
+        if (msg.type === type) {
+          child.off('message', onMessage)
+          resolve(msg)
+        } else if (msg.type === 'failed') reject(new Error(msg.error))
+      }
+      child.on('message', onMessage)
+      child.once('exit', (code) => reject(new Error(`${script} exited (${code})`)))
+    })
+  return { child, next }
+}
+
 /** Resident set size in MiB. */
 const rssMiB = () => process.memoryUsage.rss() / 1048576
 
@@ -133,6 +157,7 @@ module.exports = {
   makeSubject,
   eventsApplied,
   runChild,
+  spawnHelper,
   childMain,
   rssMiB,
   fullGc,

@@ -3,7 +3,7 @@
 // RESULTS.md prints under a missed row. Figures come from the row measured in
 // the same run; the profiles they cite are in bench/PROFILE.md.
 
-const { median } = require('./common.js')
+const { median, percentile: pctl } = require('./common.js')
 
 const ms = (x) => `${x < 10 ? x.toFixed(2) : Math.round(x)} ms`
 const ns = (x) => `${x < 100 ? x.toFixed(1) : Math.round(x).toLocaleString('en')} ns`
@@ -161,11 +161,135 @@ const NOTES = {
       `JS thread (quiet window on the same process: p99 ${ms(r.floor)}).`
     )
   },
+
+  // ---- the tenant pool (RESULTS-pool.md) -----------------------------------
+
+  '8a': (r) => {
+    const p = r.raw.pool
+    return (
+      `The pool's process held ${p.map((x) => x.connections).join(', ')} connection(s) per run ` +
+      `with ${int(med(p, 'subscriptions'))} channels subscribed. The pool opens one subscription ` +
+      "link (run_link in crates/core/src/pool.rs) and subscribes every tenant's 7 channels on " +
+      'it; a tenant opens none of its own. More than 2 means something else in the process ' +
+      'connects per tenant (a command connection, a publisher): CLIENT LIST in the child ' +
+      '(bench/child-pool.js) names them (`name=`, `cmd=`).'
+    )
+  },
+
+  '8b': (r) => {
+    const p = r.raw.pool
+    const kb = (list, key) => med(list, key) / 1024
+    return (
+      `A pool tenant costs ${int(r.pkg)} KB of RSS, of which ${int(kb(p, 'heapPerTenant'))} KB ` +
+      'is V8 heap. bench/profile/pool-memory.js splits it (bench/PROFILE.md, 2,000 tenants): ' +
+      'the core alone (NativePool tenants, no JS consumer) takes ~51 KB per tenant and the JS ' +
+      'side ~35 KB. heaptrack of the core alone (1,000 tenants, an unstripped release build), ' +
+      'per tenant: **~28 KB is the critical store** of 50 operations, 10 roles × 20 permissions ' +
+      'and 50 users: the parsed rows (17 KB, ~520 small `String`s and `Vec`s: every ' +
+      "permission, and every user's status and role ids as owned Strings, " +
+      'crates/core/src/model.rs `Access`) and the hash tables `CriticalStore::from_snapshot` ' +
+      'builds (11 KB); **~10 KB is the shell of a tenant**: the mpsc queue of `Pool::tenant` ' +
+      '(tokio allocates its first block of 32 slots at once, 2 KB), the `Tenant` with its ' +
+      '`Config` clone (2.5 KB), what remains of the reference cache before its first store ' +
+      '(the `inflight` DashMap shards and `Inner`, 2 KB), the two tasks (1.5 KB), the watch ' +
+      "channels and the outbox; **~10 KB is malloc's overhead** on those ~600 small " +
+      'allocations (under jemalloc the same pool takes ~78 KB per tenant). The JS side is the ' +
+      "replica's second copy of the data (bench/profile/pool-heap.js): 14 hash tables (the " +
+      "4 Maps and the 10 compiled roles' `Set`s, 9.6 KB), ~270 strings (8.6 KB), the roles' " +
+      'permission arrays (3.3 KB); the consumer and pool objects are under 1 KB. (The empty ' +
+      'moka cache that cost ~34 KB per tenant is gone since ceb5f4b.) What would reach 40 KB, ' +
+      'together and not one alone (an estimate from these figures: ~45 KB): let the JS replica ' +
+      'read a role from the core on first use, as it already does users, instead of compiling ' +
+      "every role at load (most of its ~16 KB of role data); intern the store's strings in a " +
+      'pool-wide table (permission names, role ids and statuses repeat within a tenant and ' +
+      'across tenants) and keep user roles as indices into the role table (most of the 17 KB ' +
+      "of rows, smaller table entries, and fewer allocations for malloc's overhead); and build " +
+      "the rest of the reference cache's shell and the queue's first block on first use."
+    )
+  },
+
+  '8c': (r) => {
+    const p = r.raw.pool
+    const s = r.raw.separate
+    const pc = (list, q) => median(list.map((x) => pctl(x.loadMs, q)))
+    return (
+      `p50 ${ms(pc(p, 50))}, p99 ${ms(pc(p, 99))} (separate consumers: ${ms(pc(s, 50))} / ` +
+      `${ms(pc(s, 99))}). A cold load is a round trip of the link task (its SUBSCRIBE is ` +
+      'batched with up to 1,000 others, pool.rs `run_commands`), a full load of four lists ' +
+      'that waits for one of `maxConcurrentLoads` permits, the store swap and the first ' +
+      "replica batch through the pool's one threadsafe function; the loads here are awaited " +
+      'one by one, so no permit is contended. A p99 far above the p50 with a quiet p50 points ' +
+      'at the machine (the simulator, redis-server and the child share 2 cores) or at GC in ' +
+      'the child; compare the separate side, which pays its own connection per load.'
+    )
+  },
+
+  '8d': (r) => {
+    const m = r.raw.many
+    const f = r.raw.few
+    return (
+      `CPU per event ${r.pkg.toFixed(1)} µs over ${m[0].tenants} tenants against ` +
+      `${r.base.toFixed(1)} µs over ${f[0].tenants}; idle CPU ` +
+      `${med(m, 'idleCpuPerSecMs').toFixed(2)} and ${med(f, 'idleCpuPerSecMs').toFixed(2)} ms/s. ` +
+      `Per thread: ${m[0].tenants} tenants tokio ${int(cpu(m, 'tokio-rt-worker'))} ms, main ` +
+      `${int(cpu(m, 'main'))} ms; ${f[0].tenants} tenants tokio ` +
+      `${int(cpu(f, 'tokio-rt-worker'))} ms, main ${int(cpu(f, 'main'))} ms. Whatever the ` +
+      "count, an event is routed by its channel to its tenant's queue (pool.rs " +
+      '`route_message`: one HashMap lookup among the loaded tenants), applied by that ' +
+      "tenant's session task and handed to JS as a replica batch through the pool's one " +
+      "threadsafe function (lib/pool.js `_onBatch` → that consumer's replica); round-robin " +
+      'sends consecutive events to different tenants in both runs, so none are batched ' +
+      'together. The tenant count should only show through cache misses (at 5,000 tenants ' +
+      'each event touches state that is cold): where the CPU grew says which side pays it, ' +
+      'the tokio workers (routing, apply) or the main thread (the JS side).'
+    )
+  },
+
+  '8e': (r) =>
+    `Pool ${r.cells.pkg} against standalone ${r.cells.base}. A pool tenant is a ` +
+    '`SmartCRMConsumer` of the same class and shape as a standalone one (lib/consumer.js; ' +
+    'only `_pooled` differs), and the reads run the same code on its own JS replica, so a ' +
+    'gap means the measurement moved (the machine, or JIT state: the loop functions are ' +
+    'fresh per case, the callee is shared) rather than the pool: run ' +
+    '`node bench/run.js --only=pool` again on a quiet machine.',
+
+  '8f': (r) => {
+    const p = r.raw.pool
+    const at = (x, k, m) => (x[k][m] - x.before[m]) / 1048576
+    const mm = (k, m) => median(p.map((x) => at(x, k, m)))
+    const kept = median(p.map((x) => at(x, 'releasedGc', 'rss') / at(x, 'loaded', 'rss')))
+    const left = (p[0].measured - p[0].release) / p[0].measured
+    return (
+      `After releasing, the pool's process kept ${Math.round(kept * 100)} % of its RSS growth ` +
+      `after GCs, with ${Math.round(left * 100)} % of the tenants still loaded. The tenants are released: ` +
+      "the core's route table holds only the remaining ones, and since 4238c5a `shutdown()` " +
+      "drops a tenant's store and reference cache at once (crates/core/src/consumer.rs), not " +
+      'when V8 collects its wrapper. What keeps the RSS is the allocator. V8 gave its share ' +
+      `back at the GC (heapUsed ${mm('loaded', 'heapUsed').toFixed(0)} → ` +
+      `${mm('releasedGc', 'heapUsed').toFixed(0)} MiB over the empty reading); the native part ` +
+      `did not (RssAnon ${mm('loaded', 'rssAnon').toFixed(0)} → ` +
+      `${mm('releasedGc', 'rssAnon').toFixed(0)} MiB). It is freed, not leaked: ` +
+      'bench/profile/pool-memory.js (bench/PROFILE.md, 2,000 tenants, 80 % released) calls ' +
+      '`malloc_trim(0)` in the process through gdb after the release and the growth falls from ' +
+      '~131 to ~68 MiB (the core alone: ~100 → ~38 MiB); under jemalloc with immediate decay ' +
+      'the release alone brings it from ~149 to ~120 MiB before any GC and the GC to ~74 MiB. ' +
+      "glibc keeps the chunks: the tenants' allocations are made on the tokio worker threads " +
+      "(their own arenas) and interleaved with the surviving tenants', so no arena top is free " +
+      'to trim, and glibc gives back free pages inside an arena only on `malloc_trim`. What ' +
+      'would give it back: `malloc_trim(0)` after releases (debounced and off the JS thread, ' +
+      'e.g. once after a sweep or a burst of `release()`s, with a bound on how often), or an ' +
+      "allocator that returns freed pages (jemalloc or mimalloc as the addon's " +
+      '`#[global_allocator]`); fewer, larger per-tenant allocations (row 8b) also fragment less.'
+    )
+  },
 }
 
 /** The explanation for a missed row (`row` as built by run.js). */
 function whyMissed(row, smoke) {
-  if (smoke) return 'Smoke sizes: not a measurement; see RESULTS.md for the real run.'
+  if (smoke) {
+    const real = row.group === 'pool' ? 'RESULTS-pool.md' : 'RESULTS.md'
+    return `Smoke sizes: not a measurement; see ${real} for the real run.`
+  }
   const note = NOTES[row.id] || NOTES[row.id.replace(/[ab]$/, '')]
   if (!note) return 'Not analysed yet.'
   try {

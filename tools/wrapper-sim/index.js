@@ -36,6 +36,7 @@ class WrapperSim {
     adminToken,
     maxLog,
     etags = false,
+    batchProfiles = true,
   } = {}) {
     if (typeof tenantId !== 'string' || tenantId === '') {
       throw new TypeError('startWrapperSim: tenantId must be a non-empty string')
@@ -71,6 +72,12 @@ class WrapperSim {
      * may be changed at any time.
      */
     this.etags = Boolean(etags)
+    /**
+     * Whether `GET /api/users/profiles?ids=...` (SPEC §10 batch reads) is
+     * served; when false it answers 404, like a Wrapper without it. May be
+     * changed at any time.
+     */
+    this.batchProfiles = Boolean(batchProfiles)
     /** When set, list endpoints answer pages; may be changed at any time. */
     this.pageSize = pageSize ?? null
     /**

@@ -64,6 +64,30 @@ function referenceRoute(collection) {
   }
 }
 
+/**
+ * `GET /api/users/profiles?ids=a,b,c` (SPEC §10) → `{ profiles: { [id]: object } }`;
+ * ids the store does not hold are left out. Each id is percent-decoded after
+ * splitting on `,` (an encoded `%2C` belongs to its id). Answers 404, like a
+ * Wrapper without the endpoint, while `sim.batchProfiles` is false.
+ */
+function profilesRoute(sim, { rawQuery }) {
+  if (!sim.batchProfiles) return NOT_FOUND()
+  const param = rawQuery.split('&').find((p) => p.startsWith('ids='))
+  if (param === undefined) return fail(400, 'ids is required')
+  const profiles = {}
+  for (const raw of param.slice(4).split(',')) {
+    let id
+    try {
+      id = decodeURIComponent(raw)
+    } catch {
+      return fail(400, 'bad id')
+    }
+    const value = sim.data.profiles.get(id)
+    if (value !== undefined) profiles[id] = value
+  }
+  return ok({ profiles })
+}
+
 /** `GET /api/users/:id/credits` → `{ available }`; 404 when the user has no balance. */
 function creditsRoute(sim, { params }) {
   const available = sim.data.balances.get(params.id)
@@ -123,6 +147,7 @@ const ROUTES = [
   ['GET', '/api/credits/configs', listRoute('credits')],
   ['GET', '/api/roles', listRoute('roles')],
   ['GET', '/api/users/access', listRoute('users')],
+  ['GET', '/api/users/profiles', profilesRoute],
   ['GET', '/api/configs/active', listRoute('configs')],
   ['GET', '/api/users/:id/profile', referenceRoute('profiles')],
   ['GET', '/api/hierarchy/:id', referenceRoute('hierarchy')],
@@ -156,7 +181,13 @@ class RouteMethods {
       } catch {
         return fail(400, 'bad path')
       }
-      return route.handler(this, { params, query, body: record.body, headers: record.headers })
+      return route.handler(this, {
+        params,
+        query,
+        rawQuery: q === -1 ? '' : record.path.slice(q + 1),
+        body: record.body,
+        headers: record.headers,
+      })
     }
     return pathMatched ? fail(405, 'method not allowed') : NOT_FOUND()
   }

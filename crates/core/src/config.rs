@@ -88,6 +88,10 @@ pub struct Config {
     pub resync_jitter: Duration,
     /// `transport` (SPEC §7): how events arrive.
     pub transport: Transport,
+    /// `refreshAheadRatio` (SPEC §10; 0 = off): a hit on a reference entry
+    /// older than this share of its TTL is answered and refreshed once in the
+    /// background.
+    pub refresh_ahead_ratio: f64,
     /// `sharedSnapshot` (SPEC §7; stream transport only, default on there):
     /// full loads go through the tenant's snapshot in Redis and its lease.
     pub shared_snapshot: bool,
@@ -162,6 +166,7 @@ const TOP_LEVEL: &[&str] = &[
     "resyncJitterMs",
     "transport",
     "sharedSnapshot",
+    "refreshAheadRatio",
     "sharedReference",
     // Handled on the JS side, accepted here so one list names every option.
     "logger",
@@ -309,6 +314,20 @@ impl Config {
         let (breaker_failures, breaker_cool_down) = parse_breaker(obj.get("circuitBreaker"))?;
         let max_response_bytes = opt_int(obj, "maxResponseBytes", 64 * 1024 * 1024, 1, 1 << 40)?;
         let resync_jitter = ms("resyncJitterMs", 5_000, 0, 600_000)?;
+        let refresh_ahead_ratio = match obj.get("refreshAheadRatio") {
+            None | Some(Value::Null) => 0.0,
+            Some(Value::Number(n)) => {
+                let r = n.as_f64().unwrap_or(f64::NAN);
+                if !(0.0..1.0).contains(&r) {
+                    return Err(CoreError::option_range(
+                        "refreshAheadRatio",
+                        "a number from 0 (off) to below 1",
+                    ));
+                }
+                r
+            }
+            Some(_) => return Err(CoreError::option_type("refreshAheadRatio", "a number")),
+        };
         let transport = match obj.get("transport") {
             None | Some(Value::Null) => Transport::PubSub,
             Some(Value::String(s)) if s == "pubsub" => Transport::PubSub,
@@ -357,6 +376,7 @@ impl Config {
             transport,
             shared_snapshot,
             shared_reference,
+            refresh_ahead_ratio,
             limits: Limits::default(),
         })
     }

@@ -135,6 +135,9 @@ impl Consumer {
         if let Some(sender) = tenant.reference.shared_task(tenant.shutdown.clone()) {
             self.handle.tasks.extend([tokio::spawn(sender)]);
         }
+        if let Some(refresher) = tenant.reference.refresh_task(tenant.shutdown.clone()) {
+            self.handle.tasks.extend([tokio::spawn(refresher)]);
+        }
         Ok(())
     }
 
@@ -208,6 +211,18 @@ impl Consumer {
         self.check_open()?;
         check_path_id(kind.arg_name(), id)?;
         self.tenant().reference.get(kind, id).await
+    }
+
+    /// Batch profile read (SPEC §10): in order, each profile's JSON text or
+    /// `None` for an unknown user (see
+    /// [`crate::reference::ReferenceCache::get_profiles`]). A `RangeError`-class
+    /// error naming `ids[i]` for an id outside the id rule; nothing is read then.
+    pub async fn reference_get_profiles(&self, ids: &[String]) -> Result<Vec<Option<Arc<str>>>> {
+        self.check_open()?;
+        for (i, id) in ids.iter().enumerate() {
+            check_path_id(&format!("ids[{i}]"), id)?;
+        }
+        self.tenant().reference.get_profiles(ids).await
     }
 
     /// Drops one reference key.

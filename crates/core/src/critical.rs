@@ -22,7 +22,7 @@ use std::collections::HashMap as StdHashMap;
 use crate::delta::Delta;
 use crate::error::{CoreError, Result};
 use crate::ids::check_row_id;
-use crate::model::{Access, Credit, Snapshot};
+use crate::model::{Access, ConfigRow, Credit, CreditRow, RoleRow, Snapshot, UserRow};
 use crate::protocol::{Change, Event, Rejection};
 
 /// The tables' map: foldhash (randomly seeded, several times faster than
@@ -420,6 +420,51 @@ impl CriticalStore {
         self.configs.get(id).map(String::as_str)
     }
 
+    /// The live entries as snapshot rows, with their versions (tombstones
+    /// left out): what a Wrapper holding exactly this state would send.
+    /// `CriticalStore::from_snapshot(s.rows())` is the store a full reload
+    /// from it would build (the test double's `resync-required`, testing.rs).
+    pub fn rows(&self) -> Snapshot {
+        fn live<T>(t: &Table<T>) -> impl Iterator<Item = (&String, &T, Option<u64>)> {
+            t.map
+                .iter()
+                .filter_map(|(k, s)| s.value.as_ref().map(|v| (k, v, s.version)))
+        }
+        Snapshot {
+            credits: live(&self.credits)
+                .map(|(k, c, version)| CreditRow {
+                    operation_code: k.clone(),
+                    credit_cost: c.cost,
+                    is_active: Some(c.active),
+                    version,
+                })
+                .collect(),
+            roles: live(&self.roles)
+                .map(|(k, p, version)| RoleRow {
+                    role_id: k.clone(),
+                    permissions: p.clone(),
+                    version,
+                })
+                .collect(),
+            users: live(&self.users)
+                .map(|(k, a, version)| UserRow {
+                    user_id: k.clone(),
+                    status: a.status.clone(),
+                    roles: a.roles.clone(),
+                    version,
+                })
+                .collect(),
+            configs: live(&self.configs)
+                .map(|(k, j, version)| ConfigRow {
+                    config_id: k.clone(),
+                    config: serde_json::from_str(j).unwrap_or_default(),
+                    version,
+                })
+                .collect(),
+            unchanged: [false; 4],
+        }
+    }
+
     /// Live entries (tombstones excluded) per table: credits, roles, users,
     /// configs. O(1).
     pub fn sizes(&self) -> [usize; 4] {
@@ -435,7 +480,6 @@ impl CriticalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{CreditRow, UserRow};
 
     fn ev(version: Option<u64>, change: Change) -> Event {
         Event {
@@ -508,6 +552,57 @@ mod tests {
         .unwrap();
         s.apply(&set_cost("a", 2.0, Some(2)), &mut d).unwrap();
         assert_eq!(s.credit_cost("a"), Some(2.0));
+    }
+
+    #[test]
+    fn rows_are_the_live_entries_and_rebuild_the_same_store() {
+        let mut s = CriticalStore::from_snapshot(Snapshot {
+            credits: vec![credit_row("a", 1.5, Some(3)), credit_row("gone", 1.0, None)],
+            roles: vec![RoleRow {
+                role_id: "r".into(),
+                permissions: vec!["x.*".into()],
+                version: None,
+            }],
+            users: vec![UserRow {
+                user_id: "u".into(),
+                status: "active".into(),
+                roles: vec!["r".into()],
+                version: Some(2),
+            }],
+            configs: vec![ConfigRow {
+                config_id: "c".into(),
+                config: serde_json::json!({"n": [1, 2.5]}),
+                version: None,
+            }],
+            unchanged: [false; 4],
+        })
+        .unwrap();
+        let mut d = Delta::default();
+        let delete = ev(
+            Some(9),
+            Change::CreditDelete {
+                operation_code: "gone".into(),
+            },
+        );
+        s.apply(&delete, &mut d).unwrap();
+        let rows = s.rows();
+        assert_eq!(rows.credits.len(), 1, "the tombstone is left out");
+        assert_eq!(rows.credits[0].version, Some(3));
+        let t = CriticalStore::from_snapshot(rows).unwrap();
+        assert_eq!(t.sizes(), s.sizes());
+        assert_eq!(t.credit_cost("a"), Some(1.5));
+        assert_eq!(t.role_permissions("r"), Some(&["x.*".to_string()][..]));
+        assert_eq!(t.user_access("u"), s.user_access("u"));
+        assert_eq!(t.config_json("c"), Some(r#"{"n":[1,2.5]}"#));
+        // the version came along; the tombstone did not
+        assert_eq!(
+            CriticalStore::from_snapshot(s.rows())
+                .unwrap()
+                .apply(&set_cost("a", 2.0, Some(3)), &mut d),
+            Err(Rejection::Stale)
+        );
+        let mut t = t;
+        t.apply(&set_cost("gone", 2.0, Some(1)), &mut d).unwrap();
     }
 
     #[test]

@@ -257,13 +257,22 @@ pub async fn load(
     }
     // A refresh asks conditionally first: when nothing changed there is
     // nothing to install, store or announce (SPEC §4 ETags).
+    let mut probed = None;
     if wants.refresh && !wants.follow {
         let probe = wrapper.snapshot_if(true).await?;
         if probe.unchanged.iter().all(|u| *u) {
             return Ok(None);
         }
+        // A complete answer is the load; one with some 304s lacks rows the
+        // shared snapshot needs, so those are asked again unconditionally.
+        if !probe.unchanged.iter().any(|u| *u) {
+            probed = Some(probe);
+        }
     }
-    let loaded = wrapper.snapshot().await;
+    let loaded = match probed {
+        Some(p) => Ok(p),
+        None => wrapper.snapshot().await,
+    };
     let snap = match loaded {
         Ok(s) => s,
         Err(e) => {

@@ -31,6 +31,7 @@
 //! | [`consumer`] | the consumer that ties them together |
 //! | [`pool`] | many tenants' consumers over one Redis link and one HTTP pool (SPEC §8) |
 //! | [`publisher`] | the publishing side, for a Wrapper written in Node |
+//! | [`testing`] | the test double's core (SPEC §9): one tenant in memory, no task, socket or timer |
 //!
 //! This crate never imports napi: `cargo test` covers it without Node.
 
@@ -65,6 +66,7 @@ pub mod stream;
 pub(crate) mod subscriber;
 pub(crate) mod tasks;
 pub(crate) mod tenant;
+pub mod testing;
 pub mod wrapper;
 
 pub use config::Config;

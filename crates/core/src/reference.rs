@@ -34,6 +34,7 @@
 //! Invalidations and clears reach the shared tier too; dropping the cache on
 //! shutdown ([`ReferenceCache::clear_local`]) does not.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -48,7 +49,7 @@ use crate::error::{CoreError, Result};
 use crate::ids::{parse_key, RefKind};
 use crate::metrics::{now_ms, Metrics};
 use crate::shared_ref::{Begin, SharedTier, Ticket, Written, NOT_FOUND_VALUE};
-use crate::wrapper::WrapperClient;
+use crate::wrapper::{WrapperClient, MAX_BATCH_IDS};
 
 /// The TTL of entries of `kind`.
 fn ttl_of(kind: RefKind, c: &Config) -> Duration {
@@ -73,6 +74,11 @@ struct Entry {
     hold: Duration,
     /// Its weight in bytes (key, body and a fixed overhead), as counted.
     weight: u64,
+    /// With `refreshAheadRatio`: a hit from this instant on is answered and
+    /// also refreshed in the background (`None`: never).
+    refresh_after: Option<Instant>,
+    /// Set by the hit that asked for this entry's refresh: once per entry.
+    refreshing: AtomicBool,
     /// True while this entry is included in [`Counters`]: set by the insert
     /// once it is known to be held, taken (swapped to false) by whichever of
     /// the eviction listener or the insert's own re-check removes it from the
@@ -127,6 +133,13 @@ impl Expiry<String, Arc<Entry>> for HoldExpiry {
 
 type FetchResult = Result<Arc<str>>;
 
+/// Requests (batch or single) one batch read has in flight at most.
+pub const BATCH_CONCURRENCY: usize = 8;
+
+/// One batch profiles request, shared by the flights of its ids: the profiles
+/// by id, or `None` when the Wrapper does not have the endpoint.
+type Chunk = Shared<BoxFuture<'static, Result<Option<Arc<HashMap<String, String>>>>>>;
+
 /// A fetch in progress, shared by every caller that missed meanwhile.
 #[derive(Clone)]
 struct Flight {
@@ -167,6 +180,14 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// With `sharedReference`: the tier in Redis.
     shared: Option<SharedTier>,
+    /// With `refreshAheadRatio`: keys of hot entries to refresh, from the
+    /// (synchronous) hit to the refresher task.
+    refresh_tx: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// Its receiving end, taken by [`ReferenceCache::refresh_task`].
+    refresh_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
+    /// Set once the Wrapper answered the batch profiles endpoint with 404 or
+    /// 405: it does not have it, and batch reads fetch one by one from then on.
+    batch_missing: AtomicBool,
 }
 
 /// See the module docs. Cheap to clone; every method is safe to call from any
@@ -186,8 +207,16 @@ impl ReferenceCache {
         metrics: Arc<Metrics>,
         shared: Option<SharedTier>,
     ) -> Self {
+        let (refresh_tx, refresh_rx) = if config.refresh_ahead_ratio > 0.0 {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         ReferenceCache {
             inner: Arc::new(Inner {
+                refresh_tx,
+                refresh_rx: Mutex::new(refresh_rx),
                 cache: OnceLock::new(),
                 counters: Arc::new(Counters::default()),
                 write: Mutex::new(()),
@@ -196,6 +225,7 @@ impl ReferenceCache {
                 wrapper,
                 metrics,
                 shared,
+                batch_missing: AtomicBool::new(false),
             }),
         }
     }
@@ -212,6 +242,43 @@ impl ReferenceCache {
         cancel: tokio_util::sync::CancellationToken,
     ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
         self.inner.shared.clone().map(|t| t.run(cancel))
+    }
+
+    /// The task that refreshes hot entries ahead of their expiry (`None`
+    /// without `refreshAheadRatio`, or when taken already); it ends when
+    /// `cancel` fires. A refresh is an ordinary single-flight fetch of the
+    /// key: an invalidation while it runs wins as for any fetch.
+    pub fn refresh_task(
+        &self,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let mut rx = self
+            .inner
+            .refresh_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        let me = self.clone();
+        Some(async move {
+            loop {
+                let key = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    k = rx.recv() => match k { Some(k) => k, None => return },
+                };
+                let Some((kind, id)) = parse_key(&key) else {
+                    continue;
+                };
+                let me = me.clone();
+                let id = id.to_owned();
+                let cancel = cancel.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = me.flight(kind, &id) => {}
+                    }
+                });
+            }
+        })
     }
 
     /// The held entry of `key`, if any.
@@ -238,6 +305,13 @@ impl ReferenceCache {
         match self.held(key) {
             Some(e) if Instant::now() < e.fresh_until => {
                 Metrics::inc(&self.inner.metrics.reference_hits);
+                if e.refresh_after.is_some_and(|t| Instant::now() >= t)
+                    && !e.refreshing.swap(true, SeqCst)
+                {
+                    if let Some(tx) = &self.inner.refresh_tx {
+                        let _ = tx.send(key.to_owned());
+                    }
+                }
                 match &e.body {
                     Some(b) => Lookup::Hit(b.clone()),
                     None => Lookup::NotFound,
@@ -260,6 +334,199 @@ impl ReferenceCache {
             Lookup::Miss => {}
         }
         Metrics::inc(&self.inner.metrics.reference_misses);
+        self.flight(kind, id).await
+    }
+
+    /// Reads the profiles of `ids` (SPEC §10 batch reads): in order, each
+    /// the profile's JSON text or `None` for a user the Wrapper does not know.
+    ///
+    /// Hits come from the cache. Each distinct id that misses joins the fetch
+    /// in flight for its key, or becomes a flight of its own whose answer
+    /// comes from one batch request for the new misses (at most
+    /// [`MAX_BATCH_IDS`] ids per request, at most [`BATCH_CONCURRENCY`]
+    /// requests at a time), so single-flight and invalidation-wins hold per
+    /// id exactly as for [`ReferenceCache::get`]. When the Wrapper answers the
+    /// batch endpoint with 404 or 405 this is remembered, and the misses are
+    /// ordinary single fetches, [`BATCH_CONCURRENCY`] at a time.
+    ///
+    /// Hits and misses are counted per distinct id. The ids must follow the
+    /// id rule (the consumer checks them). Errors: the first failure of any
+    /// id other than "unknown" (a held stale value answers
+    /// `WRAPPER_UNAVAILABLE` for its id, as for a single read).
+    ///
+    /// Batch answers are kept locally only: the shared tier (if any) is asked
+    /// and written by single reads.
+    pub async fn get_profiles(&self, ids: &[String]) -> Result<Vec<Option<Arc<str>>>> {
+        let kind = RefKind::UserProfile;
+        // Distinct ids in order of first appearance, and each position's one.
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut distinct: Vec<&str> = Vec::new();
+        let positions: Vec<usize> = ids
+            .iter()
+            .map(|id| {
+                *index.entry(id.as_str()).or_insert_with(|| {
+                    distinct.push(id.as_str());
+                    distinct.len() - 1
+                })
+            })
+            .collect();
+        let mut answers: Vec<Option<Option<Arc<str>>>> = vec![None; distinct.len()];
+        let mut waits: Vec<(usize, Shared<BoxFuture<'static, FetchResult>>)> = Vec::new();
+        // The new flights wait for the plan: the batch requests, built once
+        // every new flight is claimed.
+        let (plan_tx, plan_rx) = futures::channel::oneshot::channel::<Arc<Vec<Chunk>>>();
+        let plan = plan_rx.shared();
+        let gate = Arc::new(tokio::sync::Semaphore::new(BATCH_CONCURRENCY));
+        let mut batch: Vec<String> = Vec::new();
+        for (d, id) in distinct.iter().enumerate() {
+            let key = kind.key(id);
+            match self.lookup(&key) {
+                Lookup::Hit(b) => {
+                    answers[d] = Some(Some(b));
+                    continue;
+                }
+                Lookup::NotFound => {
+                    answers[d] = Some(None);
+                    continue;
+                }
+                Lookup::Miss => {}
+            }
+            Metrics::inc(&self.inner.metrics.reference_misses);
+            let fut = match self.inner.inflight.entry(key.clone()) {
+                dashmap::Entry::Occupied(e) => {
+                    Metrics::inc(&self.inner.metrics.coalesced_requests);
+                    e.get().fut.clone()
+                }
+                dashmap::Entry::Vacant(v) => {
+                    let invalidated = Arc::new(AtomicBool::new(false));
+                    let chunk = batch.len() / MAX_BATCH_IDS;
+                    batch.push((*id).to_owned());
+                    let fut = self
+                        .clone()
+                        .batched(
+                            (*id).to_owned(),
+                            key,
+                            invalidated.clone(),
+                            plan.clone(),
+                            chunk,
+                            gate.clone(),
+                        )
+                        .boxed()
+                        .shared();
+                    v.insert(Flight {
+                        invalidated,
+                        fut: fut.clone(),
+                    });
+                    fut
+                }
+            };
+            waits.push((d, fut));
+        }
+        let chunks: Vec<Chunk> = batch
+            .chunks(MAX_BATCH_IDS)
+            .map(|ids| {
+                self.clone()
+                    .chunk(ids.to_vec(), gate.clone())
+                    .boxed()
+                    .shared()
+            })
+            .collect();
+        let _ = plan_tx.send(Arc::new(chunks));
+        let results =
+            futures::future::join_all(waits.into_iter().map(|(d, f)| f.map(move |r| (d, r)))).await;
+        let mut failure = None;
+        for (d, r) in results {
+            match r {
+                Ok(b) => answers[d] = Some(Some(b)),
+                Err(CoreError::NotFound(_)) => answers[d] = Some(None),
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok(positions
+            .into_iter()
+            .map(|d| answers[d].clone().flatten())
+            .collect())
+    }
+
+    /// One batch profiles request for `ids` (none once the endpoint is known
+    /// to be missing), within the batch's `gate`.
+    async fn chunk(
+        self,
+        ids: Vec<String>,
+        gate: Arc<tokio::sync::Semaphore>,
+    ) -> Result<Option<Arc<HashMap<String, String>>>> {
+        let _permit = gate.acquire_owned().await;
+        if self.inner.batch_missing.load(SeqCst) {
+            return Ok(None);
+        }
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let answer = self.inner.wrapper.profiles(&refs).await?;
+        if answer.is_none() {
+            self.inner.batch_missing.store(true, SeqCst);
+        }
+        Ok(answer.map(Arc::new))
+    }
+
+    /// The flight of one id of a batch read: its answer from its chunk of
+    /// the batch, kept as a single fetch's would be (an invalidation that
+    /// arrived meanwhile wins); a single fetch when the Wrapper has no batch
+    /// endpoint.
+    async fn batched(
+        self,
+        id: String,
+        key: String,
+        flag: Arc<AtomicBool>,
+        plan: Shared<futures::channel::oneshot::Receiver<Arc<Vec<Chunk>>>>,
+        chunk: usize,
+        gate: Arc<tokio::sync::Semaphore>,
+    ) -> FetchResult {
+        let inner = &self.inner;
+        let kind = RefKind::UserProfile;
+        let answer = match plan.await {
+            Ok(chunks) => chunks[chunk].clone().await,
+            Err(_) => Err(CoreError::WrapperUnavailable(
+                "GET /api/users/profiles: batch read abandoned".into(),
+            )),
+        };
+        let out = match answer {
+            Ok(None) => {
+                let _permit = gate.acquire_owned().await;
+                // The single fetch ends the flight itself.
+                return self.fetch(kind, id, key, flag).await;
+            }
+            Ok(Some(profiles)) => match profiles.get(&id) {
+                Some(text) => {
+                    let body: Arc<str> = Arc::from(text.as_str());
+                    let ttl = ttl_of(kind, &inner.config);
+                    self.store(
+                        &key,
+                        Some(body.clone()),
+                        ttl,
+                        ttl + inner.config.stale_if_error,
+                        &flag,
+                    );
+                    Ok(body)
+                }
+                None => {
+                    let ttl = inner.config.ttl.not_found;
+                    self.store(&key, None, ttl, ttl, &flag);
+                    Err(CoreError::NotFound(kind.path(&id)))
+                }
+            },
+            Err(e) => self.failed(&key, e),
+        };
+        self.land(&key, &flag);
+        out
+    }
+
+    /// Joins the fetch in flight for `kind`/`id`, or starts it.
+    async fn flight(&self, kind: RefKind, id: &str) -> FetchResult {
+        let key = kind.key(id);
         let flight = match self.inner.inflight.entry(key.clone()) {
             dashmap::Entry::Occupied(e) => {
                 Metrics::inc(&self.inner.metrics.coalesced_requests);
@@ -436,7 +703,11 @@ impl ReferenceCache {
             cache.invalidate(key);
             return;
         }
+        let ratio = inner.config.refresh_ahead_ratio;
         let entry = Arc::new(Entry {
+            refresh_after: (ratio > 0.0 && body.is_some())
+                .then(|| Instant::now() + ttl.mul_f64(ratio)),
+            refreshing: AtomicBool::new(false),
             body,
             fresh_until: Instant::now() + ttl,
             fresh_until_ms: now_ms() + ttl.as_millis() as i64,

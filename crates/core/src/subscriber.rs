@@ -172,11 +172,12 @@ pub(crate) async fn run(tenant: Arc<Tenant>) {
             r = tokio::time::timeout(CONNECT_TIMEOUT, async {
                 let mut link = open_link(&tenant.config).await?;
                 link.conn.subscribe(&channels).await?;
-                Ok::<_, redis::RedisError>(link)
+                let commands = stream_commands(&tenant.config, &link).await?;
+                Ok::<_, redis::RedisError>((link, commands))
             }) => r,
         };
         let why = match attempt {
-            Ok(Ok(mut link)) => {
+            Ok(Ok((mut link, commands))) => {
                 if ever_connected {
                     Metrics::inc(&tenant.metrics.reconnects);
                 }
@@ -198,7 +199,7 @@ pub(crate) async fn run(tenant: Arc<Tenant>) {
                 );
                 let traffic = Traffic::new();
                 let feed = Feed {
-                    commands: link.conn.clone(),
+                    commands,
                     lost: watch_link(
                         link.conn.clone(),
                         link.master.clone(),
@@ -299,6 +300,28 @@ pub(crate) async fn open_link(config: &Config) -> redis::RedisResult<Link> {
         queue,
         master,
     })
+}
+
+/// The connection a session's commands go on: the link itself with the
+/// pub/sub transport; with the stream transport a second, unsubscribed one,
+/// because Redis holds a subscribed connection's replies to the pub/sub
+/// output-buffer limit (32 MB by default) and closes it in the middle of a
+/// large shared snapshot's `GET`.
+pub(crate) async fn stream_commands(
+    config: &Config,
+    link: &Link,
+) -> redis::RedisResult<MultiplexedConnection> {
+    if config.transport != crate::config::Transport::Stream {
+        return Ok(link.conn.clone());
+    }
+    let async_config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(None);
+    Ok(config
+        .redis
+        .connect(async_config, ProtocolVersion::RESP2)
+        .await?
+        .0)
 }
 
 /// The heartbeat of a link (`conn`, on `master` with Sentinel): every `heartbeatMs` a `PING` (and, with

@@ -28,7 +28,7 @@
 //!   all its page requests go out; its outcome is reported once. The reference
 //!   breaker guards each reference read, balance and deduction request.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,6 +46,17 @@ use crate::error::{CoreError, Result};
 use crate::ids::encode_segment;
 use crate::metrics::Metrics;
 use crate::model::{ConfigRow, CreditRow, RoleRow, Snapshot, UserRow};
+
+/// The batch profiles endpoint (SPEC §10), without its query.
+const PROFILES_PATH: &str = "/api/users/profiles";
+/// Most ids in one batch profiles request.
+pub const MAX_BATCH_IDS: usize = 100;
+
+/// The body of a batch profiles answer.
+#[derive(Deserialize)]
+struct Profiles {
+    profiles: HashMap<String, Box<serde_json::value::RawValue>>,
+}
 
 /// Attempts per request (first try included).
 const ATTEMPTS: u32 = 3;
@@ -670,6 +681,49 @@ impl WrapperClient {
         Ok(text.to_owned())
     }
 
+    /// `GET /api/users/profiles?ids=a,b,c` (SPEC §10 batch reads; each id
+    /// percent-encoded, the caller sends at most [`MAX_BATCH_IDS`]) →
+    /// `{ profiles: { [id]: object } }`, each profile as JSON text. An id left
+    /// out is unknown to the Wrapper. `Ok(None)` when the Wrapper answers 404
+    /// or 405: it does not have the endpoint.
+    pub async fn profiles(&self, ids: &[&str]) -> Result<Option<HashMap<String, String>>> {
+        let mut path = String::from(PROFILES_PATH);
+        path.push_str("?ids=");
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                path.push(',');
+            }
+            path.push_str(&encode_segment(id));
+        }
+        let body = match self.send(Method::GET, &path, None, None).await? {
+            Outcome::Ok(b) => b,
+            Outcome::Answer(StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED, _) => {
+                return Ok(None)
+            }
+            Outcome::NotModified => {
+                return Err(CoreError::InvalidResponse(format!(
+                    "GET {PROFILES_PATH}: 304"
+                )))
+            }
+            Outcome::Answer(status, _) => return Err(answer_error(status, PROFILES_PATH)),
+        };
+        let invalid = || {
+            CoreError::InvalidResponse(format!(
+                "GET {PROFILES_PATH}: expected {{ profiles: {{ [id]: object }} }}"
+            ))
+        };
+        let answer: Profiles = parse_object(&body).map_err(|_| invalid())?;
+        let mut out = HashMap::with_capacity(answer.profiles.len());
+        for (id, value) in answer.profiles {
+            let text = value.get();
+            if first_byte(text.as_bytes()) != Some(b'{') {
+                return Err(invalid());
+            }
+            out.insert(id, text.to_owned());
+        }
+        Ok(Some(out))
+    }
+
     /// `GET /api/users/{id}/credits` → `available`.
     pub async fn user_credits(&self, user_id: &str) -> Result<f64> {
         let path = format!("/api/users/{}/credits", encode_segment(user_id));
@@ -1077,5 +1131,40 @@ mod tests {
         assert_eq!(log.lock().unwrap().len(), 4, "all four lists in the probe");
         assert_eq!(w.circuits(), (Circuit::Closed, Circuit::Closed));
         assert!(!w.metrics.wrapper_failing.load(Relaxed));
+    }
+
+    #[tokio::test]
+    async fn batch_profiles_encode_each_id_and_read_the_map() {
+        let (url, log) = serve(|path| {
+            if path.starts_with("/api/users/profiles?ids=a%2Cb,") {
+                json_reply(json!({ "profiles": { "a,b": { "n": 1 }, "c/d": { "n": 2 } } }))
+            } else if path.contains("bad") {
+                json_reply(json!({ "profiles": { "bad": [1] } }))
+            } else {
+                let status = if path.contains("gone") { 405 } else { 404 };
+                Reply {
+                    status,
+                    headers: vec![],
+                    body: Vec::new(),
+                    length: true,
+                }
+            }
+        })
+        .await;
+        let w = client(&url, json!({}));
+        let got = w.profiles(&["a,b", "c/d", "x"]).await.unwrap().unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got["a,b"], r#"{"n":1}"#);
+        assert_eq!(got["c/d"], r#"{"n":2}"#);
+        assert_eq!(
+            log.lock().unwrap()[0],
+            "/api/users/profiles?ids=a%2Cb,c%2Fd,x"
+        );
+        assert_eq!(w.profiles(&["missing"]).await.unwrap(), None, "404");
+        assert_eq!(w.profiles(&["gone"]).await.unwrap(), None, "405");
+        assert!(matches!(
+            w.profiles(&["bad"]).await,
+            Err(CoreError::InvalidResponse(_))
+        ));
     }
 }
