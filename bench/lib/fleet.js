@@ -801,8 +801,10 @@ function bigRows(S, big) {
           0.05,
         )}. ` +
         "Reaching 0.3× needs a snapshot that is cheaper to decode than the Wrapper's JSON (a binary form " +
-        'of the store; or chunks that are fetched and parsed in parallel, which would also keep each reply ' +
-        'under the output-buffer limit of F4b).',
+        'of the store), or one in chunks that are fetched and parsed in parallel' +
+        (big.defaultLimit && !big.defaultLimit.ok
+          ? ', which would also keep each reply under the output-buffer limit of F4b.'
+          : '.'),
       detail:
         `\`initialize()\` measured in the instance's process; the simulator (pages of ` +
         `${fmtInt(S.big.pageSize)}, ${fmtInt(S.big.ops)} operations, ${fmtInt(S.big.roles)} roles) in the parent. ` +
@@ -821,7 +823,8 @@ function bigRows(S, big) {
         `${fmtMB(median(big.snapshotBytes))} (Redis used_memory at the end ${fmtMiB(big.redisUsedMiB)}). ` +
         `Sources as expected (snapshot / wrapper) and every entry present: ${ok ? 'yes' : 'NO'}. ` +
         `Measured with Redis's pub/sub output-buffer limit lifted (\`CONFIG SET client-output-buffer-limit ` +
-        `"pubsub 0 0 0"\`): see F4b for the default.`,
+        `"pubsub 0 0 0"\`, which builds before 1aa331f needed for a snapshot over 32 MB): F4b is the same ` +
+        'start with the default.',
     })
   }
   const d = big.defaultLimit
@@ -845,7 +848,11 @@ function bigRows(S, big) {
         `client-output-buffer-limit "${d.limit}"\` (the default) on the same Redis holding the ` +
         `${fmtMB(d.snapshotBytes)} snapshot. ` +
         (d.ok
-          ? `It was ready (source ${d.source}).`
+          ? `It was ready (source ${d.source}, ${fmtInt(d.reconnects)} reconnects, ${fmtInt(d.wrapperLoads)} ` +
+            'Wrapper loads): the snapshot is read on a connection without subscriptions, so the pub/sub ' +
+            "class's output-buffer limit (hard 32 MB by default) does not apply to it. Builds before " +
+            '1aa331f read it on the subscribed connection, where Redis closed the connection in the middle ' +
+            'of every reply and the instance never became ready (REDIS_UNAVAILABLE after `initTimeoutMs`).'
           : `\`initialize()\` rejected with ${d.code} after ${fmtMs(d.initMs)}; the instance had reconnected ` +
             `${fmtInt(d.reconnects)} times, its health().source was ${d.source}, and it made ` +
             `${fmtInt(d.wrapperLoads)} Wrapper load(s). The snapshot is read with GET on the instance's ` +
