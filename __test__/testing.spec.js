@@ -707,3 +707,54 @@ test('ESM import of the subpath', async (t) => {
   t.is(code, 0, out)
   t.is(out.trim(), 'function true')
 })
+
+test('createTestPool: the Express tenant(pool) middleware and the guards on test doubles; unknown tenants refused', async (t) => {
+  const express = require('express')
+  const request = require('supertest')
+  const crmExpress = require('../lib/express.js')
+  const { createTestPool } = require('../lib/testing.js')
+  const pool = createTestPool({
+    tenants: {
+      acme: {
+        credits: { 'crm.leads.create': 2.5 },
+        roles: { sales: ['crm.leads.*'] },
+        users: { u1: { status: 'active', roles: ['sales'] } },
+        balances: { u1: 1 },
+      },
+    },
+  })
+  t.teardown(() => pool.shutdown())
+  const app = express()
+  app.use((req, res, next) => {
+    const tenantId = req.get('x-tenant')
+    req.user = tenantId ? { id: 'u1', tenantId } : undefined
+    next()
+  })
+  app.use(crmExpress.tenant(pool))
+  app.post(
+    '/leads',
+    crmExpress.requirePermission((req) => req.crm, 'crm.leads.create'),
+    crmExpress.requireCredits((req) => req.crm, 'crm.leads.create'),
+    (req, res) => res.json({ cost: req.creditCost }),
+  )
+  t.is((await request(app).post('/leads')).status, 401)
+  const refused = await request(app).post('/leads').set('x-tenant', 'globex')
+  t.is(refused.status, 403)
+  t.deepEqual(refused.body, { error: 'Unknown tenant' })
+  t.is((await request(app).post('/leads').set('x-tenant', 'a:b')).status, 403)
+  // 1 credit against a cost of 2.5
+  t.is((await request(app).post('/leads').set('x-tenant', 'acme')).status, 402)
+  const acme = pool.peek('acme')
+  t.true(acme instanceof SmartCRMConsumer)
+  acme.apply('credit-config-changed', { operationCode: 'crm.leads.create', newValue: 0.5 })
+  const ok = await request(app).post('/leads').set('x-tenant', 'acme')
+  t.is(ok.status, 200)
+  t.deepEqual(ok.body, { cost: 0.5 })
+  t.deepEqual(pool.tenants(), ['acme'])
+  t.regex(pool.metricsText(), /smart_crm_consumer_critical_hits_total\{tenant="acme"\}/)
+  const released = []
+  pool.on('tenantReleased', (e) => released.push(e))
+  await pool.release('acme')
+  t.deepEqual(released, [{ tenantId: 'acme', reason: 'release' }])
+  t.is(pool.peek('acme'), null)
+})

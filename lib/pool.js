@@ -402,4 +402,4 @@ function createTenantPool(options) {
   return new TenantPool(options)
 }
 
-module.exports = { createTenantPool, TenantPool }
+module.exports = { createTenantPool, TenantPool, sumMetrics }

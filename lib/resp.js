@@ -2,9 +2,8 @@
 // A minimal RESP2 Redis client over `net`/`tls`, for the doctor (lib/doctor.js),
 // which must run with the package's runtime dependencies alone.
 //
-// A trimmed copy of the test helper tools/test-helpers/resp.js (which the specs
-// keep using, so a test never relies on the code it checks): commands,
-// pub/sub, AUTH/SELECT from the URL; no pipelined bulk publishing.
+// Commands, pub/sub, AUTH/SELECT from the URL. The test helpers
+// (tools/test-helpers/resp.js) build on it, adding pipelined bulk publishing.
 //
 // Replies are matched to commands in order. Replies: simple string → string,
 // error → rejected Error (`code` = first word), integer → number, bulk string →
@@ -288,4 +287,4 @@ async function connectRedis(url, { connectTimeoutMs = 5000, tls: tlsOptions } = 
   return client
 }
 
-module.exports = { connectRedis, RedisReplyError }
+module.exports = { connectRedis, RedisReplyError, encodeCommand, encodeMessage }

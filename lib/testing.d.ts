@@ -1,5 +1,6 @@
 // Types of smart-crm-consumer/testing (SPEC §9).
 import type {
+  TenantPool,
   SmartCRMConsumer,
   SmartCRMConsumerOptions,
   ChangeEvent,
@@ -100,3 +101,20 @@ export interface TestConsumer extends SmartCRMConsumer {
 
 /** Throws a `TypeError`/`RangeError` (`ERR_INVALID_OPTION`) naming an invalid option. */
 export declare function createTestConsumer(options: TestConsumerOptions | string): TestConsumer
+
+/** A tenant pool of test doubles (see `createTestPool`). */
+export interface TestTenantPool extends Omit<TenantPool, 'tenant' | 'peek'> {
+  tenant(tenantId: string): Promise<TestConsumer>
+  peek(tenantId: string): TestConsumer | null
+}
+
+/**
+ * A tenant pool (SPEC §8) whose tenants are test doubles: `tenants` maps each
+ * tenant the memory Wrapper serves to its seed; another id is refused with
+ * `WRAPPER_AUTH`. Works with the Express `tenant(pool)` middleware.
+ */
+export declare function createTestPool(
+  options?: Omit<TestConsumerOptions, 'tenantId'> & {
+    tenants?: Record<string, Omit<TestConsumerOptions, 'tenantId'>>
+  },
+): TestTenantPool

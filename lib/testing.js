@@ -14,7 +14,11 @@
 // instance. No socket, task, timer or threadsafe function exists, so nothing
 // keeps Node alive.
 
-const { NativeTestConsumer } = require('../index.js')
+const { EventEmitter } = require('node:events')
+
+const { NativeTestConsumer, checkId } = require('../index.js')
+const { TenantPool, sumMetrics } = require('./pool.js')
+const { renderFamilies } = require('./prometheus.js')
 const { SmartCRMConsumer, TEST_DOUBLE, checkLogger } = require('./consumer.js')
 const errors = require('./errors.js')
 const { toJsonOptions } = require('./options.js')
@@ -123,4 +127,112 @@ function createTestConsumer(options) {
   return crm
 }
 
-module.exports = { createTestConsumer }
+/**
+ * A tenant pool (SPEC §8) whose tenants are test doubles, for apps built on
+ * `createTenantPool`: the same surface (`tenant`, `peek`, `tenants`, `release`,
+ * `getMetrics`, `metricsText`, `health`, `shutdown`, the events), so the
+ * Express `tenant(pool)` middleware and the guards work on it unchanged.
+ * `tenants` maps each tenant the memory Wrapper serves to its seed
+ * (createTestConsumer's options without `tenantId`; `common` options apply to
+ * all); any other valid id is refused with WRAPPER_AUTH, as a Wrapper refuses
+ * a tenant it does not serve, and an id outside the rule is a RangeError.
+ * Each tenant's double is created on its first `tenant(id)`, and is an
+ * ordinary test double (`apply`, `failNext`, `deductions`, ...).
+ */
+function createTestPool({ tenants = {}, logger, ...common } = {}) {
+  if (tenants === null || typeof tenants !== 'object')
+    throw errors.optionError(TypeError, 'option `tenants` must be an object of tenant seeds')
+  return new TestTenantPool(tenants, common, checkLogger(logger))
+}
+
+class TestTenantPool extends EventEmitter {
+  constructor(seeds, common, logger) {
+    super()
+    this._seeds = seeds
+    this._common = common
+    this._logger = logger
+    /** id -> loaded double */
+    this._loaded = new Map()
+    this._closed = false
+  }
+
+  async tenant(tenantId) {
+    if (this._closed) throw errors.shutdownError()
+    if (typeof tenantId !== 'string')
+      throw errors.typeError(`tenantId must be a string, got ${typeof tenantId}`)
+    const held = this._loaded.get(tenantId)
+    if (held !== undefined) return held
+    checkId('tenantId', tenantId)
+    const seed = Object.prototype.hasOwnProperty.call(this._seeds, tenantId)
+      ? this._seeds[tenantId]
+      : undefined
+    const crm = createTestConsumer({ ...this._common, ...seed, tenantId, logger: this._logger })
+    if (seed === undefined) {
+      const err = new Error('wrapper refused the credentials (HTTP 403)')
+      err.code = 'WRAPPER_AUTH'
+      throw err
+    }
+    await crm.initialize()
+    const shutdown = crm.shutdown.bind(crm)
+    crm.shutdown = () => {
+      if (this._loaded.get(tenantId) === crm) {
+        this._loaded.delete(tenantId)
+        this.emit('tenantReleased', { tenantId, reason: this._closed ? 'shutdown' : 'release' })
+      }
+      return shutdown()
+    }
+    this._loaded.set(tenantId, crm)
+    this.emit('tenantLoaded', { tenantId, consumer: crm })
+    return crm
+  }
+
+  peek(tenantId) {
+    return this._loaded.get(tenantId) ?? null
+  }
+
+  tenants() {
+    return [...this._loaded.keys()]
+  }
+
+  release(tenantId) {
+    const crm = this._loaded.get(tenantId)
+    return crm === undefined ? Promise.resolve() : crm.shutdown()
+  }
+
+  getMetrics(opts = {}) {
+    const perTenant = {}
+    const list = []
+    for (const [id, c] of this._loaded) {
+      const m = c.getMetrics()
+      list.push(m)
+      if (opts.perTenant !== false) perTenant[id] = m
+    }
+    return {
+      tenants: this._loaded.size,
+      totals: sumMetrics(list, !this._closed),
+      perTenant,
+      pool: { connected: !this._closed, reconnects: 0, queueOverflows: 0, loadsInFlight: 0 },
+    }
+  }
+
+  metricsText(opts = {}) {
+    return renderFamilies(TenantPool.prototype._families.call(this, opts))
+  }
+
+  _families(opts = {}) {
+    return TenantPool.prototype._families.call(this, opts)
+  }
+
+  health() {
+    const degradedTenants = []
+    for (const [id, c] of this._loaded) if (c.health().degraded) degradedTenants.push(id)
+    return { connected: !this._closed, tenants: this._loaded.size, degradedTenants }
+  }
+
+  async shutdown() {
+    this._closed = true
+    await Promise.all([...this._loaded.values()].map((c) => c.shutdown()))
+  }
+}
+
+module.exports = { createTestConsumer, createTestPool }
