@@ -198,7 +198,9 @@ enum AfterError {
 }
 
 fn after_error(e: &RedisError) -> AfterError {
-    if e.kind() == ErrorKind::Io || e.is_unrecoverable_error() {
+    // READONLY: the node became a replica (a failover); the stream script's
+    // XADD is refused there, so find the master again instead of retrying.
+    if e.kind() == ErrorKind::Io || e.is_unrecoverable_error() || e.code() == Some("READONLY") {
         return AfterError::Reconnect;
     }
     match e.retry_method() {
