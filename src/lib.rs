@@ -217,6 +217,17 @@ pub struct UserAccess {
     pub seq: f64,
 }
 
+impl UserAccess {
+    /// A core answer (access, batches sent) as JS sees it; `None` for an unknown user.
+    fn of((access, seq): (Option<smart_crm_core::model::Access>, u64)) -> Option<UserAccess> {
+        access.map(|a| UserAccess {
+            status: a.status,
+            roles: a.roles,
+            seq: seq as f64,
+        })
+    }
+}
+
 /// The Rust-side figures of `getMetrics()`; `lib/consumer.js` adds the critical
 /// read counters (those reads never enter Rust) and the rates.
 #[napi(object, object_from_js = false)]
@@ -432,14 +443,7 @@ impl NativeConsumer {
     /// A user's access from the core's store, or `null` for an unknown user.
     #[napi(ts_return_type = "UserAccess | null")]
     pub fn user_access(&self, user_id: String) -> Outcome<Option<UserAccess>> {
-        guard(|| {
-            let (access, seq) = self.inner.user_access(&user_id);
-            Ok(access.map(|a| UserAccess {
-                status: a.status,
-                roles: a.roles,
-                seq: seq as f64,
-            }))
-        })
+        guard(|| Ok(UserAccess::of(self.inner.user_access(&user_id))))
     }
 
     /// Drops one reference key (a key the cache cannot hold is a no-op).
@@ -867,14 +871,7 @@ impl NativeTestConsumer {
     /// As `NativeConsumer.userAccess`.
     #[napi(ts_return_type = "UserAccess | null")]
     pub fn user_access(&self, user_id: String) -> Outcome<Option<UserAccess>> {
-        guard(|| {
-            let (access, seq) = self.inner.borrow().user_access(&user_id);
-            Ok(access.map(|a| UserAccess {
-                status: a.status,
-                roles: a.roles,
-                seq: seq as f64,
-            }))
-        })
+        guard(|| Ok(UserAccess::of(self.inner.borrow().user_access(&user_id))))
     }
 
     /// Drops one reference key.
