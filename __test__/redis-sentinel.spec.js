@@ -46,15 +46,22 @@ async function numsub(s, server, channels) {
   return channels.map((c) => Number(counts[c]))
 }
 
-/** Connections on `server` whose last command, within the last second, was PUBLISH. */
+/**
+ * The publisher's connections on `server` (it names itself with CLIENT SETNAME)
+ * whose last command, within the last second, was PUBLISH or the stream script
+ * of the default 'both' transport: `{ count, lines }`.
+ */
 async function publishing(s, server) {
   const list = await s.command(server, ['CLIENT', 'LIST', 'TYPE', 'normal'])
-  return (
-    list
-      .split('\n')
-      // PUBLISH, or the stream script of the default 'both' transport
-      .filter((line) => / cmd=(publish|eval)( |$)/.test(line) && / idle=0( |$)/.test(line)).length
-  )
+  const lines = list
+    .split('\n')
+    .filter(
+      (line) =>
+        / name=smart-crm-publisher( |$)/.test(line) &&
+        / cmd=(publish|eval)( |$)/.test(line) &&
+        / idle=0( |$)/.test(line),
+    )
+  return { count: lines.length, lines }
 }
 
 const ones = (channels) => channels.map(() => 1)
@@ -117,8 +124,14 @@ test('SENTINEL FAILOVER under steady traffic: both sides follow by themselves, r
   const metricsAtMark = consumer.getMetrics()
   const connectionsAtMark = w.connections.length
   // while the traffic goes on, the publisher's connection is on the new master
-  t.true((await publishing(s, f.to)) > 0, 'the publisher PUBLISHes to the promoted replica')
-  t.is(await publishing(s, f.from), 0, 'and no longer to the old master')
+  const onNew = await publishing(s, f.to)
+  const onOld = await publishing(s, f.from)
+  t.true(onNew.count > 0, 'the publisher PUBLISHes to the promoted replica')
+  t.is(
+    onOld.count,
+    0,
+    `and no longer to the old master (${Date.now() - promotedAt} ms after the promotion): ${onOld.lines.join(' | ')}`,
+  )
   await load.stop()
   await w.marker()
 

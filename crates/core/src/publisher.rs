@@ -29,6 +29,7 @@
 //! delivered after the deadline rejected it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -122,6 +123,9 @@ struct Inner {
     /// With Cluster: the node (`host:port`) a `MOVED` named as the owner of
     /// the tenant's stream key; the next connection goes there.
     redirect: Mutex<Option<String>>,
+    /// Set while one publish asks the sentinels whether the master moved, so
+    /// a burst of publishes makes one sentinel round trip, not one each.
+    checking_master: AtomicBool,
 }
 
 struct Link {
@@ -142,6 +146,9 @@ struct Link {
     /// but reaches only its own subscribers).
     master: Option<((String, u16), Instant)>,
 }
+
+/// The name the publisher's connection gives itself (`CLIENT SETNAME`).
+pub const CLIENT_NAME: &str = "smart-crm-publisher";
 
 /// How often a publish on a Sentinel master asks the sentinels whether the
 /// master is still the one connected to.
@@ -349,6 +356,7 @@ impl Publisher {
                 connecting: tokio::sync::Mutex::new(()),
                 closed: CancellationToken::new(),
                 redirect: Mutex::new(None),
+                checking_master: AtomicBool::new(false),
             }),
         })
     }
@@ -542,6 +550,19 @@ impl Inner {
             Some((m, at)) if at.elapsed() >= MASTER_CHECK => m.clone(),
             _ => return false,
         };
+        // One check at a time; the publishes meanwhile go to the connection
+        // as it is (they would have a second ago too).
+        if self.checking_master.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        /// Clears the flag however the check ends (a dropped future included).
+        struct Checking<'a>(&'a AtomicBool);
+        impl Drop for Checking<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _checking = Checking(&self.checking_master);
         match self.opts.redis.current_master().await {
             Ok(Some(now)) if now != known => true,
             Ok(_) => {
@@ -633,6 +654,17 @@ impl Inner {
                             .await
                     }
                 }
+            };
+            let open = async {
+                let (mut conn, master) = open.await?;
+                // A name for `CLIENT LIST` (operators, the failover tests); a
+                // server that refuses CLIENT (an ACL) is still published to.
+                let _ = redis::cmd("CLIENT")
+                    .arg("SETNAME")
+                    .arg(CLIENT_NAME)
+                    .query_async::<()>(&mut conn)
+                    .await;
+                Ok::<_, RedisError>((conn, master))
             };
             let attempt = tokio::select! {
                 _ = self.closed.cancelled() => return Err(CoreError::Shutdown),
