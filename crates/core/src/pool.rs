@@ -390,8 +390,10 @@ async fn trim_after_releases(shared: Arc<Shared>) {
     }
 }
 
-/// `malloc_trim(0)` where the allocator is glibc's; nothing elsewhere.
+/// Drops the interned values only released tenants used (intern.rs), then
+/// `malloc_trim(0)` where the allocator is glibc's.
 fn release_free_memory() {
+    crate::intern::purge();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         extern "C" {

@@ -1050,7 +1050,7 @@ mod tests {
                    {"kind":"ready"},{"kind":"connection","connected":true}])
         );
         let (a, seq) = t.user_access("u1");
-        assert_eq!(a.unwrap().roles, vec!["sales".to_string()]);
+        assert_eq!(&*a.unwrap().roles()[0], "sales");
         assert_eq!(seq, 1);
         assert_eq!(t.wait_ready().unwrap(), None, "once");
         let h = t.health();
@@ -1286,7 +1286,7 @@ mod tests {
             ),
             Err(ApplyError::Rejected(Rejection::Replay))
         );
-        assert_eq!(t.user_access("u1").0.unwrap().status, "suspended");
+        assert_eq!(t.user_access("u1").0.unwrap().status(), "suspended");
         assert_eq!(t.user_access("u1").1, 2);
     }
 
@@ -1371,10 +1371,7 @@ mod tests {
             Some(1.0),
         )
         .unwrap();
-        assert_eq!(
-            t.store.role_permissions("sales"),
-            Some(&["*".to_string()][..])
-        );
+        assert_eq!(t.store.role_permissions("sales"), Some(&["*".into()][..]));
     }
 
     #[test]
