@@ -3,9 +3,13 @@
 // 200 small tenants, takes a heap snapshot, loads 1,000 more, takes another,
 // and prints the growth per tenant by node type and constructor name (self
 // sizes). The simulator runs in this process; its request logs are cleared
-// before each snapshot, so what it holds is the same in both.
+// before each snapshot, so what it holds is the same in both. With `--read`,
+// each tenant, once loaded, reads every one of its credits, roles, users and
+// configs once (the replica is lazy: this is a tenant whose app has read all
+// of it).
 //
-//   node --expose-gc bench/profile/pool-heap.js [first=200] [more=1000]
+//   node --expose-gc bench/profile/pool-heap.js [first=200] [more=1000] [--read]
+//   SMART_CRM_LIB=/tmp/other/lib/index.js ...   (another build's JS)
 
 const fs = require('node:fs')
 const os = require('node:os')
@@ -40,8 +44,10 @@ function byName(file) {
 
 async function main() {
   if (typeof global.gc !== 'function') throw new Error('run with node --expose-gc')
-  const first = Number(process.argv[2] || 200)
-  const more = Number(process.argv[3] || 1000)
+  const args = process.argv.slice(2).filter((a) => a !== '--read')
+  const readAll = process.argv.includes('--read')
+  const first = Number(args[0] || 200)
+  const more = Number(args[1] || 1000)
   const redis = await startRedis()
   const one = smallTenant()
   const all = {}
@@ -55,10 +61,18 @@ async function main() {
     global.gc()
     return v8.writeHeapSnapshot(path.join(dir, `${name}.heapsnapshot`))
   }
+  const load = async (id) => {
+    const c = await pool.tenant(id)
+    if (!readAll) return
+    for (const r of one.credits) c.getCreditCost(r.operationCode)
+    for (const r of one.roles) c.getRolePermissions(r.roleId)
+    for (const r of one.users) c.checkPermission(r.userId, 'crm.any.read')
+    for (const r of one.configs) c.getActiveConfig(r.configId)
+  }
   try {
-    for (let i = 0; i < first; i++) await pool.tenant(tenantId('pt', i))
+    for (let i = 0; i < first; i++) await load(tenantId('pt', i))
     const a = byName(snap('a'))
-    for (let i = first; i < first + more; i++) await pool.tenant(tenantId('pt', i))
+    for (let i = first; i < first + more; i++) await load(tenantId('pt', i))
     const b = byName(snap('b'))
     const rows = [...b].map(([k, e]) => {
       const o = a.get(k) || { size: 0, count: 0 }
