@@ -6,6 +6,7 @@
 // other. Everything runs against the real simulator over HTTP.
 
 const http = require('node:http')
+const zlib = require('node:zlib')
 const test = require('ava')
 
 const { setup, waitFor, nextEvent } = require('./helpers/fixture.js')
@@ -89,6 +90,46 @@ test('a load is bounded to 16 × maxResponseBytes over all its pages', async (t)
     consumer: { maxResponseBytes: 16 * 1024 },
   })
   t.is(ok.consumer.getUserStatus('u-01999'), 'active')
+})
+
+// ---------------------------------------------------------------------------
+// Compressed answers
+
+for (const compression of ['gzip', 'br']) {
+  test(`${compression} answers: asked for, decoded, the data intact`, async (t) => {
+    const { consumer, sim } = await setup(t, {
+      sim: { data: manyUsers(2000), pageSize: 500, compression },
+    })
+    t.is(consumer.getUserStatus('u-01999'), 'active')
+    t.is(consumer.getCreditCost('crm.leads.create'), 2.5)
+    const lists = sim.requests.filter(isList)
+    t.true(lists.length > 0)
+    for (const r of lists) {
+      t.regex(String(r.headers['accept-encoding']), new RegExp(`\\b${compression}\\b`))
+    }
+    const profile = await consumer.getUserProfile('u-alice')
+    t.is(profile.userId, 'u-alice')
+  })
+}
+
+test('a compressed body is bounded by what it decodes to (maxResponseBytes), not by its size on the wire', async (t) => {
+  const { consumer, sim } = await setup(t, { consumer: { maxResponseBytes: 64 * 1024 } })
+  // ~4 KB on the wire, 4 MiB once decoded
+  const bomb = zlib.gzipSync(
+    JSON.stringify({ userId: 'u-alice', pad: 'a'.repeat(4 * 1024 * 1024) }),
+  )
+  t.true(bomb.length < 64 * 1024)
+  sim.fault('/api/users/u-alice/profile', {
+    status: 200,
+    body: bomb,
+    headers: { 'Content-Encoding': 'gzip' },
+    times: 1,
+  })
+  const err = await t.throwsAsync(consumer.getUserProfile('u-alice'))
+  t.is(err.code, 'INVALID_RESPONSE')
+  t.regex(err.message, /maxResponseBytes/)
+  // the next answer, uncompressed and small, is read as usual
+  t.is((await consumer.getUserProfile('u-alice')).userId, 'u-alice')
 })
 
 // ---------------------------------------------------------------------------

@@ -221,8 +221,8 @@ impl UserAccess {
     /// A core answer (access, batches sent) as JS sees it; `None` for an unknown user.
     fn of((access, seq): (Option<smart_crm_core::model::Access>, u64)) -> Option<UserAccess> {
         access.map(|a| UserAccess {
-            status: a.status,
-            roles: a.roles,
+            status: a.status().to_owned(),
+            roles: a.roles().iter().map(|r| r.to_string()).collect(),
             seq: seq as f64,
         })
     }

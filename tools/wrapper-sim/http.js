@@ -3,7 +3,22 @@
 // the faults (faults.js) and the admin API (admin.js): JSON answers, request
 // bodies, path matching and the errors that carry an HTTP status.
 
+const zlib = require('node:zlib')
+
 const JSON_TYPE = 'application/json; charset=utf-8'
+/** Bodies below this are sent as they are even when compression is on (as Express's `compression`). */
+const COMPRESS_MIN_BYTES = 1024
+/** What the `compression` option may name, and how each encodes (levels a server would use). */
+const ENCODERS = {
+  gzip: (b) => zlib.gzipSync(b, { level: 6 }),
+  br: (b) =>
+    zlib.brotliCompressSync(b, {
+      params: {
+        [zlib.constants.BROTLI_PARAM_QUALITY]: 4,
+        [zlib.constants.BROTLI_PARAM_SIZE_HINT]: b.length,
+      },
+    }),
+}
 const MAX_BODY_BYTES = 1024 * 1024
 
 // ---------------------------------------------------------------------------
@@ -13,12 +28,36 @@ const ok = (json) => ({ status: 200, json })
 const fail = (status, error, extra) => ({ status, json: { error, ...extra } })
 const NOT_FOUND = () => fail(404, 'not found')
 
-function send(res, { status, json, raw, headers }) {
+/**
+ * Sends a JSON answer. With `encoding` (`'gzip'` or `'br'`, which the request
+ * accepted), a 200 body of at least COMPRESS_MIN_BYTES goes compressed.
+ */
+function send(res, { status, json, raw, headers }, encoding = null) {
   if (res.destroyed || res.headersSent) return
   const text = raw !== undefined ? raw : (JSON.stringify(json) ?? '')
-  const body = Buffer.isBuffer(text) ? text : Buffer.from(String(text))
-  res.writeHead(status, { 'Content-Type': JSON_TYPE, 'Content-Length': body.length, ...headers })
+  let body = Buffer.isBuffer(text) ? text : Buffer.from(String(text))
+  const extra = {}
+  if (encoding && status === 200 && body.length >= COMPRESS_MIN_BYTES) {
+    body = ENCODERS[encoding](body)
+    extra['Content-Encoding'] = encoding
+    extra.Vary = 'Accept-Encoding'
+  }
+  res.writeHead(status, {
+    'Content-Type': JSON_TYPE,
+    'Content-Length': body.length,
+    ...extra,
+    ...headers,
+  })
   res.end(body)
+}
+
+/** The encoding to answer `req` with under the `compression` setting: it, if the request accepts it. */
+function responseEncoding(compression, req) {
+  if (!compression) return null
+  const accepted = String(req.headers['accept-encoding'] || '')
+    .split(',')
+    .map((s) => s.trim().split(';')[0].toLowerCase())
+  return accepted.includes(compression) ? compression : null
 }
 
 function bodyText(result) {
@@ -63,6 +102,8 @@ const isPlainObject = (v) => v !== null && typeof v === 'object' && !Array.isArr
 
 module.exports = {
   JSON_TYPE,
+  ENCODERS,
+  responseEncoding,
   ok,
   fail,
   NOT_FOUND,

@@ -13,7 +13,7 @@
 //   cli.js      `node tools/wrapper-sim.js ...`
 
 const http = require('node:http')
-const { send, readBody } = require('./http.js')
+const { send, readBody, responseEncoding, ENCODERS } = require('./http.js')
 const { normaliseData, defaultSeed } = require('./data.js')
 const { RouteMethods } = require('./routes.js')
 const { FaultMethods } = require('./faults.js')
@@ -37,6 +37,7 @@ class WrapperSim {
     maxLog,
     etags = false,
     batchProfiles = true,
+    compression = null,
   } = {}) {
     if (typeof tenantId !== 'string' || tenantId === '') {
       throw new TypeError('startWrapperSim: tenantId must be a non-empty string')
@@ -72,6 +73,17 @@ class WrapperSim {
      * may be changed at any time.
      */
     this.etags = Boolean(etags)
+    if (compression !== null && !Object.hasOwn(ENCODERS, compression)) {
+      throw new RangeError(
+        `startWrapperSim: compression must be one of ${Object.keys(ENCODERS).join(', ')} or null`,
+      )
+    }
+    /**
+     * `'gzip'` or `'br'`: answers of 1 KB or more go compressed when the request
+     * accepts it (`Accept-Encoding`), as behind Express's `compression`; may be
+     * changed at any time. `null` (default): never.
+     */
+    this.compression = compression
     /**
      * Whether `GET /api/users/profiles?ids=...` (SPEC §10 batch reads) is
      * served; when false it answers 404, like a Wrapper without it. May be
@@ -177,7 +189,7 @@ class WrapperSim {
     }
     const fault = this._takeFault(record)
     if (fault) await this._applyFault(fault, req, res, () => this._respond(record))
-    else send(res, this._respond(record))
+    else send(res, this._respond(record), responseEncoding(this.compression, req))
   }
 
   /** Closes the server and every open socket (hung requests end). Idempotent. */
@@ -233,6 +245,8 @@ for (const methods of [RouteMethods, FaultMethods, PublishMethods, AdminMethods]
  * @param {number} [opts.maxLog] keep about this many recent `requests`, `deductions`, `events`
  * @param {boolean} [opts.etags=false] list endpoints send an `ETag` and answer a matching
  *   `If-None-Match` with 304
+ * @param {'gzip'|'br'|null} [opts.compression=null] compress answers of 1 KB or more when
+ *   the request accepts it
  * @returns {Promise<WrapperSim>} `{ url, port, data, requests, deductions, events, token,
  *   pageSize, cursors, fault(), clearFaults(), gate(), waitForRequest(), count(), resetCounts(),
  *   setCreditConfig(), deleteCreditConfig(), setRole(), deleteRole(), setUserAccess(),

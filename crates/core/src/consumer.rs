@@ -316,7 +316,10 @@ impl Consumer {
     /// A role's permissions as the store holds them now, with the batches
     /// sent (see [`Consumer::read`]).
     pub fn role_permissions(&self, role_id: &str) -> (Option<Vec<String>>, u64) {
-        self.read(|s| s.role_permissions(role_id).map(<[String]>::to_vec))
+        self.read(|s| {
+            s.role_permissions(role_id)
+                .map(|p| p.iter().map(|n| n.to_string()).collect())
+        })
     }
 
     /// A config's JSON text as the store holds it now, with the batches sent

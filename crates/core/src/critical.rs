@@ -19,9 +19,12 @@
 
 use std::collections::HashMap as StdHashMap;
 
+use compact_str::CompactString;
+
 use crate::delta::Delta;
 use crate::error::{CoreError, Result};
 use crate::ids::check_row_id;
+use crate::intern::{self, Names};
 use crate::model::{Access, ConfigRow, Credit, CreditRow, RoleRow, Snapshot, UserRow};
 use crate::protocol::{Change, Event, Rejection};
 
@@ -41,8 +44,9 @@ struct Slot<T> {
 /// One versioned table: entity id → value, with tombstones and a live count.
 #[derive(Debug, Clone)]
 pub struct Table<T> {
-    /// Entries and tombstones.
-    map: HashMap<String, Slot<T>>,
+    /// Entries and tombstones. Ids of up to 24 bytes are held inline in the
+    /// key (no allocation per entity).
+    map: HashMap<CompactString, Slot<T>>,
     /// Entries that are not tombstones (kept up to date by every write).
     live: usize,
 }
@@ -95,7 +99,8 @@ impl<T: PartialEq> Table<T> {
                 Some(was_live)
             }
             None => {
-                self.map.insert(key.to_owned(), Slot { value, version });
+                self.map
+                    .insert(CompactString::new(key), Slot { value, version });
                 None
             }
         };
@@ -108,12 +113,12 @@ impl<T: PartialEq> Table<T> {
     }
 
     /// Adds a snapshot row (a repeated id: the later row wins).
-    fn insert_row(&mut self, key: String, value: T, version: Option<u64>) {
+    fn insert_row(&mut self, key: &str, value: T, version: Option<u64>) {
         let slot = Slot {
             value: Some(value),
             version,
         };
-        if let Some(old) = self.map.insert(key, slot) {
+        if let Some(old) = self.map.insert(CompactString::new(key), slot) {
             if old.value.is_some() {
                 self.live -= 1;
             }
@@ -153,9 +158,9 @@ pub struct Applied {
 pub struct CriticalStore {
     /// `operationCode` → credit config.
     credits: Table<Credit>,
-    /// `roleId` → permission list.
-    roles: Table<Vec<String>>,
-    /// `userId` → access.
+    /// `roleId` → permission list (interned: equal lists are shared).
+    roles: Table<Names>,
+    /// `userId` → access (one pointer to an interned shape).
     users: Table<Access>,
     /// `configId` → compact JSON text of the value.
     configs: Table<String>,
@@ -215,7 +220,7 @@ impl CriticalStore {
                 role_id,
                 permissions,
             } => {
-                let set = |_: Option<&Vec<String>>| Some(permissions.clone());
+                let set = |_: Option<&Names>| Some(intern::names(permissions));
                 write(&mut self.roles, role_id, v, set, |k, p| {
                     delta.set_role(k, p)
                 })?;
@@ -237,12 +242,10 @@ impl CriticalStore {
                 roles,
             } => {
                 let set = |old: Option<&Access>| {
-                    Some(Access {
-                        status: status.clone(),
-                        roles: roles
-                            .clone()
-                            .or_else(|| old.map(|a| a.roles.clone()))
-                            .unwrap_or_default(),
+                    Some(match (roles, old) {
+                        (Some(r), _) => Access::new(status, r),
+                        (None, Some(old)) => Access::with_roles(status, old.role_list().clone()),
+                        (None, None) => Access::new::<&str>(status, &[]),
                     })
                 };
                 write(&mut self.users, user_id, v, set, |k, a| {
@@ -328,27 +331,28 @@ impl CriticalStore {
                 cost: r.credit_cost + 0.0,
                 active: r.is_active.unwrap_or(true),
             };
-            s.credits.insert_row(r.operation_code, c, r.version);
+            s.credits.insert_row(&r.operation_code, c, r.version);
         }
+        // Each distinct permission list and (status, roles) shape takes the
+        // interner's lock once; the rows after it share what it returned.
+        let mut local = intern::Local::default();
         for (i, r) in snap.roles.into_iter().enumerate() {
             check_row_id("/api/roles", "roleId", i, &r.role_id)?;
-            s.roles.insert_row(r.role_id, r.permissions, r.version);
+            let perms = local.names(&r.permissions);
+            s.roles.insert_row(&r.role_id, perms, r.version);
         }
         for (i, r) in snap.users.into_iter().enumerate() {
             check_row_id("/api/users/access", "userId", i, &r.user_id)?;
             for role in &r.roles {
                 check_row_id("/api/users/access", "roles[]", i, role)?;
             }
-            let a = Access {
-                status: r.status,
-                roles: r.roles,
-            };
-            s.users.insert_row(r.user_id, a, r.version);
+            let a = local.access(&r.status, &r.roles);
+            s.users.insert_row(&r.user_id, a, r.version);
         }
         for (i, r) in snap.configs.into_iter().enumerate() {
             check_row_id("/api/configs/active", "configId", i, &r.config_id)?;
             let json = serde_json::to_string(&r.config).unwrap_or_else(|_| "null".into());
-            s.configs.insert_row(r.config_id, json, r.version);
+            s.configs.insert_row(&r.config_id, json, r.version);
         }
         Ok(s)
     }
@@ -412,8 +416,8 @@ impl CriticalStore {
     }
 
     /// A role's permissions.
-    pub fn role_permissions(&self, role: &str) -> Option<&[String]> {
-        self.roles.get(role).map(Vec::as_slice)
+    pub fn role_permissions(&self, role: &str) -> Option<&[intern::Name]> {
+        self.roles.get(role).map(|p| &p[..])
     }
 
     /// A user's access.
@@ -431,7 +435,7 @@ impl CriticalStore {
     /// `CriticalStore::from_snapshot(s.rows())` is the store a full reload
     /// from it would build (the test double's `resync-required`, testing.rs).
     pub fn rows(&self) -> Snapshot {
-        fn live<T>(t: &Table<T>) -> impl Iterator<Item = (&String, &T, Option<u64>)> {
+        fn live<T>(t: &Table<T>) -> impl Iterator<Item = (&CompactString, &T, Option<u64>)> {
             t.map
                 .iter()
                 .filter_map(|(k, s)| s.value.as_ref().map(|v| (k, v, s.version)))
@@ -439,7 +443,7 @@ impl CriticalStore {
         Snapshot {
             credits: live(&self.credits)
                 .map(|(k, c, version)| CreditRow {
-                    operation_code: k.clone(),
+                    operation_code: k.to_string(),
                     credit_cost: c.cost,
                     is_active: Some(c.active),
                     version,
@@ -447,22 +451,22 @@ impl CriticalStore {
                 .collect(),
             roles: live(&self.roles)
                 .map(|(k, p, version)| RoleRow {
-                    role_id: k.clone(),
-                    permissions: p.clone(),
+                    role_id: k.to_string(),
+                    permissions: p.iter().map(|n| n.to_string()).collect(),
                     version,
                 })
                 .collect(),
             users: live(&self.users)
                 .map(|(k, a, version)| UserRow {
-                    user_id: k.clone(),
-                    status: a.status.clone(),
-                    roles: a.roles.clone(),
+                    user_id: k.to_string(),
+                    status: a.status().to_owned(),
+                    roles: a.roles().iter().map(|n| n.to_string()).collect(),
                     version,
                 })
                 .collect(),
             configs: live(&self.configs)
                 .map(|(k, j, version)| ConfigRow {
-                    config_id: k.clone(),
+                    config_id: k.to_string(),
                     config: serde_json::from_str(j).unwrap_or_default(),
                     version,
                 })
@@ -597,7 +601,7 @@ mod tests {
         let t = CriticalStore::from_snapshot(rows).unwrap();
         assert_eq!(t.sizes(), s.sizes());
         assert_eq!(t.credit_cost("a"), Some(1.5));
-        assert_eq!(t.role_permissions("r"), Some(&["x.*".to_string()][..]));
+        assert_eq!(t.role_permissions("r"), Some(&["x.*".into()][..]));
         assert_eq!(t.user_access("u"), s.user_access("u"));
         assert_eq!(t.config_json("c"), Some(r#"{"n":[1,2.5]}"#));
         // the version came along; the tombstone did not
@@ -628,13 +632,7 @@ mod tests {
         s.apply(&up("active", Some(vec!["r".into()])), &mut d)
             .unwrap();
         s.apply(&up("suspended", None), &mut d).unwrap();
-        assert_eq!(
-            s.user_access("u"),
-            Some(&Access {
-                status: "suspended".into(),
-                roles: vec!["r".into()]
-            })
-        );
+        assert_eq!(s.user_access("u"), Some(&Access::new("suspended", &["r"])));
         assert_eq!(s.sizes()[2], 1);
         let out = s
             .apply(

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use crate::intern::{Name, Names};
 use crate::model::{Access, Credit};
 
 /// Something the JS side must be told, in order, after the batch's data.
@@ -78,7 +79,7 @@ pub struct Delta {
     /// `op` → credit, or `None` when deleted.
     credits: HashMap<String, Option<Credit>>,
     /// `roleId` → permissions, or `None` when deleted.
-    roles: HashMap<String, Option<Vec<String>>>,
+    roles: HashMap<String, Option<Names>>,
     /// The replica must drop every user before applying `users`.
     users_reset: bool,
     /// `userId` → access, or `None` when deleted.
@@ -98,10 +99,10 @@ pub struct Delta {
 struct Wire<'a> {
     credits: Vec<(&'a str, Option<f64>)>,
     credits_del: Vec<&'a str>,
-    roles: Vec<(&'a str, &'a [String])>,
+    roles: Vec<(&'a str, &'a [Name])>,
     roles_del: Vec<&'a str>,
     users_reset: bool,
-    users: Vec<(&'a str, &'a str, &'a [String])>,
+    users: Vec<(&'a str, &'a str, &'a [Name])>,
     users_del: Vec<&'a str>,
     configs: Vec<(&'a str, &'a str)>,
     configs_del: Vec<&'a str>,
@@ -133,7 +134,7 @@ impl Delta {
         self.credits.insert(op.to_owned(), c.cloned());
     }
     /// Records a role's new permissions (`None` = deleted).
-    pub fn set_role(&mut self, role: &str, perms: Option<&Vec<String>>) {
+    pub fn set_role(&mut self, role: &str, perms: Option<&Names>) {
         self.roles.insert(role.to_owned(), perms.cloned());
     }
     /// Records a user's new access (`None` = deleted).
@@ -217,10 +218,8 @@ impl Delta {
     /// users, configs; then it dispatches the notices.
     pub fn to_json(&self) -> String {
         let (credits, credits_del) = split(&self.credits, |k, c| (k, c.active.then_some(c.cost)));
-        let (roles, roles_del) = split(&self.roles, |k, v| (k, v.as_slice()));
-        let (users, users_del) = split(&self.users, |k, v| {
-            (k, v.status.as_str(), v.roles.as_slice())
-        });
+        let (roles, roles_del) = split(&self.roles, |k, v| (k, &v[..]));
+        let (users, users_del) = split(&self.users, |k, v| (k, v.status(), v.roles()));
         let (configs, configs_del) = split(&self.configs, |k, v| (k, v.as_str()));
         let wire = Wire {
             credits,
@@ -253,13 +252,7 @@ mod tests {
                 active: true,
             }),
         );
-        a.set_user(
-            "u",
-            Some(&Access {
-                status: "active".into(),
-                roles: vec![],
-            }),
-        );
+        a.set_user("u", Some(&Access::new::<&str>("active", &[])));
         a.notice(Notice::Connection { connected: false });
         let mut b = Delta::default();
         b.set_credit(
@@ -293,24 +286,12 @@ mod tests {
         d.set_credit("crm.old", None);
         d.set_role(
             "sales",
-            Some(&vec!["crm.leads.*".into(), "crm.contacts.read".into()]),
+            Some(&crate::intern::names(&["crm.leads.*", "crm.contacts.read"])),
         );
         d.set_role("retired", None);
-        d.set_user(
-            "u-stale",
-            Some(&Access {
-                status: "active".into(),
-                roles: vec![],
-            }),
-        );
+        d.set_user("u-stale", Some(&Access::new::<&str>("active", &[])));
         d.reset_users();
-        d.set_user(
-            "u-alice",
-            Some(&Access {
-                status: "active".into(),
-                roles: vec!["sales".into()],
-            }),
-        );
+        d.set_user("u-alice", Some(&Access::new("active", &["sales"])));
         d.set_user("u-gone", None);
         d.set_config("limits", Some(&r#"{"maxLeadsPerDay":500}"#.to_string()));
         d.set_config("old-flag", None);

@@ -7,6 +7,8 @@
 //! | [`secret`] | values that are never printed |
 //! | [`signature`] | RFC 8785 canonical JSON and HMAC-SHA256 signatures |
 //! | [`ids`] | the id rule, URL path segments, reference cache keys |
+//! | [`intern`] | shared names, name lists and user access shapes of the critical store |
+//! | [`memory`] | giving freed memory back after large loads and tenant releases |
 //! | [`model`] | critical entities and snapshot rows |
 //! | [`critical`] | the critical store with versions and tombstones |
 //! | [`delta`] | replica batches for the JS read replica |
@@ -48,6 +50,8 @@ pub mod delta;
 pub mod error;
 pub mod fleet;
 pub mod ids;
+pub mod intern;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod outbox;

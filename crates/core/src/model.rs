@@ -1,9 +1,9 @@
 //! The domain model: the critical entities as the store keeps them, and the
 //! rows of a snapshot as the Wrapper sends them (SPEC §4).
 //!
-//! A leaf module: plain data, no behaviour beyond deserialisation, so the
-//! store, the replica batches and the Wrapper client can share it without
-//! importing each other.
+//! Plain data, no behaviour beyond deserialisation, so the store, the replica
+//! batches and the Wrapper client can share it without importing each other;
+//! it imports only the leaf `intern` (the store's shared values).
 
 use serde::{Deserialize, Serialize};
 
@@ -16,14 +16,8 @@ pub struct Credit {
     pub active: bool,
 }
 
-/// A user's access: status and role ids.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Access {
-    /// `active`, `suspended`, ...
-    pub status: String,
-    /// Role ids.
-    pub roles: Vec<String>,
-}
+/// A user's access: status and role ids, one shared shape (intern.rs).
+pub use crate::intern::Access;
 
 /// Snapshot row of `GET /api/credits/configs`.
 #[derive(Debug, Clone, Deserialize, Serialize)]

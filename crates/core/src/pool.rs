@@ -148,7 +148,7 @@ struct Shared {
     /// Set by the first `start`.
     started: AtomicBool,
     /// Notified when a tenant is released: the trimmer gives freed memory
-    /// back to the system (see [`trim_after_releases`]).
+    /// back to the system (see [`trim_after_releases`], memory.rs).
     released: tokio::sync::Notify,
 }
 
@@ -386,22 +386,7 @@ async fn trim_after_releases(shared: Arc<Shared>) {
         }
         // The released stores are dropped on blocking threads: let them go first.
         tokio::time::sleep(TRIM_DEBOUNCE).await;
-        let _ = tokio::task::spawn_blocking(release_free_memory).await;
-    }
-}
-
-/// `malloc_trim(0)` where the allocator is glibc's; nothing elsewhere.
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn malloc_trim(pad: usize) -> i32;
-        }
-        // SAFETY: malloc_trim takes no pointers and may be called from any
-        // thread at any time; it only returns free pages to the system.
-        unsafe {
-            malloc_trim(0);
-        }
+        let _ = tokio::task::spawn_blocking(crate::memory::give_back).await;
     }
 }
 

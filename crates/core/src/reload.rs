@@ -37,7 +37,6 @@ use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::backoff::Backoff;
-use crate::critical::CriticalStore;
 use crate::error::{CoreError, Result};
 use crate::fleet::{FleetContext, Loaded, Source, Wants};
 use crate::metrics::now_ms;
@@ -294,10 +293,7 @@ impl Reloads {
             // Conditional (SPEC §4 ETags) except for the first load.
             let snap = wrapper.snapshot_if(reason != Reason::Initial).await?;
             let unchanged = snap.unchanged;
-            // Building a million-row table is CPU work: off the async workers.
-            let store = tokio::task::spawn_blocking(move || CriticalStore::from_snapshot(snap))
-                .await
-                .map_err(|_| CoreError::InvalidResponse("building the snapshot failed".into()))??;
+            let store = crate::fleet::build(snap).await?;
             Ok(Some(Loaded {
                 store,
                 source: Source::Wrapper,

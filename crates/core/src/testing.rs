@@ -555,7 +555,10 @@ impl TestConsumer {
 
     /// A role's permissions, with the batches handed out so far.
     pub fn role_permissions(&self, role_id: &str) -> (Option<Vec<String>>, u64) {
-        self.read(|s| s.role_permissions(role_id).map(<[String]>::to_vec))
+        self.read(|s| {
+            s.role_permissions(role_id)
+                .map(|p| p.iter().map(|n| n.to_string()).collect())
+        })
     }
 
     /// A config's JSON text, with the batches handed out so far.
@@ -1068,7 +1071,7 @@ mod tests {
                    {"kind":"ready"},{"kind":"connection","connected":true}])
         );
         let (a, seq) = t.user_access("u1");
-        assert_eq!(a.unwrap().roles, vec!["sales".to_string()]);
+        assert_eq!(&*a.unwrap().roles()[0], "sales");
         assert_eq!(seq, 1);
         assert_eq!(t.wait_ready().unwrap(), None, "once");
         let h = t.health();
@@ -1341,7 +1344,7 @@ mod tests {
             ),
             Err(ApplyError::Rejected(Rejection::Replay))
         );
-        assert_eq!(t.user_access("u1").0.unwrap().status, "suspended");
+        assert_eq!(t.user_access("u1").0.unwrap().status(), "suspended");
         assert_eq!(t.user_access("u1").1, 2);
     }
 
@@ -1426,10 +1429,7 @@ mod tests {
             Some(1.0),
         )
         .unwrap();
-        assert_eq!(
-            t.store.role_permissions("sales"),
-            Some(&["*".to_string()][..])
-        );
+        assert_eq!(t.store.role_permissions("sales"), Some(&["*".into()][..]));
     }
 
     #[test]

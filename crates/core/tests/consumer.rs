@@ -29,7 +29,7 @@ async fn loads_snapshot_applies_events_and_ships_batches() {
     c.with_store(|s| {
         assert_eq!(s.credit_cost("op"), Some(2.5));
         assert_eq!(
-            s.user_access("u2").unwrap().status,
+            s.user_access("u2").unwrap().status(),
             "suspended",
             "second page loaded"
         );
