@@ -6,7 +6,7 @@
 // 17 ns. The Rust core owns the truth (versions, tombstones, validation) and
 // ships each change here as a batch (see crates/core/src/delta.rs for the wire
 // form); batches arrive in order, carry whole values and are applied in one
-// synchronous step, so no read ever sees half of one.
+// synchronous step, so no read of held keys ever sees half of one.
 //
 // The replica is lazy: it holds only the keys that were read. The first read
 // of a credit, role, config or user asks the core (a native read that answers
@@ -15,7 +15,11 @@
 // change older than the read is in the replica already and every later one is
 // in a batch still to come. A batch updates the keys held here and ignores the
 // others (the next read of one asks the core, which has it). So a tenant costs
-// the JS heap what its app reads, not a copy of its tables. An unknown key is
+// the JS heap what its app reads, not a copy of its tables. The price: a first
+// read answers the core's current value, which may be ahead of the held keys
+// by the changes still on their way (a batch in flight or pending), so across
+// keys a read can see a later event before an earlier one for a moment, as a
+// first read of a user always could; each key on its own never goes back. An unknown key is
 // held as an ABSENT marker (so a hot miss is one Map.get too), at most
 // MAX_ABSENT of them per table, so that reads of hostile keys cannot grow it;
 // a batch that creates a held-absent key replaces the marker.
