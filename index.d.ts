@@ -37,6 +37,15 @@ export declare class NativeConsumer {
   refGetProfiles(ids: Array<string>): Promise<Array<string | null>>
   /** A user's access from the core's store, or `null` for an unknown user. */
   userAccess(userId: string): UserAccess | null
+  /**
+   * An operation's credit config from the core's store, for the replica's
+   * first read of it (`known: false` for an unknown operation).
+   */
+  creditCost(operationCode: string): CreditRead
+  /** A role's permissions from the core's store (`known: false` for an unknown role). */
+  rolePermissions(roleId: string): RoleRead
+  /** A config's JSON text from the core's store (`known: false` for an unknown config). */
+  configText(configId: string): ConfigRead
   /** Drops one reference key (a key the cache cannot hold is a no-op). */
   invalidate(key: string): void
   /** Expiry (epoch ms) of a held reference entry, or `null`. */
@@ -141,6 +150,12 @@ export declare class NativeTestConsumer {
   refGetProfiles(ids: Array<string>): Promise<Array<string | null>>
   /** As `NativeConsumer.userAccess`. */
   userAccess(userId: string): UserAccess | null
+  /** As `NativeConsumer.creditCost`. */
+  creditCost(operationCode: string): CreditRead
+  /** As `NativeConsumer.rolePermissions`. */
+  rolePermissions(roleId: string): RoleRead
+  /** As `NativeConsumer.configText`. */
+  configText(configId: string): ConfigRead
   /** Drops one reference key. */
   invalidate(key: string): void
   /** Expiry (epoch ms) of a held reference entry, or `null`. */
@@ -193,6 +208,16 @@ export declare function canonicalize(json: string): string
  */
 export declare function checkId(name: string, id: string): void
 
+/** A config's JSON text as the core holds it (`configText`). */
+export interface ConfigRead {
+  /** The core knows the config. */
+  known: boolean
+  /** The JSON text of its value; `null` when unknown. */
+  value: string | null
+  /** Replica batches sent when this was read (as [`UserAccess::seq`]). */
+  seq: number
+}
+
 /**
  * Creates a publisher: validates `options` (`{ redisUrl, tenantId,
  * channelPrefix, signingSecret, connectTimeoutMs }`, throwing a
@@ -200,6 +225,19 @@ export declare function checkId(name: string, id: string): void
  * the first publish.
  */
 export declare function createPublisher(options: any, envVars: Record<string, string>): NativePublisher
+
+/**
+ * An operation's credit config as the core holds it, for the JS replica's
+ * first read of it (`creditCost`).
+ */
+export interface CreditRead {
+  /** The core knows the operation (active or not). */
+  known: boolean
+  /** Its cost; `null` when inactive (or unknown). */
+  value: number | null
+  /** Replica batches sent when this was read (as [`UserAccess::seq`]). */
+  seq: number
+}
 
 /** One applied deduction of the test double (`crm.deductions`). */
 export interface NativeDeduction {
@@ -323,6 +361,16 @@ export interface NativePoolStatus {
    * every tenant, plus reconnects).
    */
   commandConnections: number
+}
+
+/** A role's permissions as the core holds them (`rolePermissions`). */
+export interface RoleRead {
+  /** The core knows the role. */
+  known: boolean
+  /** Its permission patterns; `null` when unknown. */
+  value: Array<string> | null
+  /** Replica batches sent when this was read (as [`UserAccess::seq`]). */
+  seq: number
 }
 
 /** Signs a message the way publishers must (test vectors, other publishers). */

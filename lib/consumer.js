@@ -19,7 +19,7 @@ const { EventEmitter } = require('node:events')
 const { randomUUID } = require('node:crypto')
 
 const { NativeConsumer, checkId } = require('../index.js')
-const { Replica, grants } = require('./replica.js')
+const { Replica, grants, ABSENT } = require('./replica.js')
 const { metricsText } = require('./prometheus.js')
 const errors = require('./errors.js')
 const { readEnv, toJsonOptions } = require('./options.js')
@@ -113,7 +113,11 @@ class SmartCRMConsumer extends EventEmitter {
       this._pooled = null
     }
     this._replica = new Replica()
+    // The replica's first reads of a key it does not hold (lib/replica.js).
     this._loadUser = (id) => this._native.userAccess(id)
+    this._loadCredit = (op) => this._native.creditCost(op)
+    this._loadRole = (id) => this._native.rolePermissions(id)
+    this._loadConfig = (id) => this._native.configText(id)
     this._hits = 0
     this._misses = 0
     this._ready = false
@@ -241,8 +245,10 @@ class SmartCRMConsumer extends EventEmitter {
     if (this._closed) throw errors.shutdownError()
     this._touched = true
     if (typeof operationCode !== 'string') checkString('operationCode', operationCode)
-    const cost = this._replica.credits.get(operationCode)
-    if (cost === undefined) {
+    const r = this._replica
+    let cost = r.credits.map.get(operationCode)
+    if (cost === undefined) cost = r.read(r.credits, operationCode, this._loadCredit)
+    if (cost === ABSENT) {
       this._misses++
       return null
     }
@@ -252,7 +258,7 @@ class SmartCRMConsumer extends EventEmitter {
 
   /** Counts a critical read as a hit (found) or a miss; passes `entry` on. */
   _counted(entry) {
-    if (entry === undefined) this._misses++
+    if (entry === undefined || entry === ABSENT) this._misses++
     else this._hits++
     return entry
   }
@@ -261,8 +267,8 @@ class SmartCRMConsumer extends EventEmitter {
   getRolePermissions(roleId) {
     this._open()
     checkSyncArg('roleId', roleId)
-    const r = this._counted(this._replica.roles.get(roleId))
-    return r === undefined ? null : r.perms.slice()
+    const r = this._counted(this._replica.read(this._replica.roles, roleId, this._loadRole))
+    return r === ABSENT ? null : r.perms.slice()
   }
 
   /** A copy of the user's role ids, or null. */
@@ -285,8 +291,10 @@ class SmartCRMConsumer extends EventEmitter {
   getActiveConfig(configId) {
     this._open()
     checkSyncArg('configId', configId)
-    const text = this._counted(this._replica.configs.get(configId))
-    return text === undefined ? null : JSON.parse(text)
+    const text = this._counted(
+      this._replica.read(this._replica.configs, configId, this._loadConfig),
+    )
+    return text === ABSENT ? null : JSON.parse(text)
   }
 
   /**
@@ -306,7 +314,7 @@ class SmartCRMConsumer extends EventEmitter {
     }
     this._hits++
     if (u.status !== 'active') return false
-    return grants(this._replica.access(u), permission)
+    return grants(this._replica.access(u, this._loadRole), permission)
   }
 
   // ---- reference reads: async, TTL-cached ----------------------------------

@@ -228,6 +228,73 @@ impl UserAccess {
     }
 }
 
+/// An operation's credit config as the core holds it, for the JS replica's
+/// first read of it (`creditCost`).
+#[napi(object, object_from_js = false, use_nullable = true)]
+pub struct CreditRead {
+    /// The core knows the operation (active or not).
+    pub known: bool,
+    /// Its cost; `null` when inactive (or unknown).
+    pub value: Option<f64>,
+    /// Replica batches sent when this was read (as [`UserAccess::seq`]).
+    pub seq: f64,
+}
+
+impl CreditRead {
+    /// A core answer (credit, batches sent) as JS sees it.
+    fn of((credit, seq): (Option<smart_crm_core::model::Credit>, u64)) -> CreditRead {
+        CreditRead {
+            known: credit.is_some(),
+            value: credit.filter(|c| c.active).map(|c| c.cost),
+            seq: seq as f64,
+        }
+    }
+}
+
+/// A role's permissions as the core holds them (`rolePermissions`).
+#[napi(object, object_from_js = false, use_nullable = true)]
+pub struct RoleRead {
+    /// The core knows the role.
+    pub known: bool,
+    /// Its permission patterns; `null` when unknown.
+    pub value: Option<Vec<String>>,
+    /// Replica batches sent when this was read (as [`UserAccess::seq`]).
+    pub seq: f64,
+}
+
+impl RoleRead {
+    /// A core answer (permissions, batches sent) as JS sees it.
+    fn of((perms, seq): (Option<Vec<String>>, u64)) -> RoleRead {
+        RoleRead {
+            known: perms.is_some(),
+            value: perms,
+            seq: seq as f64,
+        }
+    }
+}
+
+/// A config's JSON text as the core holds it (`configText`).
+#[napi(object, object_from_js = false, use_nullable = true)]
+pub struct ConfigRead {
+    /// The core knows the config.
+    pub known: bool,
+    /// The JSON text of its value; `null` when unknown.
+    pub value: Option<String>,
+    /// Replica batches sent when this was read (as [`UserAccess::seq`]).
+    pub seq: f64,
+}
+
+impl ConfigRead {
+    /// A core answer (JSON text, batches sent) as JS sees it.
+    fn of((text, seq): (Option<String>, u64)) -> ConfigRead {
+        ConfigRead {
+            known: text.is_some(),
+            value: text,
+            seq: seq as f64,
+        }
+    }
+}
+
 /// The Rust-side figures of `getMetrics()`; `lib/consumer.js` adds the critical
 /// read counters (those reads never enter Rust) and the rates.
 #[napi(object, object_from_js = false)]
@@ -444,6 +511,25 @@ impl NativeConsumer {
     #[napi(ts_return_type = "UserAccess | null")]
     pub fn user_access(&self, user_id: String) -> Outcome<Option<UserAccess>> {
         guard(|| Ok(UserAccess::of(self.inner.user_access(&user_id))))
+    }
+
+    /// An operation's credit config from the core's store, for the replica's
+    /// first read of it (`known: false` for an unknown operation).
+    #[napi(ts_return_type = "CreditRead")]
+    pub fn credit_cost(&self, operation_code: String) -> Outcome<CreditRead> {
+        guard(|| Ok(CreditRead::of(self.inner.credit(&operation_code))))
+    }
+
+    /// A role's permissions from the core's store (`known: false` for an unknown role).
+    #[napi(ts_return_type = "RoleRead")]
+    pub fn role_permissions(&self, role_id: String) -> Outcome<RoleRead> {
+        guard(|| Ok(RoleRead::of(self.inner.role_permissions(&role_id))))
+    }
+
+    /// A config's JSON text from the core's store (`known: false` for an unknown config).
+    #[napi(ts_return_type = "ConfigRead")]
+    pub fn config_text(&self, config_id: String) -> Outcome<ConfigRead> {
+        guard(|| Ok(ConfigRead::of(self.inner.config_json(&config_id))))
     }
 
     /// Drops one reference key (a key the cache cannot hold is a no-op).
@@ -872,6 +958,24 @@ impl NativeTestConsumer {
     #[napi(ts_return_type = "UserAccess | null")]
     pub fn user_access(&self, user_id: String) -> Outcome<Option<UserAccess>> {
         guard(|| Ok(UserAccess::of(self.inner.borrow().user_access(&user_id))))
+    }
+
+    /// As `NativeConsumer.creditCost`.
+    #[napi(ts_return_type = "CreditRead")]
+    pub fn credit_cost(&self, operation_code: String) -> Outcome<CreditRead> {
+        guard(|| Ok(CreditRead::of(self.inner.borrow().credit(&operation_code))))
+    }
+
+    /// As `NativeConsumer.rolePermissions`.
+    #[napi(ts_return_type = "RoleRead")]
+    pub fn role_permissions(&self, role_id: String) -> Outcome<RoleRead> {
+        guard(|| Ok(RoleRead::of(self.inner.borrow().role_permissions(&role_id))))
+    }
+
+    /// As `NativeConsumer.configText`.
+    #[napi(ts_return_type = "ConfigRead")]
+    pub fn config_text(&self, config_id: String) -> Outcome<ConfigRead> {
+        guard(|| Ok(ConfigRead::of(self.inner.borrow().config_json(&config_id))))
     }
 
     /// Drops one reference key.

@@ -193,14 +193,14 @@ const NOTES = {
       '`Config` clone (2.5 KB), what remains of the reference cache before its first store ' +
       '(the `inflight` DashMap shards and `Inner`, 2 KB), the two tasks (1.5 KB), the watch ' +
       "channels and the outbox; **~10 KB is malloc's overhead** on those ~600 small " +
-      'allocations (under jemalloc the same pool takes ~78 KB per tenant). The JS side is the ' +
-      "replica's second copy of the data (bench/profile/pool-heap.js): 14 hash tables (the " +
-      "4 Maps and the 10 compiled roles' `Set`s, 9.6 KB), ~270 strings (8.6 KB), the roles' " +
-      'permission arrays (3.3 KB); the consumer and pool objects are under 1 KB. (The empty ' +
-      'moka cache that cost ~34 KB per tenant is gone since ceb5f4b.) What would reach 40 KB, ' +
-      'together and not one alone (an estimate from these figures: ~45 KB): let the JS replica ' +
-      'read a role from the core on first use, as it already does users, instead of compiling ' +
-      "every role at load (most of its ~16 KB of role data); intern the store's strings in a " +
+      'allocations (under jemalloc the same pool takes ~78 KB per tenant). The JS side was the ' +
+      "replica's second copy of the data (bench/profile/pool-heap.js: ~26 KB, 14 hash tables, " +
+      "~270 strings, the roles' permission arrays); since ab90048 the replica holds only what " +
+      'was read (a tenant that has read nothing: ~3.5 KB of V8 heap; one that has read every ' +
+      'key and checked every user: ~123 KB, mostly compiled user access; bench/PROFILE.md). ' +
+      '(The empty moka cache that cost ~34 KB per tenant is gone since ceb5f4b.) What would ' +
+      'reach 40 KB of RSS, together and not one alone: the lazy replica (done); intern the ' +
+      "store's strings in a " +
       'pool-wide table (permission names, role ids and statuses repeat within a tenant and ' +
       'across tenants) and keep user roles as indices into the role table (most of the 17 KB ' +
       "of rows, smaller table entries, and fewer allocations for malloc's overhead); and build " +

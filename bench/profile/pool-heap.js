@@ -3,9 +3,15 @@
 // 200 small tenants, takes a heap snapshot, loads 1,000 more, takes another,
 // and prints the growth per tenant by node type and constructor name (self
 // sizes). The simulator runs in this process; its request logs are cleared
-// before each snapshot, so what it holds is the same in both.
+// before each snapshot, so what it holds is the same in both. The replica is
+// lazy (it holds what was read): with `--read`, each tenant, once loaded,
+// reads every one of its credits, roles and configs once and calls
+// checkPermission once for each of its users (a tenant whose app has read all
+// of it); `--read=tables` reads the credits, roles and configs only,
+// `--read=status` those and getUserStatus of each user.
 //
-//   node --expose-gc bench/profile/pool-heap.js [first=200] [more=1000]
+//   node --expose-gc bench/profile/pool-heap.js [first=200] [more=1000] [--read[=tables|status]]
+//   SMART_CRM_LIB=/tmp/other/lib/index.js ...   (another build's JS)
 
 const fs = require('node:fs')
 const os = require('node:os')
@@ -40,8 +46,11 @@ function byName(file) {
 
 async function main() {
   if (typeof global.gc !== 'function') throw new Error('run with node --expose-gc')
-  const first = Number(process.argv[2] || 200)
-  const more = Number(process.argv[3] || 1000)
+  const args = process.argv.slice(2).filter((a) => !a.startsWith('--read'))
+  const flag = process.argv.find((a) => a.startsWith('--read'))
+  const read = flag === undefined ? null : flag === '--read' ? 'all' : flag.slice('--read='.length)
+  const first = Number(args[0] || 200)
+  const more = Number(args[1] || 1000)
   const redis = await startRedis()
   const one = smallTenant()
   const all = {}
@@ -55,10 +64,19 @@ async function main() {
     global.gc()
     return v8.writeHeapSnapshot(path.join(dir, `${name}.heapsnapshot`))
   }
+  const load = async (id) => {
+    const c = await pool.tenant(id)
+    if (read === null) return
+    for (const r of one.credits) c.getCreditCost(r.operationCode)
+    for (const r of one.roles) c.getRolePermissions(r.roleId)
+    for (const r of one.configs) c.getActiveConfig(r.configId)
+    if (read === 'status') for (const r of one.users) c.getUserStatus(r.userId)
+    if (read === 'all') for (const r of one.users) c.checkPermission(r.userId, 'crm.any.read')
+  }
   try {
-    for (let i = 0; i < first; i++) await pool.tenant(tenantId('pt', i))
+    for (let i = 0; i < first; i++) await load(tenantId('pt', i))
     const a = byName(snap('a'))
-    for (let i = first; i < first + more; i++) await pool.tenant(tenantId('pt', i))
+    for (let i = first; i < first + more; i++) await load(tenantId('pt', i))
     const b = byName(snap('b'))
     const rows = [...b].map(([k, e]) => {
       const o = a.get(k) || { size: 0, count: 0 }

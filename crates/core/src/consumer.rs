@@ -24,7 +24,7 @@ use crate::critical::CriticalStore;
 use crate::error::{CoreError, Result};
 use crate::ids::{check_amount, check_idempotency_key, check_path_id, RefKind};
 use crate::metrics::{Health, MetricsSnapshot};
-use crate::model::Access;
+use crate::model::{Access, Credit};
 use crate::outbox::Sink;
 use crate::reference::Lookup;
 use crate::tasks::Tasks;
@@ -289,15 +289,43 @@ impl Consumer {
         self.tenant().metrics.connected.load(Relaxed)
     }
 
-    /// A user's access as the store holds it now, with the number of replica
-    /// batches sent when it was read (see [`crate::outbox::Outbox::batches_sent`]):
-    /// the JS replica may keep the answer only if it has applied that many.
-    /// Takes the store's read lock, which no reload holds for long.
-    pub fn user_access(&self, user_id: &str) -> (Option<Access>, u64) {
+    /// `read(store)` under the store's read lock, with the number of replica
+    /// batches sent as of the read (see [`crate::outbox::Outbox::batches_sent`]):
+    /// the JS replica may keep the answer only if it has applied that many
+    /// (the batch-sequence rule, ARCHITECTURE.md invariant 3). The store's
+    /// read lock is held for the lookup only; no reload holds it for long.
+    fn read<T>(&self, read: impl FnOnce(&CriticalStore) -> T) -> (T, u64) {
         let tenant = self.tenant();
         let store = tenant.store();
-        let access = store.user_access(user_id).cloned();
-        (access, tenant.outbox.batches_sent())
+        let value = read(&store);
+        (value, tenant.outbox.batches_sent())
+    }
+
+    /// A user's access as the store holds it now, with the batches sent (see
+    /// [`Consumer::read`]).
+    pub fn user_access(&self, user_id: &str) -> (Option<Access>, u64) {
+        self.read(|s| s.user_access(user_id).cloned())
+    }
+
+    /// An operation's credit config (active or not) as the store holds it
+    /// now, with the batches sent (see [`Consumer::read`]).
+    pub fn credit(&self, op: &str) -> (Option<Credit>, u64) {
+        self.read(|s| s.credit(op).cloned())
+    }
+
+    /// A role's permissions as the store holds them now, with the batches
+    /// sent (see [`Consumer::read`]).
+    pub fn role_permissions(&self, role_id: &str) -> (Option<Vec<String>>, u64) {
+        self.read(|s| {
+            s.role_permissions(role_id)
+                .map(|p| p.iter().map(|n| n.to_string()).collect())
+        })
+    }
+
+    /// A config's JSON text as the store holds it now, with the batches sent
+    /// (see [`Consumer::read`]).
+    pub fn config_json(&self, config_id: &str) -> (Option<String>, u64) {
+        self.read(|s| s.config_json(config_id).map(str::to_owned))
     }
 
     /// Reads the Rust-side critical store (for tests and tools).

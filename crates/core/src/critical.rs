@@ -409,6 +409,12 @@ impl CriticalStore {
         self.credits.get(op).filter(|c| c.active).map(|c| c.cost)
     }
 
+    /// An operation's credit config, active or not (the JS replica's first
+    /// read tells an inactive operation from an unknown one).
+    pub fn credit(&self, op: &str) -> Option<&Credit> {
+        self.credits.get(op)
+    }
+
     /// A role's permissions.
     pub fn role_permissions(&self, role: &str) -> Option<&[intern::Name]> {
         self.roles.get(role).map(|p| &p[..])

@@ -39,7 +39,7 @@ use crate::ids::{
     RefKind,
 };
 use crate::metrics::{now_ms, Health, Metrics, MetricsSnapshot};
-use crate::model::{Access, ConfigRow, CreditRow, RoleRow, Snapshot, UserRow};
+use crate::model::{Access, ConfigRow, Credit, CreditRow, RoleRow, Snapshot, UserRow};
 use crate::protocol::{parse_event_since, Context, Rejection, Topic, EVENT_TYPES};
 use crate::reference::Lookup;
 use crate::replay::ReplayWindow;
@@ -534,15 +534,36 @@ impl TestConsumer {
         Ok(())
     }
 
-    /// A user's access, with the batches handed out so far; nothing before
-    /// the first load is delivered (as a consumer's store is empty then).
+    /// `read(store)`, with the batches handed out so far (the batch-sequence
+    /// rule, as [`crate::Consumer`]'s reads); nothing before the first load
+    /// is delivered (as a consumer's store is empty then).
+    fn read<T>(&self, read: impl FnOnce(&CriticalStore) -> Option<T>) -> (Option<T>, u64) {
+        let value = if self.ready { read(&self.store) } else { None };
+        (value, self.batches_sent)
+    }
+
+    /// A user's access, with the batches handed out so far.
     pub fn user_access(&self, user_id: &str) -> (Option<Access>, u64) {
-        let access = if self.ready {
-            self.store.user_access(user_id).cloned()
-        } else {
-            None
-        };
-        (access, self.batches_sent)
+        self.read(|s| s.user_access(user_id).cloned())
+    }
+
+    /// An operation's credit config (active or not), with the batches handed
+    /// out so far.
+    pub fn credit(&self, op: &str) -> (Option<Credit>, u64) {
+        self.read(|s| s.credit(op).cloned())
+    }
+
+    /// A role's permissions, with the batches handed out so far.
+    pub fn role_permissions(&self, role_id: &str) -> (Option<Vec<String>>, u64) {
+        self.read(|s| {
+            s.role_permissions(role_id)
+                .map(|p| p.iter().map(|n| n.to_string()).collect())
+        })
+    }
+
+    /// A config's JSON text, with the batches handed out so far.
+    pub fn config_json(&self, config_id: &str) -> (Option<String>, u64) {
+        self.read(|s| s.config_json(config_id).map(str::to_owned))
     }
 
     /// The synchronous reference read: a failure queued for the kind's
@@ -1057,6 +1078,43 @@ mod tests {
         assert!(h.ready && h.connected && !h.degraded);
         assert_eq!(h.source, Some("wrapper"));
         assert_eq!(t.metrics().critical_cache_size, 5);
+    }
+
+    #[test]
+    fn the_first_reads_tell_inactive_from_unknown_with_the_batches_sent() {
+        let mut t = seeded(json!({}));
+        assert_eq!(
+            t.credit("crm.leads.create"),
+            (None, 0),
+            "nothing before initialize"
+        );
+        t.wait_ready().unwrap();
+        let active = Credit {
+            cost: 2.5,
+            active: true,
+        };
+        assert_eq!(t.credit("crm.leads.create"), (Some(active), 1));
+        let (old, _) = t.credit("crm.old");
+        assert!(!old.unwrap().active, "inactive, yet known");
+        assert_eq!(t.credit("crm.nope"), (None, 1));
+        assert_eq!(
+            t.role_permissions("sales"),
+            (Some(vec!["crm.leads.*".to_string()]), 1)
+        );
+        assert_eq!(t.role_permissions("nope"), (None, 1));
+        assert_eq!(
+            t.config_json("limits"),
+            (Some(r#"{"maxLeadsPerDay":500}"#.to_string()), 1)
+        );
+        assert_eq!(t.config_json("nope"), (None, 1));
+        t.apply(
+            "credit-config-changed",
+            r#"{"operationCode":"crm.nope","newValue":1}"#,
+            EventFields::default(),
+        )
+        .unwrap();
+        let (created, seq) = t.credit("crm.nope");
+        assert_eq!((created.unwrap().cost, seq), (1.0, 2), "one more batch");
     }
 
     #[test]
