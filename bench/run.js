@@ -1141,8 +1141,10 @@ function poolLoadRows(res) {
       `\`shutdown()\`) of ${S.release.toLocaleString('en')} ` +
       `(${S.separateRelease.toLocaleString('en')}) of the measured tenants (the warm-up ones stay), ` +
       `100 at a time (took ` +
-      `${fmtMs(med(p, 'releaseMs'))}; separate ${fmtMs(med(s, 'releaseMs'))}); RSS read 1 s ` +
-      `later without a GC, then after full GCs (\`global.gc()\`, node --expose-gc). Cells: ` +
+      `${fmtMs(med(p, 'releaseMs'))}; separate ${fmtMs(med(s, 'releaseMs'))}); RSS read 2 s ` +
+      `later without a GC, then 2 s after full GCs (\`global.gc()\`, node --expose-gc; the pool ` +
+      `gives freed memory back 1 s after a burst of releases, and again after V8 has finalised ` +
+      `the released consumers: crates/core/src/pool.rs, memory.rs). Cells: ` +
       `RSS growth over the reading before the tenants were loaded, without / with the GCs, of ` +
       `the growth with all of them loaded. ${pct(keptShare)} of the measured tenants are still loaded, so that is ` +
       `the share a pool that gave everything back would keep. Kept after GC per run: pool ` +

@@ -41,6 +41,10 @@ struct Handle {
     /// Runs once when the consumer closes (shutdown or drop): a pool
     /// tenant's detaches it from the pool (routes, subscriptions).
     on_close: Mutex<Option<OnClose>>,
+    /// Runs when the handle itself is dropped (for a JS consumer: when V8
+    /// finalises it, after its `shutdown()`): a pool tenant's tells the pool
+    /// that the rest of its memory is free (the pool's trimmer, memory.rs).
+    on_drop: Mutex<Option<OnClose>>,
 }
 
 /// See [`Handle::on_close`].
@@ -65,6 +69,10 @@ impl Drop for Handle {
         self.close_hook();
         self.tasks.abort();
         self.tenant.outbox.set_sink(None);
+        let hook = self.on_drop.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(hook) = hook {
+            hook();
+        }
     }
 }
 
@@ -84,16 +92,19 @@ impl Consumer {
                 started: AtomicBool::new(false),
                 tasks: Tasks::default(),
                 on_close: Mutex::new(None),
+                on_drop: Mutex::new(None),
             }),
         })
     }
 
     /// A consumer whose tasks already run (a pool tenant's: see `pool.rs`).
-    /// `start` is a no-op for it; `on_close` runs once when it closes.
+    /// `start` is a no-op for it; `on_close` runs once when it closes,
+    /// `on_drop` when its last clone is dropped.
     pub(crate) fn started(
         tenant: Arc<Tenant>,
         tasks: Vec<JoinHandle<()>>,
         on_close: OnClose,
+        on_drop: OnClose,
     ) -> Consumer {
         Consumer {
             handle: Arc::new(Handle {
@@ -105,6 +116,7 @@ impl Consumer {
                     t
                 },
                 on_close: Mutex::new(Some(on_close)),
+                on_drop: Mutex::new(Some(on_drop)),
             }),
         }
     }

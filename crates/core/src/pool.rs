@@ -339,7 +339,15 @@ impl Pool {
                 shared.detach(&id, slot);
             }
         });
-        Ok((Consumer::started(tenant, tasks, on_close), slot))
+        // The handle's own memory is freed when JS lets go of it (after the
+        // release): the trimmer gives that back too.
+        let weak = Arc::downgrade(shared);
+        let on_drop = Box::new(move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.released.notify_one();
+            }
+        });
+        Ok((Consumer::started(tenant, tasks, on_close, on_drop), slot))
     }
 
     /// Link-level figures.
