@@ -9,8 +9,8 @@
 //! <data: the binary body below>
 //! ```
 //!
-//! **Format 2** (written by every consumer since 0.x; PROTOCOL.md has it byte
-//! by byte) keeps format 1's three text lines and replaces the JSON rows by a
+//! **Format 2** (written by every consumer from this release on; PROTOCOL.md
+//! has it byte by byte) keeps format 1's three text lines and replaces the JSON rows by a
 //! binary body made to be decoded in one pass straight into the store
 //! ([`StoreBuilder`]): unsigned LEB128 varints (`u`), strings as `u` length +
 //! UTF-8 bytes (`str`), then
