@@ -525,8 +525,9 @@ impl<'a> Reader<'a> {
 /// no table is given room for more rows than its bytes can hold.
 const MIN_ROW_BYTES: [usize; 4] = [11, 3, 3, 4];
 
-/// Decodes a format 2 body straight into a store (module docs).
-fn build_v2(data: &[u8]) -> Result<CriticalStore, Rejected> {
+/// Decodes a format 2 body (the data alone, after its checks) straight into
+/// a store (module docs). Public for the fuzz target; [`build`] is the way in.
+pub fn build_v2(data: &[u8]) -> Result<CriticalStore, Rejected> {
     decode_v2(data).ok_or(Rejected::Data)?
 }
 
