@@ -4,6 +4,7 @@
 // without where it must lose it), the Wrapper simulator over HTTP, and fleets
 // of instances as separate OS processes.
 
+const crypto = require('node:crypto')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
@@ -238,16 +239,110 @@ test.serial(
   },
 )
 
+// ---- snapshot bytes (format 2's body is binary: read and written as Buffers) ----------
+
+/** The snapshot's exact bytes (RESP replies are decoded as UTF-8, so Redis sends hex). */
+async function getSnapshot(command, key) {
+  const hex = await command(
+    'EVAL',
+    "local s = redis.call('GET', KEYS[1]) if not s then return false end " +
+      "return (s:gsub('.', function(c) return string.format('%02x', string.byte(c)) end))",
+    '1',
+    key,
+  )
+  return Buffer.from(String(hex), 'hex')
+}
+
+/** Splits a snapshot into its format line, header, MAC line and data. */
+function parseSnapshot(buf) {
+  const a = buf.indexOf(10)
+  const b = buf.indexOf(10, a + 1)
+  const c = buf.indexOf(10, b + 1)
+  return {
+    format: buf.subarray(0, a).toString(),
+    header: JSON.parse(buf.subarray(a + 1, b).toString()),
+    mac: buf.subarray(b + 1, c).toString(),
+    data: buf.subarray(c + 1),
+  }
+}
+
+/**
+ * A snapshot from parts, its `dataBytes` and `sha256` made right for `data`
+ * (signed with `secret` when given, else `mac` as is).
+ */
+function frameSnapshot({ format, header, mac = '-', data }, secret) {
+  const h = {
+    ...header,
+    dataBytes: data.length,
+    sha256: crypto.createHash('sha256').update(data).digest('hex'),
+  }
+  const headerLine = Buffer.from(JSON.stringify(h))
+  const signed = secret
+    ? crypto
+        .createHmac('sha256', secret)
+        .update(Buffer.concat([headerLine, Buffer.from('\n'), data]))
+        .digest('hex')
+    : mac
+  return Buffer.concat([Buffer.from(`${format}\n`), headerLine, Buffer.from(`\n${signed}\n`), data])
+}
+
+/** A format 2 body: counts (credits, roles, users, configs), then `rest` as bytes. */
+const body2 = (counts, rest) => Buffer.from([...counts, ...rest])
+/** One string "r", one list [0], one shape (status 0, list 0). */
+const TABLES = [1, 1, 0x72, 1, 1, 0, 1, 0, 0]
+
+test('the snapshot a consumer writes is format 2 (binary body), smaller than the JSON rows', async (t) => {
+  const { command, keys, sim } = await setup(t)
+  const snap = parseSnapshot(await getSnapshot(command, keys.snapshot))
+  t.is(snap.format, 'smart-crm-snapshot 2')
+  t.is(snap.header.dataBytes, snap.data.length)
+  t.is(snap.mac, '-')
+  const json = JSON.stringify({
+    credits: [...sim.data.credits.values()],
+    roles: [...sim.data.roles.values()],
+    users: [...sim.data.users.values()],
+  })
+  t.true(snap.data.length < Buffer.byteLength(json) / 2, `${snap.data.length} vs ${json.length}`)
+})
+
 for (const [name, mutate] of [
-  ['tampered', (b) => b.replace('"creditCost":2.5', '"creditCost":0.1')],
-  ['foreign-tenant', (b) => b.replace(/"tenantId":"[^"]+"/, '"tenantId":"someone-else"')],
-  ['wrong-format', (b) => b.replace('smart-crm-snapshot 1', 'smart-crm-snapshot 9')],
+  [
+    'tampered',
+    (b) => {
+      const c = Buffer.from(b)
+      c[c.length - 3] ^= 1
+      return c
+    },
+  ],
+  [
+    'foreign-tenant',
+    (b) => {
+      const s = parseSnapshot(b)
+      return frameSnapshot({ ...s, header: { ...s.header, tenantId: 'someone-else' } })
+    },
+  ],
+  ['wrong-format', (b) => frameSnapshot({ ...parseSnapshot(b), format: 'smart-crm-snapshot 9' })],
   // 16 × maxResponseBytes is the bound of one load, the snapshot's too
-  ['oversize', (b) => b + ' '.repeat(20_000)],
+  ['oversize', (b) => Buffer.concat([b, Buffer.alloc(20_000, 32)])],
+  // bodies that lie, with a right digest: rejected when decoded, never a crash
+  [
+    'out-of-range-shape',
+    (b) =>
+      frameSnapshot({ ...parseSnapshot(b), data: body2([0, 0, 1, 0], [...TABLES, 1, 0x75, 4]) }),
+  ],
+  [
+    'truncated-varint',
+    (b) =>
+      frameSnapshot({ ...parseSnapshot(b), data: body2([0, 0, 1, 0], [...TABLES, 1, 0x75, 0x80]) }),
+  ],
+  [
+    'count-beyond-its-bytes',
+    (b) => frameSnapshot({ ...parseSnapshot(b), data: body2([0, 0, 0x80, 0x89, 0x7a, 0], TABLES) }),
+  ],
 ]) {
   test(`a ${name} snapshot is rejected, counted, and the Wrapper used`, async (t) => {
     const { base, command, keys, loads } = await setup(t, { consumer: { maxResponseBytes: 1000 } })
-    const stored = String(await command('GET', keys.snapshot))
+    const stored = await getSnapshot(command, keys.snapshot)
     await command('SET', keys.snapshot, mutate(stored))
     const second = new SmartCRMConsumer({ ...base, maxResponseBytes: 1000 })
     second.on('error', () => {})
@@ -257,8 +352,38 @@ for (const [name, mutate] of [
     t.is(second.health().source, 'wrapper')
     t.is(loads(), 2)
     t.is(second.getCreditCost(OP), 2.5)
+    // and it wrote a good one in its place
+    t.is(parseSnapshot(await getSnapshot(command, keys.snapshot)).format, 'smart-crm-snapshot 2')
   })
 }
+
+test('a format 1 snapshot (JSON rows, written by an older consumer) is still read', async (t) => {
+  const { base, command, keys, loads } = await setup(t)
+  const s = parseSnapshot(await getSnapshot(command, keys.snapshot))
+  const rows = {
+    credits: [{ operationCode: OP, creditCost: 7.5, isActive: true, version: 3 }],
+    roles: [{ roleId: 'sales', permissions: ['crm.leads.*'] }],
+    users: [{ userId: 'u-old', status: 'active', roles: ['sales'], version: 1 }],
+    configs: [{ configId: 'k', config: { n: 1 } }],
+  }
+  const v1 = frameSnapshot({
+    format: 'smart-crm-snapshot 1',
+    header: s.header,
+    data: Buffer.from(JSON.stringify(rows)),
+  })
+  await command('SET', keys.snapshot, v1)
+  const second = new SmartCRMConsumer({ ...base, logger: captureLogger().logger })
+  second.on('error', () => {})
+  t.teardown(() => second.shutdown())
+  await second.initialize()
+  t.is(second.health().source, 'snapshot')
+  t.is(second.getMetrics().snapshotRejected, 0)
+  t.is(loads(), 1)
+  t.is(second.getCreditCost(OP), 7.5, 'the format 1 rows were used')
+  t.deepEqual(second.getActiveConfig('k'), { n: 1 })
+  t.is(second.getUserStatus('u-old'), 'active')
+  t.deepEqual(second.getUserRoles('u-old'), ['sales'])
+})
 
 test('with a signing secret, an unsigned or badly signed snapshot is rejected', async (t) => {
   const secret = 'fleet-secret'
@@ -266,11 +391,12 @@ test('with a signing secret, an unsigned or badly signed snapshot is rejected', 
     consumer: { signingSecret: secret },
     sim: { signingSecret: secret },
   })
-  const stored = String(await command('GET', keys.snapshot))
-  const lines = stored.split('\n')
-  t.regex(lines[2], /^[0-9a-f]{64}$/, 'signed by its writer')
+  const stored = parseSnapshot(await getSnapshot(command, keys.snapshot))
+  t.regex(stored.mac, /^[0-9a-f]{64}$/, 'signed by its writer')
+  // the same MAC computed here: HMAC-SHA256 over the header line, "\n", the data
+  t.deepEqual(frameSnapshot(stored, secret), await getSnapshot(command, keys.snapshot))
   for (const mac of ['-', 'ab'.repeat(32)]) {
-    await command('SET', keys.snapshot, [lines[0], lines[1], mac, ...lines.slice(3)].join('\n'))
+    await command('SET', keys.snapshot, frameSnapshot({ ...stored, mac }))
     const c = new SmartCRMConsumer({ ...base, signingSecret: secret })
     c.on('error', () => {})
     t.teardown(() => c.shutdown())
@@ -280,6 +406,39 @@ test('with a signing secret, an unsigned or badly signed snapshot is rejected', 
   }
   t.is(loads(), 3)
 })
+
+test.serial(
+  "an instance waiting for the lease is woken by the holder's notice, not by its fallback poll",
+  async (t) => {
+    const { base, command, keys, loads, tenantId } = await setup(t)
+    const good = await getSnapshot(command, keys.snapshot)
+    const lease = `crm:{${tenantId}}:lease`
+    // another instance holds the lease and has not written a snapshot yet
+    await command('DEL', keys.snapshot)
+    await command('SET', lease, 'someone', 'PX', '60000')
+    await command('CONFIG', 'RESETSTAT')
+    const waiter = new SmartCRMConsumer({ ...base, logger: captureLogger().logger })
+    waiter.on('error', () => {})
+    t.teardown(() => waiter.shutdown())
+    const ready = waiter.initialize().then(() => performance.now())
+    // it has looked once and waits (its fallback poll is 500 ms)
+    await new Promise((r) => setTimeout(r, 700))
+    // looking at the lease (EXISTS) every 500 ms at most, not every 50 ms
+    const stats = String(await command('INFO', 'commandstats'))
+    const looks = Number(/cmdstat_exists:calls=(\d+)/.exec(stats)?.[1] ?? 0)
+    t.true(looks >= 1 && looks <= 3, `${looks} looks at the lease in 700 ms`)
+    await command('SET', keys.snapshot, good)
+    await command('DEL', lease)
+    const pos = parseSnapshot(good).header.position
+    const told = performance.now()
+    await command('PUBLISH', `crm:${tenantId}:stream`, `snapshot ${pos} released`)
+    const at = await ready
+    t.log(`ready ${(at - told).toFixed(0)} ms after the notice`)
+    t.true(at - told < 250, `ready ${(at - told).toFixed(0)} ms after the notice`)
+    t.is(waiter.health().source, 'snapshot')
+    t.is(loads(), 1)
+  },
+)
 
 // ---- publishers and signed events ------------------------------------------------------
 

@@ -817,9 +817,10 @@ function bigRows(S, big) {
         `from the Wrapper (pub/sub) ${fmtMs(medOf(big.pubsub, (x) => x.cpuMs))}. Where a start from the ` +
         `snapshot spends its time (Redis MONITOR timestamps of the commands it sends; median): ` +
         `${phase(big, 'toGetMs')} until its GET of the snapshot, ${phase(big, 'getToNextMs')} from that GET ` +
-        `to its next command (the reply's transfer and the decoding: format and size checks, SHA-256, JSON ` +
-        `parse), ${phase(big, 'afterMs')} from there to ready (the stream check and catch-up, building the ` +
-        `store, installing it, the JS replica). Snapshot in Redis: ` +
+        `to its next command (the reply's transfer and its checks: format, header, size, SHA-256; the body ` +
+        `is not decoded yet), ${phase(big, 'afterMs')} from there to ready (the stream check, then the body ` +
+        `decoded straight into the store while the entries after it are read, installing it, the JS ` +
+        `replica). Snapshot in Redis: ` +
         `${fmtMB(median(big.snapshotBytes))} (Redis used_memory at the end ${fmtMiB(big.redisUsedMiB)}). ` +
         `Sources as expected (snapshot / wrapper) and every entry present: ${ok ? 'yes' : 'NO'}. ` +
         `Measured with Redis's pub/sub output-buffer limit lifted (\`CONFIG SET client-output-buffer-limit ` +

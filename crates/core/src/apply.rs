@@ -56,6 +56,13 @@ impl<'a> Applier<'a> {
         let segment = channel.strip_prefix(self.channel_head.as_str());
         if tenant.stream.is_some() && segment == Some(LIVE_SEGMENT) {
             if let Some(at) = payload.strip_prefix(b"snapshot ") {
+                if at.ends_with(crate::fleet::RELEASED.as_bytes()) {
+                    // A lease holder is done: wake whoever waits for the lease.
+                    if let Some(st) = &tenant.stream {
+                        st.wake.notify_waiters();
+                    }
+                    return;
+                }
                 // Another instance refreshed the shared snapshot (fleet.rs).
                 if let Some(id) = std::str::from_utf8(at).ok().and_then(StreamId::parse) {
                     reloads.follow(id);

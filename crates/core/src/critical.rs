@@ -8,7 +8,8 @@
 //! replica, so the replica converges to exactly this state.
 //!
 //! A full reload never rebuilds a table in place: [`CriticalStore::from_snapshot`]
-//! builds a complete new store from the snapshot rows, off any lock, and the
+//! builds a complete new store from the snapshot rows (the binary shared
+//! snapshot decodes straight into a [`StoreBuilder`] instead), off any lock, and the
 //! consumer swaps it in whole (see `reload.rs`). [`CriticalStore::diff_into`]
 //! then tells the replica what changed: the small tables key by key, users by
 //! one "reset" (the replica reads users from the store on first access, so a
@@ -303,58 +304,46 @@ impl CriticalStore {
     }
 
     /// Builds a complete store from snapshot rows (the rows are moved in,
-    /// never copied). Pure and lock-free: a reload runs it on its own task.
+    /// never copied), through a [`StoreBuilder`]. Pure and lock-free: a
+    /// reload runs it on its own task.
     ///
     /// Fails with `INVALID_RESPONSE` when a row breaks a rule events must keep
     /// too (SPEC §3's one id rule, for role lists too; a cost that is negative
     /// or not finite).
     pub fn from_snapshot(snap: Snapshot) -> Result<CriticalStore> {
-        let mut s = CriticalStore {
-            credits: Table::with_capacity(snap.credits.len()),
-            roles: Table::with_capacity(snap.roles.len()),
-            users: Table::with_capacity(snap.users.len()),
-            configs: Table::with_capacity(snap.configs.len()),
-        };
-        for (i, r) in snap.credits.into_iter().enumerate() {
-            check_row_id(
-                "/api/credits/configs",
-                "operationCode",
-                i,
+        let mut b = StoreBuilder::with_capacity([
+            snap.credits.len(),
+            snap.roles.len(),
+            snap.users.len(),
+            snap.configs.len(),
+        ]);
+        for r in snap.credits {
+            b.push_credit(
                 &r.operation_code,
+                r.credit_cost,
+                r.is_active.unwrap_or(true),
+                r.version,
             )?;
-            if !r.credit_cost.is_finite() || r.credit_cost < 0.0 {
-                return Err(CoreError::InvalidResponse(format!(
-                    "GET /api/credits/configs: row {i}: creditCost is not a finite, non-negative number"
-                )));
-            }
-            let c = Credit {
-                cost: r.credit_cost + 0.0,
-                active: r.is_active.unwrap_or(true),
-            };
-            s.credits.insert_row(&r.operation_code, c, r.version);
         }
         // Each distinct permission list and (status, roles) shape takes the
         // interner's lock once; the rows after it share what it returned.
         let mut local = intern::Local::default();
-        for (i, r) in snap.roles.into_iter().enumerate() {
-            check_row_id("/api/roles", "roleId", i, &r.role_id)?;
+        for r in snap.roles {
             let perms = local.names(&r.permissions);
-            s.roles.insert_row(&r.role_id, perms, r.version);
+            b.push_role(&r.role_id, perms, r.version)?;
         }
         for (i, r) in snap.users.into_iter().enumerate() {
-            check_row_id("/api/users/access", "userId", i, &r.user_id)?;
             for role in &r.roles {
-                check_row_id("/api/users/access", "roles[]", i, role)?;
+                check_row_id(USERS, "roles[]", i, role)?;
             }
             let a = local.access(&r.status, &r.roles);
-            s.users.insert_row(&r.user_id, a, r.version);
+            b.push_user(&r.user_id, a, r.version)?;
         }
-        for (i, r) in snap.configs.into_iter().enumerate() {
-            check_row_id("/api/configs/active", "configId", i, &r.config_id)?;
+        for r in snap.configs {
             let json = serde_json::to_string(&r.config).unwrap_or_else(|_| "null".into());
-            s.configs.insert_row(&r.config_id, json, r.version);
+            b.push_config(&r.config_id, json, r.version)?;
         }
-        Ok(s)
+        Ok(b.finish())
     }
 
     /// Writes into `delta` what the replica must do to go from `self` (the
@@ -484,6 +473,105 @@ impl CriticalStore {
             self.users.live(),
             self.configs.live(),
         ]
+    }
+}
+
+/// The Wrapper path of the users list (error messages of snapshot rows).
+const USERS: &str = "/api/users/access";
+
+/// Builds a complete [`CriticalStore`] one snapshot row at a time, keeping
+/// the rules [`CriticalStore::from_snapshot`] keeps (it is built on this): a
+/// row id follows the one id rule (`check_row_id`), a cost is finite and
+/// non-negative, and of a repeated id the later row wins. Rows are counted
+/// per table, so an error names the row's position as the Wrapper's list
+/// would.
+///
+/// Values come in already made: a role's permission list as interned
+/// [`Names`], a user's access as one interned [`Access`] shape (the caller
+/// makes each distinct shape once and clones it per user, an `Arc`
+/// increment) and a config as its JSON text. The roles of an access are the
+/// caller's to check (`roles[]` follows the id rule too): once per shape, not
+/// once per user. Used by the binary shared snapshot (snapshot.rs), which
+/// decodes straight into it without rows in between.
+#[derive(Debug, Default)]
+pub struct StoreBuilder {
+    /// The store being built.
+    store: CriticalStore,
+    /// Rows pushed so far per table (credits, roles, users, configs).
+    rows: [usize; 4],
+}
+
+impl StoreBuilder {
+    /// A builder whose tables have room for `sizes` rows (credits, roles,
+    /// users, configs) without rehashing; a bound, not a promise.
+    pub fn with_capacity(sizes: [usize; 4]) -> StoreBuilder {
+        StoreBuilder {
+            store: CriticalStore {
+                credits: Table::with_capacity(sizes[0]),
+                roles: Table::with_capacity(sizes[1]),
+                users: Table::with_capacity(sizes[2]),
+                configs: Table::with_capacity(sizes[3]),
+            },
+            rows: [0; 4],
+        }
+    }
+
+    /// The position of the next row of table `t`, counting this one.
+    fn row(&mut self, t: usize) -> usize {
+        self.rows[t] += 1;
+        self.rows[t] - 1
+    }
+
+    /// Adds a credit config.
+    pub fn push_credit(
+        &mut self,
+        id: &str,
+        cost: f64,
+        active: bool,
+        version: Option<u64>,
+    ) -> Result<()> {
+        let i = self.row(0);
+        check_row_id("/api/credits/configs", "operationCode", i, id)?;
+        if !cost.is_finite() || cost < 0.0 {
+            return Err(CoreError::InvalidResponse(format!(
+                "GET /api/credits/configs: row {i}: creditCost is not a finite, non-negative number"
+            )));
+        }
+        let c = Credit {
+            cost: cost + 0.0,
+            active,
+        };
+        self.store.credits.insert_row(id, c, version);
+        Ok(())
+    }
+
+    /// Adds a role with its (interned) permission list.
+    pub fn push_role(&mut self, id: &str, permissions: Names, version: Option<u64>) -> Result<()> {
+        let i = self.row(1);
+        check_row_id("/api/roles", "roleId", i, id)?;
+        self.store.roles.insert_row(id, permissions, version);
+        Ok(())
+    }
+
+    /// Adds a user with its (interned, roles already checked) access.
+    pub fn push_user(&mut self, id: &str, access: Access, version: Option<u64>) -> Result<()> {
+        let i = self.row(2);
+        check_row_id(USERS, "userId", i, id)?;
+        self.store.users.insert_row(id, access, version);
+        Ok(())
+    }
+
+    /// Adds an active config with the compact JSON text of its value.
+    pub fn push_config(&mut self, id: &str, json: String, version: Option<u64>) -> Result<()> {
+        let i = self.row(3);
+        check_row_id("/api/configs/active", "configId", i, id)?;
+        self.store.configs.insert_row(id, json, version);
+        Ok(())
+    }
+
+    /// The store.
+    pub fn finish(self) -> CriticalStore {
+        self.store
     }
 }
 

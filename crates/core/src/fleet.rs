@@ -21,8 +21,12 @@
 //!    installation.
 //! 4. Otherwise the instance takes the lease and loads from the Wrapper; an
 //!    instance that finds the lease taken waits (at most `initTimeoutMs`) for
-//!    it to be given back and looks again. A lease expires by itself if its
-//!    holder dies.
+//!    it to be given back and looks again. The holder, once it has stored the
+//!    snapshot (or failed) and given the lease back, says so on the stream
+//!    channel (`snapshot <pos> released`), which wakes the waiters at once
+//!    ([`FleetContext::wake`]); they also look every [`LEASE_POLL`], for a
+//!    holder that died (its lease expires by itself) or a notice lost with a
+//!    connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,8 +45,12 @@ use crate::wrapper::WrapperClient;
 
 /// How long the Wrapper-load lease lasts if its holder never gives it back.
 const LEASE_MS: u64 = 30_000;
-/// How often a waiting instance looks whether the lease was given back.
-const LEASE_POLL: Duration = Duration::from_millis(50);
+/// How often a waiting instance looks whether the lease was given back when
+/// no notice woke it (the fallback: a holder that died, a lost notice).
+pub const LEASE_POLL: Duration = Duration::from_millis(500);
+/// The end of the holder's notice that the lease is free again:
+/// `snapshot <pos> released` (a refresh's notice, `snapshot <pos>`, has none).
+pub const RELEASED: &str = " released";
 /// Entries read per `XRANGE` while catching up.
 pub const CATCH_UP_BATCH: usize = 1000;
 
@@ -69,6 +77,9 @@ pub struct FleetContext {
     pub refresh_every: Option<Duration>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Notified when the stream channel says a lease holder gave the lease
+    /// back (apply.rs): wakes the instances waiting for it.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 /// Where a load's data came from.
@@ -148,8 +159,24 @@ pub async fn entries_after(
 }
 
 /// The shared snapshot, if it can be used now (rule 3), with the entries after it.
+/// Its size is asked first (a snapshot over the bound is not downloaded); its
+/// framing, digest and signature are checked before its header is looked at,
+/// and its body is decoded straight into a store (snapshot.rs) while the
+/// entries after it are read.
 async fn shared(ctx: &FleetContext, epoch: &str, wants: Wants) -> Result<Option<Loaded>> {
     let mut conn = ctx.conn.clone();
+    let len: u64 = redis::cmd("STRLEN")
+        .arg(&ctx.keys.snapshot)
+        .query_async(&mut conn)
+        .await
+        .map_err(redis_err)?;
+    if len == 0 {
+        return Ok(None);
+    }
+    if len > ctx.max_bytes {
+        Metrics::inc(&ctx.metrics.snapshot_rejected);
+        return Ok(None);
+    }
     let bytes: Option<Vec<u8>> = redis::cmd("GET")
         .arg(&ctx.keys.snapshot)
         .query_async(&mut conn)
@@ -157,21 +184,23 @@ async fn shared(ctx: &FleetContext, epoch: &str, wants: Wants) -> Result<Option<
         .map_err(redis_err)?;
     let Some(bytes) = bytes else { return Ok(None) };
     let (tenant, max, keys) = (ctx.tenant_id.clone(), ctx.max_bytes, ctx.signing.clone());
-    let decoded =
-        tokio::task::spawn_blocking(move || snapshot::decode(&bytes, &tenant, max, keys.as_ref()))
-            .await
-            .map_err(|_| CoreError::InvalidResponse("decoding the snapshot failed".into()))?;
-    let (header, snap) = match decoded {
-        Ok(d) => d,
+    let (bytes, verified) = tokio::task::spawn_blocking(move || {
+        let v = snapshot::verify(&bytes, &tenant, max, keys.as_ref());
+        (bytes, v)
+    })
+    .await
+    .map_err(|_| CoreError::InvalidResponse("checking the snapshot failed".into()))?;
+    let verified = match verified {
+        Ok(v) => v,
         Err(_) => {
             Metrics::inc(&ctx.metrics.snapshot_rejected);
             return Ok(None);
         }
     };
-    let Some(position) = StreamId::parse(&header.position) else {
+    let Some(position) = StreamId::parse(&verified.header.position) else {
         return Ok(None);
     };
-    if header.epoch != epoch || wants.at_least.is_some_and(|min| position < min) {
+    if verified.header.epoch != epoch || wants.at_least.is_some_and(|min| position < min) {
         return Ok(None);
     }
     if !stream::holds(&mut conn, &ctx.keys, position)
@@ -180,17 +209,43 @@ async fn shared(ctx: &FleetContext, epoch: &str, wants: Wants) -> Result<Option<
     {
         return Ok(None);
     }
-    let catchup = entries_after(&mut conn, &ctx.keys, position)
-        .await
-        .map_err(redis_err)?;
+    let large = bytes.len() >= LARGE_SNAPSHOT_BYTES && verified.format == snapshot::Format::V1;
+    let built = tokio::task::spawn_blocking(move || {
+        let store = snapshot::build(&bytes, &verified);
+        drop(bytes);
+        if large {
+            // Format 1's parsed rows (format 2 decodes into the tables).
+            crate::memory::give_back();
+        }
+        store
+    });
+    let (built, catchup) = tokio::join!(built, entries_after(&mut conn, &ctx.keys, position));
+    let catchup = catchup.map_err(redis_err)?;
+    let store = match built {
+        Ok(Ok(store)) => store,
+        Ok(Err(_)) => {
+            Metrics::inc(&ctx.metrics.snapshot_rejected);
+            return Ok(None);
+        }
+        Err(_) => {
+            return Err(CoreError::InvalidResponse(
+                "decoding the snapshot failed".into(),
+            ))
+        }
+    };
     Ok(Some(Loaded {
-        store: build(snap).await?,
+        store,
         source: Source::Redis,
         position: Some((epoch.to_owned(), position)),
         catchup,
         unchanged: [false; 4],
     }))
 }
+
+/// A format 1 snapshot of this size or more holds about
+/// [`crate::memory::LARGE_LOAD_ROWS`] rows: its parsed rows' memory is given
+/// back after the build.
+const LARGE_SNAPSHOT_BYTES: usize = 4 << 20;
 
 /// The header's SHA-256 of the snapshot stored now, if any (reads only its
 /// first bytes).
@@ -253,13 +308,27 @@ pub async fn load(
                 if Instant::now() >= deadline {
                     break;
                 }
-                // Another instance is loading: wait for it to give the lease back.
-                while Instant::now() < deadline
-                    && stream::leased(&mut conn, &ctx.keys.lease)
-                        .await
-                        .map_err(redis_err)?
-                {
-                    tokio::time::sleep(LEASE_POLL).await;
+                // Another instance is loading: wait for it to give the lease
+                // back, woken by its notice (registered before looking, so a
+                // notice between the look and the wait is not missed), or
+                // after LEASE_POLL without one.
+                loop {
+                    let woken = ctx.wake.notified();
+                    tokio::pin!(woken);
+                    woken.as_mut().enable();
+                    let now = Instant::now();
+                    if now >= deadline
+                        || !stream::leased(&mut conn, &ctx.keys.lease)
+                            .await
+                            .map_err(redis_err)?
+                    {
+                        break;
+                    }
+                    let nap = LEASE_POLL.min(deadline.saturating_duration_since(now));
+                    tokio::select! {
+                        _ = woken => {}
+                        _ = tokio::time::sleep(nap) => {}
+                    }
                 }
             }
         }
@@ -287,6 +356,7 @@ pub async fn load(
         Err(e) => {
             if holding {
                 let _ = stream::release_lease(&mut conn, &ctx.keys.lease, &ctx.owner).await;
+                released(&mut conn, ctx, tail).await;
             }
             return Err(e);
         }
@@ -313,6 +383,7 @@ pub async fn load(
             .await;
         if holding {
             let _ = stream::release_lease(&mut conn, &ctx.keys.lease, &ctx.owner).await;
+            released(&mut conn, ctx, tail).await;
         }
         if wants.refresh && previous.is_some() && previous != digest {
             // The others follow: a notice on the stream channel, not an entry.
@@ -337,6 +408,17 @@ pub async fn load(
         catchup: Vec::new(),
         unchanged: [false; 4],
     }))
+}
+
+/// Tells the instances waiting for the lease that it is free again (rule 4):
+/// `snapshot <pos> released` on the stream channel. Instances not waiting
+/// ignore it (a reader before format 2 too: it is no `snapshot <pos>`).
+async fn released(conn: &mut MultiplexedConnection, ctx: &FleetContext, pos: StreamId) {
+    let _: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+        .arg(&ctx.keys.live)
+        .arg(format!("snapshot {pos}{RELEASED}"))
+        .query_async(conn)
+        .await;
 }
 
 /// The SHA-256 a freshly encoded snapshot declares.

@@ -492,6 +492,7 @@ pub(crate) async fn session(tenant: &Tenant, feed: Feed<'_>, reason: Reason) -> 
         wait: config.init_timeout,
         refresh_every: config.refresh_interval,
         metrics: tenant.metrics.clone(),
+        wake: st.wake.clone(),
     });
     let mut reloads = Reloads::new(
         tenant.wrapper.clone(),

@@ -90,6 +90,8 @@ pub(crate) struct StreamState {
     /// The epoch and the id of the last entry applied (or loaded as of);
     /// `None` before the first load.
     pub position: Mutex<Option<(String, StreamId)>>,
+    /// Woken by a lease holder's `snapshot <pos> released` notice (fleet.rs).
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 impl StreamState {
@@ -173,6 +175,7 @@ impl Tenant {
             keys: Keys::new(&config.channel_prefix, &config.tenant_id),
             owner: uuid::Uuid::new_v4().simple().to_string(),
             position: Mutex::new(None),
+            wake: Arc::default(),
         });
         let tier = commands
             .filter(|_| config.shared_reference)

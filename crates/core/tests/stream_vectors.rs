@@ -7,7 +7,7 @@ use serde_json::Value;
 use smart_crm_core::model::{CreditRow, RoleRow, Snapshot, UserRow};
 use smart_crm_core::protocol::Topic;
 use smart_crm_core::signature::SigningKeys;
-use smart_crm_core::snapshot::{decode, encode};
+use smart_crm_core::snapshot::{decode, encode, encode_v1};
 use smart_crm_core::stream::{parse_live, Keys, StreamId};
 
 fn doc() -> Value {
@@ -68,12 +68,22 @@ fn keys_and_live_messages() {
 #[test]
 fn snapshots_byte_for_byte() {
     let d = doc();
-    for v in d["snapshots"].as_array().unwrap() {
+    let vectors = d["snapshots"].as_array().unwrap();
+    assert!(
+        vectors.iter().any(|v| v["format"] == 2),
+        "format 2 has vectors"
+    );
+    assert!(
+        vectors.iter().any(|v| v["format"] == 1),
+        "format 1 has vectors"
+    );
+    for v in vectors {
         let keys = v["secret"]
             .as_str()
             .and_then(|s| SigningKeys::single(smart_crm_core::secret::Secret::new(s)));
         let pos = StreamId::parse(v["position"].as_str().unwrap()).unwrap();
-        let bytes = encode(
+        let enc = if v["format"] == 1 { encode_v1 } else { encode };
+        let bytes = enc(
             "acme",
             pos,
             v["epoch"].as_str().unwrap(),
@@ -81,14 +91,17 @@ fn snapshots_byte_for_byte() {
             &snapshot(),
             keys.as_ref(),
         );
-        assert_eq!(
-            String::from_utf8(bytes.clone()).unwrap(),
-            v["bytes"].as_str().unwrap(),
-            "{}",
-            v["name"]
-        );
-        let (h, s) = decode(&bytes, "acme", 1 << 20, keys.as_ref()).unwrap();
+        // Format 1 is text (`bytes`); format 2's body is binary (`hex`).
+        let expected = match v["bytes"].as_str() {
+            Some(text) => text.as_bytes().to_vec(),
+            None => hex::decode(v["hex"].as_str().unwrap()).unwrap(),
+        };
+        assert_eq!(bytes, expected, "{}", v["name"]);
+        let (h, s) = decode(&expected, "acme", 1 << 20, keys.as_ref()).unwrap();
         assert_eq!(h.position, v["position"].as_str().unwrap());
-        assert_eq!(s.users[0].user_id, "u-alice");
+        assert_eq!(s.sizes(), [1, 1, 1, 0], "{}", v["name"]);
+        assert_eq!(s.credit_cost("crm.leads.create"), Some(2.5));
+        let alice = s.user_access("u-alice").unwrap();
+        assert_eq!((alice.status(), &*alice.roles()[0]), ("active", "sales"));
     }
 }
