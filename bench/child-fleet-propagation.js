@@ -11,6 +11,9 @@
 //                <live channel> '' <epoch candidate>   (transport 'stream')
 //   stream-both  the same EVAL with the topic channel as ARGV[5] (transport 'both',
 //                the publisher's default: one more PUBLISH inside the script)
+//   paired       the 'both' EVAL, with two consumers in this process, one of each
+//                transport, timed on the same events in the same polling loop (row
+//                F5b): the machine's noise falls on both alike, so their p99s compare
 //
 // PUBLISH_SCRIPT is read from crates/core/src/stream.rs, so the bench follows
 // the layout the core defines.
@@ -46,6 +49,17 @@ async function main(config) {
     ops: 1000,
     extra: { transport },
   })
+  // paired: a pub/sub consumer of the same tenant next to the stream one
+  const second =
+    mode === 'paired'
+      ? await setupSide({
+          side: 'package',
+          redisUrl,
+          tenantId,
+          ops: 1000,
+          extra: { transport: 'pubsub' },
+        })
+      : null
   const pub = await connectRedis(redisUrl)
   const topicChannel = `crm:${tenantId}:credit-configs`
   const script = publishScript()
@@ -66,7 +80,7 @@ async function main(config) {
             'credit-configs',
             msg,
             live,
-            mode === 'stream-both' ? topicChannel : '',
+            mode === 'stream-both' || mode === 'paired' ? topicChannel : '',
             crypto.randomUUID().replaceAll('-', ''),
           )
   const total = warmup + events
@@ -74,14 +88,18 @@ async function main(config) {
   for (let i = 1; i <= total; i++) {
     messages.push(data.creditEvent(tenantId, data.opCode((i - 1) % KEYS), i))
   }
-  const visible = (i) => {
-    const v = subject.getCreditCost(data.opCode((i - 1) % KEYS))
+  const shows = (s, i) => {
+    const v = s.getCreditCost(data.opCode((i - 1) % KEYS))
     return v !== null && v >= i
   }
+  const visible = (i) => shows(subject, i)
   await sleep(100)
 
   const sentAt = new Array(total + 1)
   const latencies = []
+  // paired: the pub/sub consumer's latencies, and its own head
+  const latencies2 = []
+  let head2 = 1
   const errors = []
   const periodNs = BigInt(Math.round(1e9 / rate))
   await new Promise((resolve, reject) => {
@@ -98,12 +116,24 @@ async function main(config) {
         nextAt += periodNs
         now = process.hrtime.bigint()
       }
-      while (head <= sent && visible(head)) {
-        const t = process.hrtime.bigint()
-        if (head > warmup) latencies.push(Number(t - sentAt[head]) / 1e3)
-        head++
+      // the two consumers are polled in turn, neither always first
+      const order = second && (head + head2) % 2 ? [1, 0] : [0, 1]
+      for (const which of order) {
+        if (which === 0) {
+          while (head <= sent && visible(head)) {
+            const t = process.hrtime.bigint()
+            if (head > warmup) latencies.push(Number(t - sentAt[head]) / 1e3)
+            head++
+          }
+        } else if (second) {
+          while (head2 <= sent && shows(second.subject, head2)) {
+            const t = process.hrtime.bigint()
+            if (head2 > warmup) latencies2.push(Number(t - sentAt[head2]) / 1e3)
+            head2++
+          }
+        }
       }
-      if (head > total) resolve()
+      if (head > total && (!second || head2 > total)) resolve()
       else if (errors.length || Date.now() > deadline)
         reject(new Error(`event ${head} never visible; ${errors[0] || 'no publish error'}`))
       else setImmediate(tick)
@@ -114,7 +144,20 @@ async function main(config) {
   const streamLen = mode === 'pubsub' ? 0 : Number(await pub.command('XLEN', streamKey))
   pub.destroy()
   await close()
+  let paired = null
+  if (second) {
+    const m2 = second.subject.getMetrics()
+    await second.close()
+    paired = {
+      events: latencies2.length,
+      p50Us: median(latencies2),
+      p90Us: percentile(latencies2, 90),
+      p99Us: percentile(latencies2, 99),
+      resyncs: m2.resyncs,
+    }
+  }
   return {
+    paired,
     mode,
     rate,
     events: latencies.length,
