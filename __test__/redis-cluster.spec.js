@@ -15,6 +15,7 @@ const test = require('ava')
 const { startCluster } = require('../tools/test-helpers/topologies.js')
 const { freePort } = require('../tools/test-helpers/index.js')
 const { waitFor } = require('./helpers/fixture.js')
+const { SmartCRMConsumer } = require('../lib/index.js')
 const {
   world,
   traffic,
@@ -302,4 +303,62 @@ test('the publisher through redisCluster moves to another seed when its node die
     for (let i = 0; i < 5; i++) await send(`after-kill-${node.port}-${i}`)
   }
   t.is(w.consumer.getMetrics().reconnects, 0, 'the consumer was not affected')
+})
+
+test('stream transport: a tenant whose slot lives on another node than the seed loads, shares its snapshot and catches up there', async (t) => {
+  const c = await cluster(t)
+  const [seed] = await c.primaries()
+  // a tenant whose stream keys (one `{tenant}` hash tag) live on another primary than the only seed
+  let tenantId = null
+  let owner = null
+  for (let i = 0; i < 1000 && !tenantId; i++) {
+    const id = newTenantId(`st${i}-`)
+    const node = await c.nodeForSlot(c.keyslot(`crm:{${id}}:stream`))
+    if (node !== seed) [tenantId, owner] = [id, node]
+  }
+  t.truthy(tenantId, 'found a tenant on another primary')
+  const redis = { redisCluster: { nodes: [seed.url] } }
+  const w = await world(t, { tenantId, redis, consumer: { transport: 'stream' } })
+  t.is(w.consumer.health().source, 'wrapper')
+  t.is(w.consumer.getMetrics().snapshotLoads.wrapper, 1)
+  await w.marker('before')
+  t.true(Number(await c.command(owner, ['XLEN', `crm:{${tenantId}}:stream`])) >= 1)
+  await waitFor(
+    async () => Number(await c.command(owner, ['EXISTS', `crm:{${tenantId}}:snapshot`])) === 1,
+    {
+      message: 'the shared snapshot on the owner of the slot',
+    },
+  )
+
+  // a second instance starts from that snapshot, not from the Wrapper
+  const second = new SmartCRMConsumer({
+    tenantId,
+    wrapperUrl: w.sim.url,
+    transport: 'stream',
+    heartbeatMs: 500,
+    initTimeoutMs: 10_000,
+    ...redis,
+  })
+  t.teardown(() => second.shutdown())
+  await second.initialize()
+  t.is(second.health().source, 'snapshot')
+  t.is(second.getMetrics().snapshotLoads.wrapper, 0)
+  t.is(second.getActiveConfig('before'), true)
+
+  // its links cut: it catches up from the stream on the owner, no Wrapper load
+  const listsBefore = w.sim.count((r) => r.path.startsWith('/api/roles'))
+  const lost = disconnected(second)
+  await c.command(owner, ['CLIENT', 'KILL', 'TYPE', 'normal'])
+  for (const node of c.servers) await c.command(node, ['CLIENT', 'KILL', 'TYPE', 'pubsub'])
+  await lost
+  await w.marker('after')
+  await waitFor(() => second.isConnected && second.getActiveConfig('after') === true, {
+    message: 'the second instance caught up',
+  })
+  t.true(second.getMetrics().resumes >= 1, 'resumed from the stream')
+  t.is(
+    w.sim.count((r) => r.path.startsWith('/api/roles')),
+    listsBefore,
+    'no Wrapper list request',
+  )
 })

@@ -69,7 +69,11 @@ impl Drop for Handle {
         self.close_hook();
         self.tasks.abort();
         self.tenant.outbox.set_sink(None);
-        let hook = self.on_drop.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+        let hook = self
+            .on_drop
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(hook) = hook {
             hook();
         }

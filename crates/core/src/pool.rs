@@ -588,7 +588,7 @@ async fn run_link(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Com
                 while commands.try_recv().is_ok() {}
                 let routes: Vec<Arc<Route>> = shared.routes().values().cloned().collect();
                 subscribe_routes(&mut link.conn, &routes, true).await?;
-                let stream_conn = stream_commands(config, &link).await?;
+                let stream_conn = stream_commands(config, &link, None).await?;
                 Ok::<_, redis::RedisError>((link, routes, stream_conn))
             }) => r,
         };

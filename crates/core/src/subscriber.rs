@@ -172,7 +172,8 @@ pub(crate) async fn run(tenant: Arc<Tenant>) {
             r = tokio::time::timeout(CONNECT_TIMEOUT, async {
                 let mut link = open_link(&tenant.config).await?;
                 link.conn.subscribe(&channels).await?;
-                let commands = stream_commands(&tenant.config, &link).await?;
+                let commands =
+                    stream_commands(&tenant.config, &link, Some(&tenant.config.tenant_id)).await?;
                 Ok::<_, redis::RedisError>((link, commands))
             }) => r,
         };
@@ -307,9 +308,18 @@ pub(crate) async fn open_link(config: &Config) -> redis::RedisResult<Link> {
 /// because Redis holds a subscribed connection's replies to the pub/sub
 /// output-buffer limit (32 MB by default) and closes it in the middle of a
 /// large shared snapshot's `GET`.
+///
+/// With Cluster and a `tenant` (a consumer's session), that connection goes
+/// to the node owning the tenant's slot: every stream key of a tenant shares
+/// its `{tenant}` hash tag, so one node holds them all. The owner is found
+/// the way Redis tells it: a read of the tenant's epoch key on the first node,
+/// answered there or with `MOVED` to the owner. A slot that moves later makes
+/// a command fail, which ends the session like a lost link; the next one asks
+/// again. (A pool's connection serves many tenants: `tenant` is `None`.)
 pub(crate) async fn stream_commands(
     config: &Config,
     link: &Link,
+    tenant: Option<&str>,
 ) -> redis::RedisResult<MultiplexedConnection> {
     if config.transport != crate::config::Transport::Stream {
         return Ok(link.conn.clone());
@@ -317,11 +327,31 @@ pub(crate) async fn stream_commands(
     let async_config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(None);
-    Ok(config
+    let mut conn = config
         .redis
-        .connect(async_config, ProtocolVersion::RESP2)
+        .connect(async_config.clone(), ProtocolVersion::RESP2)
         .await?
-        .0)
+        .0;
+    let (Some(tenant), true) = (tenant, config.redis.is_cluster()) else {
+        return Ok(conn);
+    };
+    let keys = crate::stream::Keys::new(&config.channel_prefix, tenant);
+    match redis::cmd("EXISTS")
+        .arg(&keys.epoch)
+        .query_async::<i64>(&mut conn)
+        .await
+    {
+        Ok(_) => Ok(conn),
+        Err(e) => match e.redirect_node() {
+            Some((addr, _slot)) => {
+                config
+                    .redis
+                    .connect_node(addr, async_config, ProtocolVersion::RESP2)
+                    .await
+            }
+            None => Err(e),
+        },
+    }
 }
 
 /// The heartbeat of a link (`conn`, on `master` with Sentinel): every `heartbeatMs` a `PING` (and, with
