@@ -193,3 +193,12 @@ test('conditional loads (SPEC §4): a refresh sends If-None-Match, a 304 downloa
   t.is(consumer.getUserStatus('u-alice'), 'active', 'unchanged users still read')
   t.deepEqual(consumer.getActiveConfig('feature-flags'), { beta: true })
 })
+
+test('snapshotLoads counts the pub/sub transport loads from the Wrapper too', async (t) => {
+  const f = await setup(t, { consumer: { resyncJitterMs: 0, refreshIntervalMs: 0 } })
+  const { consumer } = f
+  t.deepEqual(consumer.getMetrics().snapshotLoads, { wrapper: 1, redis: 0 }, 'the initial load')
+  await f.publish('control', f.event('resync-required', {}))
+  await waitFor(() => consumer.getMetrics().resyncs >= 1, { message: 'the resync' })
+  t.deepEqual(consumer.getMetrics().snapshotLoads, { wrapper: 2, redis: 0 })
+})

@@ -292,6 +292,7 @@ impl Reloads {
             }
             // Conditional (SPEC §4 ETags) except for the first load.
             let snap = wrapper.snapshot_if(reason != Reason::Initial).await?;
+            crate::metrics::Metrics::inc(&wrapper.metrics().snapshot_loads_wrapper);
             let unchanged = snap.unchanged;
             let store = crate::fleet::build(snap).await?;
             Ok(Some(Loaded {

@@ -230,6 +230,11 @@ impl Drop for PageTask {
 }
 
 impl WrapperClient {
+    /// The counters this client adds to (its tenant's).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Builds the client from the configuration, with its own HTTP connection pool.
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self> {
         let http = Self::http_client(config)?;
