@@ -123,19 +123,26 @@ fn redis_err(e: redis::RedisError) -> CoreError {
 }
 
 /// Builds a store off the async workers (a million-row table is CPU work);
-/// after a large one, gives the parsed rows' memory back (memory.rs) before
-/// it returns, so the RSS a load leaves is the tables'.
+/// the parsed rows are freed, and after a large load their memory given back (memory.rs), on
+/// another blocking thread, after the store is returned (a pass over the heap
+/// takes a while; the load does not wait for it), so the RSS a load leaves is
+/// the tables'.
 pub async fn build(snap: Snapshot) -> Result<CriticalStore> {
     let rows = snap.credits.len() + snap.roles.len() + snap.users.len() + snap.configs.len();
-    tokio::task::spawn_blocking(move || {
-        let store = CriticalStore::from_snapshot(snap);
+    let (store, snap) = tokio::task::spawn_blocking(move || {
+        let store = CriticalStore::from_rows(&snap);
+        (store, snap)
+    })
+    .await
+    .map_err(|_| CoreError::InvalidResponse("building the snapshot failed".into()))?;
+    // Freeing the rows (millions of small allocations) is not on the load's way.
+    drop(tokio::task::spawn_blocking(move || {
+        drop(snap);
         if rows >= crate::memory::LARGE_LOAD_ROWS {
             crate::memory::give_back();
         }
-        store
-    })
-    .await
-    .map_err(|_| CoreError::InvalidResponse("building the snapshot failed".into()))?
+    }));
+    store
 }
 
 /// Every entry after `id`.
