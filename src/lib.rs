@@ -31,6 +31,7 @@ use napi::{JsRangeError, JsTypeError};
 use napi_derive::napi;
 use smart_crm_core::config::PoolConfig;
 use smart_crm_core::config::Secret;
+use smart_crm_core::critical::FirstReads;
 use smart_crm_core::ids::{self, RefKind};
 use smart_crm_core::metrics::{Health, MetricsSnapshot};
 use smart_crm_core::outbox::{Batch, Sink};

@@ -20,11 +20,10 @@ use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::critical::CriticalStore;
+use crate::critical::{CriticalStore, FirstReads};
 use crate::error::{CoreError, Result};
 use crate::ids::{check_amount, check_idempotency_key, check_path_id, RefKind};
 use crate::metrics::{Health, MetricsSnapshot};
-use crate::model::{Access, Credit};
 use crate::outbox::Sink;
 use crate::reference::Lookup;
 use crate::tasks::Tasks;
@@ -305,45 +304,6 @@ impl Consumer {
         self.tenant().metrics.connected.load(Relaxed)
     }
 
-    /// `read(store)` under the store's read lock, with the number of replica
-    /// batches sent as of the read (see [`crate::outbox::Outbox::batches_sent`]):
-    /// the JS replica may keep the answer only if it has applied that many
-    /// (the batch-sequence rule, ARCHITECTURE.md invariant 3). The store's
-    /// read lock is held for the lookup only; no reload holds it for long.
-    fn read<T>(&self, read: impl FnOnce(&CriticalStore) -> T) -> (T, u64) {
-        let tenant = self.tenant();
-        let store = tenant.store();
-        let value = read(&store);
-        (value, tenant.outbox.batches_sent())
-    }
-
-    /// A user's access as the store holds it now, with the batches sent (see
-    /// [`Consumer::read`]).
-    pub fn user_access(&self, user_id: &str) -> (Option<Access>, u64) {
-        self.read(|s| s.user_access(user_id).cloned())
-    }
-
-    /// An operation's credit config (active or not) as the store holds it
-    /// now, with the batches sent (see [`Consumer::read`]).
-    pub fn credit(&self, op: &str) -> (Option<Credit>, u64) {
-        self.read(|s| s.credit(op).cloned())
-    }
-
-    /// A role's permissions as the store holds them now, with the batches
-    /// sent (see [`Consumer::read`]).
-    pub fn role_permissions(&self, role_id: &str) -> (Option<Vec<String>>, u64) {
-        self.read(|s| {
-            s.role_permissions(role_id)
-                .map(|p| p.iter().map(|n| n.to_string()).collect())
-        })
-    }
-
-    /// A config's JSON text as the store holds it now, with the batches sent
-    /// (see [`Consumer::read`]).
-    pub fn config_json(&self, config_id: &str) -> (Option<String>, u64) {
-        self.read(|s| s.config_json(config_id).map(str::to_owned))
-    }
-
     /// Reads the Rust-side critical store (for tests and tools).
     pub fn with_store<R>(&self, f: impl FnOnce(&CriticalStore) -> R) -> R {
         f(&self.tenant().store())
@@ -378,5 +338,17 @@ impl Consumer {
         tokio::task::spawn_blocking(move || drop(old));
         // This instance's copy only: the fleet keeps the shared tier.
         tenant.reference.clear_local();
+    }
+}
+
+impl FirstReads for Consumer {
+    /// Under the store's read lock, held for the lookup only (no reload holds
+    /// it for long), with the batches the outbox has sent
+    /// ([`crate::outbox::Outbox::batches_sent`]).
+    fn read_store<T>(&self, read: impl FnOnce(&CriticalStore) -> Option<T>) -> (Option<T>, u64) {
+        let tenant = self.tenant();
+        let store = tenant.store();
+        let value = read(&store);
+        (value, tenant.outbox.batches_sent())
     }
 }

@@ -154,6 +154,40 @@ pub struct Applied {
     pub resync: bool,
 }
 
+/// The reads a JS replica makes on a key's first access (lib/replica.js):
+/// the store's answer as it is now, with the number of replica batches handed
+/// out as of the read, so the replica keeps the answer only if it has applied
+/// that many (no older batch can overwrite it: the batch-sequence rule,
+/// ARCHITECTURE.md invariant 3). Implemented by the consumer and by the test
+/// double, which differ only in where their store and that count live.
+pub trait FirstReads {
+    /// `read` on the store as it is now, with the batches handed out so far.
+    fn read_store<T>(&self, read: impl FnOnce(&CriticalStore) -> Option<T>) -> (Option<T>, u64);
+
+    /// A user's access.
+    fn user_access(&self, user_id: &str) -> (Option<Access>, u64) {
+        self.read_store(|s| s.user_access(user_id).cloned())
+    }
+
+    /// An operation's credit config, active or not.
+    fn credit(&self, op: &str) -> (Option<Credit>, u64) {
+        self.read_store(|s| s.credit(op).cloned())
+    }
+
+    /// A role's permissions.
+    fn role_permissions(&self, role_id: &str) -> (Option<Vec<String>>, u64) {
+        self.read_store(|s| {
+            s.role_permissions(role_id)
+                .map(|p| p.iter().map(|n| n.to_string()).collect())
+        })
+    }
+
+    /// A config's JSON text.
+    fn config_json(&self, config_id: &str) -> (Option<String>, u64) {
+        self.read_store(|s| s.config_json(config_id).map(str::to_owned))
+    }
+}
+
 /// The critical tables. See the module docs.
 #[derive(Debug, Default)]
 pub struct CriticalStore {

@@ -31,7 +31,7 @@ use serde_json::{Map, Value};
 
 use crate::breaker::Circuit;
 use crate::config::Config;
-use crate::critical::CriticalStore;
+use crate::critical::{CriticalStore, FirstReads};
 use crate::delta::{Delta, Notice};
 use crate::error::{CoreError, Result};
 use crate::ids::{
@@ -39,7 +39,7 @@ use crate::ids::{
     RefKind,
 };
 use crate::metrics::{now_ms, Health, Metrics, MetricsSnapshot};
-use crate::model::{Access, ConfigRow, Credit, CreditRow, RoleRow, Snapshot, UserRow};
+use crate::model::{ConfigRow, CreditRow, RoleRow, Snapshot, UserRow};
 use crate::protocol::{parse_event_since, Context, Rejection, Topic, EVENT_TYPES};
 use crate::reference::Lookup;
 use crate::replay::ReplayWindow;
@@ -534,38 +534,6 @@ impl TestConsumer {
         Ok(())
     }
 
-    /// `read(store)`, with the batches handed out so far (the batch-sequence
-    /// rule, as [`crate::Consumer`]'s reads); nothing before the first load
-    /// is delivered (as a consumer's store is empty then).
-    fn read<T>(&self, read: impl FnOnce(&CriticalStore) -> Option<T>) -> (Option<T>, u64) {
-        let value = if self.ready { read(&self.store) } else { None };
-        (value, self.batches_sent)
-    }
-
-    /// A user's access, with the batches handed out so far.
-    pub fn user_access(&self, user_id: &str) -> (Option<Access>, u64) {
-        self.read(|s| s.user_access(user_id).cloned())
-    }
-
-    /// An operation's credit config (active or not), with the batches handed
-    /// out so far.
-    pub fn credit(&self, op: &str) -> (Option<Credit>, u64) {
-        self.read(|s| s.credit(op).cloned())
-    }
-
-    /// A role's permissions, with the batches handed out so far.
-    pub fn role_permissions(&self, role_id: &str) -> (Option<Vec<String>>, u64) {
-        self.read(|s| {
-            s.role_permissions(role_id)
-                .map(|p| p.iter().map(|n| n.to_string()).collect())
-        })
-    }
-
-    /// A config's JSON text, with the batches handed out so far.
-    pub fn config_json(&self, config_id: &str) -> (Option<String>, u64) {
-        self.read(|s| s.config_json(config_id).map(str::to_owned))
-    }
-
     /// The synchronous reference read: a failure queued for the kind's
     /// method is taken here (the first native call of every reference
     /// read), after the id is checked.
@@ -791,6 +759,15 @@ impl TestConsumer {
     }
 }
 
+impl FirstReads for TestConsumer {
+    /// With the batches handed out so far; nothing before the first load is
+    /// delivered (as a consumer's store is empty then).
+    fn read_store<T>(&self, read: impl FnOnce(&CriticalStore) -> Option<T>) -> (Option<T>, u64) {
+        let value = if self.ready { read(&self.store) } else { None };
+        (value, self.batches_sent)
+    }
+}
+
 /// The `resync` notice of a full load made at `now` (in memory: it takes no time).
 fn loaded(reason: &str, now: i64) -> Notice {
     Notice::Resync {
@@ -1001,6 +978,7 @@ impl Seed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Credit;
     use crate::ArgKind;
     use serde_json::json;
 
