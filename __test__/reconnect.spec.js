@@ -166,10 +166,17 @@ test('after 5 restarts in a row: one subscription per channel, an event applied 
     event('credit-config-changed', { operationCode: 'crm.leads.create', newValue: 9 }),
   )
   t.is(receivers, 1, 'one subscriber on the channel')
-  // a marker after it: once the marker shows, the event has been handled (in order)
+  // a marker after it: once the marker's 'change' has been emitted, so has the
+  // event's (batches reach JS in order; a read of the marker could show it a
+  // batch earlier: lib/replica.js)
   const marker = `marker-${Date.now()}`
+  const markerSeen = nextEvent(consumer, 'change', {
+    filter: (e) => e.keys.includes(`config:${marker}`),
+    timeout: 10_000,
+  })
   await client.publish(channel('configs'), event('config-changed', { configId: marker, config: 1 }))
-  await waitFor(() => consumer.getActiveConfig(marker) === 1, { message: 'the marker event' })
+  await markerSeen
+  t.is(consumer.getActiveConfig(marker), 1)
 
   t.is(consumer.getCreditCost('crm.leads.create'), 9)
   const m1 = consumer.getMetrics()

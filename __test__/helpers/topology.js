@@ -61,13 +61,19 @@ async function world(
   })
   if (init) await consumer.initialize()
 
-  /** Publishes a config through the publisher and waits until the consumer shows it. */
+  /**
+   * Publishes a config through the publisher and waits until the consumer has
+   * emitted its 'change' (so every earlier event's 'change' has been emitted
+   * too: batches reach JS in order; a read alone could show the marker a batch
+   * earlier, lib/replica.js).
+   */
   const marker = async (name = `marker-${++seq}`) => {
-    await pub.publish('configs', 'config-changed', { configId: name, config: true })
-    await waitFor(() => consumer.getActiveConfig(name) === true, {
+    const seen = nextEvent(consumer, 'change', {
+      filter: (e) => e.keys.includes(`config:${name}`),
       timeout: 10_000,
-      message: `the marker ${name}`,
     })
+    await pub.publish('configs', 'config-changed', { configId: name, config: true })
+    await seen
   }
   return {
     tenantId,
