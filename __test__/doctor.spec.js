@@ -45,7 +45,8 @@ function runCli(args, env, { execArgv = [] } = {}) {
     child.stderr.on('data', (d) => (stderr += d))
     const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
     child.on('error', reject)
-    child.on('exit', (code) => {
+    // 'close', not 'exit': the child may exit before its output is all read
+    child.on('close', (code) => {
       clearTimeout(timer)
       resolve({ code, stdout, stderr, lines: stdout.trim().split('\n').filter(Boolean) })
     })

@@ -119,7 +119,7 @@ function runNode(env, code) {
     child.stdout.on('data', (d) => (out += d))
     child.stderr.on('data', (d) => (err += d))
     const timer = setTimeout(() => child.kill('SIGKILL'), 30_000)
-    child.on('exit', (code) => {
+    child.on('close', (code) => {
       clearTimeout(timer)
       if (code === 0) resolve(out.trim())
       else reject(new Error(`child exited with ${code}: ${err}`))
