@@ -8,6 +8,22 @@ const test = require('ava')
 const vector = require('../test-vectors/batch.json')
 const { Replica, ABSENT, MAX_ABSENT } = require('../lib/replica.js')
 
+/** A batch's wire form (crates/core/src/delta.rs): empty but for `parts`. */
+const batchOf = (parts) =>
+  JSON.stringify({
+    credits: [],
+    creditsDel: [],
+    roles: [],
+    rolesDel: [],
+    usersReset: false,
+    users: [],
+    usersDel: [],
+    configs: [],
+    configsDel: [],
+    notices: [],
+    ...parts,
+  })
+
 /** A stand-in for the core's first reads over `table` (id -> value), at the replica's seq. */
 function loader(r, table, seqAhead = 0) {
   const calls = []
@@ -90,19 +106,7 @@ test('held keys follow the batches: upserts, deletes, and absent markers replace
   r.read(r.credits, 'a', load)
   r.read(r.credits, 'b', load)
   t.is(r.credits.absent, 1)
-  const batch = (credits, creditsDel = []) =>
-    JSON.stringify({
-      credits,
-      creditsDel,
-      roles: [],
-      rolesDel: [],
-      usersReset: false,
-      users: [],
-      usersDel: [],
-      configs: [],
-      configsDel: [],
-      notices: [],
-    })
+  const batch = (credits, creditsDel = []) => batchOf({ credits, creditsDel })
   r.apply(
     batch([
       ['a', 2],
@@ -151,20 +155,7 @@ test('compiled access reads roles lazily; a change to a role not held still reco
   t.is(r.roles.map.get('ghost'), ABSENT)
   t.is(r.access(u, load), c, 'memoised')
   // a batch changes a role the replica does not hold: compiled access is rebuilt
-  r.apply(
-    JSON.stringify({
-      credits: [],
-      creditsDel: [],
-      roles: [['other', ['x']]],
-      rolesDel: [],
-      usersReset: false,
-      users: [],
-      usersDel: [],
-      configs: [],
-      configsDel: [],
-      notices: [],
-    }),
-  )
+  r.apply(batchOf({ roles: [['other', ['x']]] }))
   t.false(r.roles.map.has('other'))
   t.not(r.access(u, load), c)
 })

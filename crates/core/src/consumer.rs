@@ -49,16 +49,17 @@ struct Handle {
 /// See [`Handle::on_close`].
 pub(crate) type OnClose = Box<dyn FnOnce() + Send>;
 
+/// Runs the hook in `slot` if it is still there (at most once).
+fn run_once(slot: &Mutex<Option<OnClose>>) {
+    let hook = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(hook) = hook {
+        hook();
+    }
+}
+
 impl Handle {
     fn close_hook(&self) {
-        let hook = self
-            .on_close
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(hook) = hook {
-            hook();
-        }
+        run_once(&self.on_close);
     }
 }
 
@@ -68,14 +69,7 @@ impl Drop for Handle {
         self.close_hook();
         self.tasks.abort();
         self.tenant.outbox.set_sink(None);
-        let hook = self
-            .on_drop
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(hook) = hook {
-            hook();
-        }
+        run_once(&self.on_drop);
     }
 }
 

@@ -503,18 +503,12 @@ impl ReferenceCache {
                 Some(text) => {
                     let body: Arc<str> = Arc::from(text.as_str());
                     let ttl = ttl_of(kind, &inner.config);
-                    self.store(
-                        &key,
-                        Some(body.clone()),
-                        ttl,
-                        ttl + inner.config.stale_if_error,
-                        &flag,
-                    );
+                    self.store(&key, Some(body.clone()), ttl, &flag);
                     Ok(body)
                 }
                 None => {
                     let ttl = inner.config.ttl.not_found;
-                    self.store(&key, None, ttl, ttl, &flag);
+                    self.store(&key, None, ttl, &flag);
                     Err(CoreError::NotFound(kind.path(&id)))
                 }
             },
@@ -581,20 +575,14 @@ impl ReferenceCache {
                 let body: Arc<str> = Arc::from(text);
                 let ttl = ttl_of(kind, &inner.config);
                 if self.share(ticket, Some(&body), ttl, &flag).await {
-                    self.store(
-                        &key,
-                        Some(body.clone()),
-                        ttl,
-                        ttl + inner.config.stale_if_error,
-                        &flag,
-                    );
+                    self.store(&key, Some(body.clone()), ttl, &flag);
                 }
                 Ok(body)
             }
             Err(CoreError::NotFound(p)) => {
                 let ttl = inner.config.ttl.not_found;
                 if self.share(ticket, Some(NOT_FOUND_VALUE), ttl, &flag).await {
-                    self.store(&key, None, ttl, ttl, &flag);
+                    self.store(&key, None, ttl, &flag);
                 }
                 Err(CoreError::NotFound(p))
             }
@@ -646,13 +634,13 @@ impl ReferenceCache {
             Some(body) => {
                 let own = ttl_of(kind, c);
                 let ttl = remaining.map_or(own, |r| r.min(own));
-                self.store(key, Some(body.clone()), ttl, ttl + c.stale_if_error, flag);
+                self.store(key, Some(body.clone()), ttl, flag);
                 Ok(body)
             }
             None => {
                 let own = c.ttl.not_found;
                 let ttl = remaining.map_or(own, |r| r.min(own));
-                self.store(key, None, ttl, ttl, flag);
+                self.store(key, None, ttl, flag);
                 Err(CoreError::NotFound(path.to_owned()))
             }
         }
@@ -684,17 +672,16 @@ impl ReferenceCache {
         true
     }
 
-    /// Caches a fetched answer, within the byte bound (see the module docs).
-    /// Runs moka's maintenance on the calling (fetching) task.
-    fn store(
-        &self,
-        key: &str,
-        body: Option<Arc<str>>,
-        ttl: Duration,
-        hold: Duration,
-        flag: &AtomicBool,
-    ) {
+    /// Caches a fetched answer for `ttl`, within the byte bound (see the
+    /// module docs); an object is held `staleIfErrorMs` longer (stale-if-error),
+    /// a remembered 404 is not. Runs moka's maintenance on the calling
+    /// (fetching) task.
+    fn store(&self, key: &str, body: Option<Arc<str>>, ttl: Duration, flag: &AtomicBool) {
         let inner = &self.inner;
+        let hold = match body {
+            Some(_) => ttl + inner.config.stale_if_error,
+            None => ttl,
+        };
         let cache = self.entries();
         let max = inner.config.max_reference_bytes;
         let weight = weight_of(key, body.as_deref());
@@ -849,7 +836,7 @@ mod tests {
     fn put(c: &ReferenceCache, key: &str, body_len: usize) {
         let body: Arc<str> = Arc::from(format!("{{\"b\":\"{}\"}}", "x".repeat(body_len)));
         let ttl = Duration::from_secs(60);
-        c.store(key, Some(body), ttl, ttl, &AtomicBool::new(false));
+        c.store(key, Some(body), ttl, &AtomicBool::new(false));
     }
 
     /// (entries, bytes) as moka holds them, after its maintenance.
