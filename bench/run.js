@@ -40,7 +40,11 @@ const SMOKE = process.argv.includes('--smoke')
 // writes RESULTS-pool.md and the fleet group RESULTS-fleet.md all the same (their rows are
 // complete by themselves); --fleet-size=N sets the fleet group's fleets' size.
 const ONLY = (process.argv.find((a) => a.startsWith('--only=')) || '').slice(7)
-const runs = (group) => !ONLY || ONLY.split(',').includes(group)
+// --skip=pool,fleet runs everything else and still writes RESULTS.md (the pool and
+// fleet groups have files of their own).
+const SKIP = (process.argv.find((a) => a.startsWith('--skip=')) || '').slice(7)
+const runs = (group) =>
+  (!ONLY || ONLY.split(',').includes(group)) && !SKIP.split(',').includes(group)
 // --pool-separate=N: the pool group's separate-consumers side holds N tenants instead of the
 // default (500 at full size), e.g. 5000 to check row 8a at the pool's size (~2 GB, minutes).
 const POOL_SEPARATE = Number(
@@ -91,7 +95,7 @@ const SIZES = SMOKE
       micro: { targetMs: 40, reps: 9 },
       stampede: { concurrency: 1000, reps: 3 },
       refProfiles: 256,
-      propagation: { rate: 1000, events: 5000, warmup: 200, reps: 3 },
+      propagation: { rate: 1000, events: 5000, warmup: 200, reps: 5 },
       storm: { events: 100000, ops: 10000, reps: 3 },
       memory: { profiles: 100000, concurrency: 64, reps: 3 },
       coldStart: {
@@ -415,8 +419,8 @@ async function microRows(ctx) {
     base: rb,
     floor: rf,
     floorIs: '`JSON.parse` of the same profile text',
-    target: '≤ 2× floor',
-    met: rp <= 2 * rf && extraRequests === 0,
+    target: '≤ 1.5× floor (issue 13)',
+    met: rp <= 1.5 * rf && extraRequests === 0,
     detail:
       `${refIds.length} cached profiles of ${meanBytes} bytes on average; each call awaited. ` +
       'The baseline returns its cached object itself (the design: shared and mutable, not ' +
@@ -501,6 +505,8 @@ async function propagationRow(redis) {
   const p99 = (s) => med(res[s], 'p99Us')
   const p50 = (s) => med(res[s], 'p50Us')
   const perRun = (s) => res[s].map((x) => fmtUs(x.p99Us)).join(', ')
+  // runs are paired by their index: run r of each side ran back to back
+  const notWorse = res.package.filter((x, r) => x.p99Us <= res.baseline[r].p99Us).length
   return {
     id: '3',
     title: `Propagation at ${S.rate.toLocaleString('en')} events/s, publish → visible, p99`,
@@ -509,11 +515,12 @@ async function propagationRow(redis) {
     base: p99('baseline'),
     floor: p99('floor'),
     floorIs: 'a bare RESP subscriber (test helper) in the same process: message reaches JS',
-    target: '≤ 1 ms and ≤ baseline',
-    met: p99('package') <= 1000 && p99('package') <= p99('baseline'),
+    target: '≤ 1 ms, and ≤ baseline in at least 4 of 5 runs (issue 13)',
+    met: p99('package') <= 1000 && notWorse >= Math.ceil((4 * S.reps) / 5),
     detail:
       `${S.events.toLocaleString('en')} events per run after ${S.warmup} warm-up events, ` +
-      `median of ${S.reps} runs per side. p50: package ${fmtUs(p50('package'))}, baseline ` +
+      `median of ${S.reps} runs per side; the package's p99 was at or below the baseline's ` +
+      `in ${notWorse} of ${S.reps} runs. p50: package ${fmtUs(p50('package'))}, baseline ` +
       `${fmtUs(p50('baseline'))}, floor ${fmtUs(p50('floor'))}. p99 per run: package ` +
       `${perRun('package')}; baseline ${perRun('baseline')}; floor ${perRun('floor')}. ` +
       'Max (median over runs): ' +
@@ -604,6 +611,11 @@ async function stormRows(redis) {
       return parts.length ? parts.join(', ') : 'below the 10 ms tick'
     }
     const perRun = (s) => res[s].map((x) => fmtMs(x.eldP99Ms)).join(', ')
+    // the core's threads (tokio workers and blocking threads share the name), per event
+    const workerUs = median(
+      res.package.map((x) => ((x.cpuMs['tokio-rt-worker'] || 0) * 1000) / x.events),
+    )
+    const saturated = load === 'saturated'
     const lookupNote =
       load === 'paced'
         ? '100 lookups (50 `getCreditCost` + 50 `checkPermission`) on a 1 ms `setInterval`: a service with headroom'
@@ -617,8 +629,10 @@ async function stormRows(redis) {
       floor: med(res.floor, 'eldP99Ms'),
       floorIs:
         'the same lookups on plain Maps while a bare subscriber in another process takes the events',
-      target: '≤ 1/5 of baseline, every event applied',
-      met: pkg * 5 <= base && allApplied('package'),
+      target: saturated
+        ? '≤ 1/5 of baseline, every event applied; core CPU ≤ 1 µs per event (issue 13)'
+        : '≤ 1/5 of baseline, every event applied',
+      met: pkg * 5 <= base && allApplied('package') && (!saturated || workerUs <= 1),
       detail:
         `Lookups: ${lookupNote}. Published by another process with pipelining (the test ` +
         `helper \`publishMany\`); monitorEventLoopDelay at 1 ms resolution (so ~1 ms is its ` +
@@ -636,6 +650,8 @@ async function stormRows(redis) {
         `floor ${fmtMs(med(res.floor, 'eldMaxMs'))}. Lookups served per second during the storm: ` +
         `package ${fmtInt(med(res.package, 'lookupsPerSec'))}, baseline ` +
         `${fmtInt(med(res.baseline, 'lookupsPerSec'))}, floor ${fmtInt(med(res.floor, 'lookupsPerSec'))}. ` +
+        `CPU time of the core's threads (\`tokio-rt-worker\`) per event: ${workerUs.toFixed(2)} µs ` +
+        `(10 ms clock ticks). ` +
         `CPU time of the measured process during the storm, per thread: package ${cpu('package')}; ` +
         `baseline ${cpu('baseline')}. Involuntary context switches of the main thread: package ` +
         `${med(res.package, 'mainInvoluntarySwitches')}, baseline ` +
@@ -682,8 +698,8 @@ async function memoryRow(redis) {
     base,
     floor: med(res.floor, 'rssGrowthMiB'),
     floorIs: "a `Map` of the profiles' JSON texts (the raw bytes)",
-    target: '≤ 0.5× baseline',
-    met: pkg <= 0.5 * base && complete('package'),
+    target: '≤ 500 B per profile (≤ 0.5× the raw text; issue 13)',
+    met: (pkg * 1048576) / S.profiles <= 500 && complete('package'),
     detail:
       `Each side in its own process (node --expose-gc; full GCs before both readings), ` +
       `${S.concurrency} fetches in flight, simulator in the parent; median of ${S.reps}. ` +
@@ -792,8 +808,12 @@ async function coldStartRow(redis, { compression = null, uncompressed = null } =
     base,
     floor: med(res.floor, 'initMs'),
     floorIs: 'downloading every page as text, no parsing (simulator + HTTP alone)',
-    target: '≤ 0.5× baseline; peak RSS reported',
-    met: pkg <= 0.5 * base && complete('package'),
+    target: '≤ 1.1× floor; RSS after init ≤ 150 MiB, peak ≤ 250 MiB (issue 13)',
+    met:
+      pkg <= 1.1 * med(res.floor, 'initMs') &&
+      med(res.package, 'rssAfterGcMiB') <= 150 &&
+      med(res.package, 'peakRssMiB') <= 250 &&
+      complete('package'),
     detail:
       `Pages of ${S.pageSize.toLocaleString('en')} items from the simulator in the parent ` +
       `(${fmtMiB(med(res.floor, 'bytes') / 1048576)} of JSON); each side in its own process; ` +
