@@ -170,6 +170,22 @@ test('a wrong Redis password fails the redis line and names the refusal', async 
   t.false(r.stdout.includes('not-the-password-77'))
 })
 
+test('a password in the URL for a Redis that has none: the redis line says so, not a bare ERR', async (t) => {
+  const s = await setup(t)
+  const open = await startRedis()
+  t.teardown(() => open.stop())
+  const r = await runCli(s.args, {
+    ...s.env,
+    REDIS_URL: open.url.replace('redis://', 'redis://:unneeded-pass-55@'),
+  })
+  t.is(r.code, 1)
+  t.regex(
+    line(r, 'redis'),
+    /^fail redis: REDIS_UNAVAILABLE: .*gives a password but this Redis server has none/,
+  )
+  t.false(r.stdout.includes('unneeded-pass-55'))
+})
+
 test('Wrapper 401: the wrapper line fails naming WRAPPER_AUTH; neither token is printed', async (t) => {
   const s = await setup(t)
   const wrong = 'wrong-tok-Pq0zX91'

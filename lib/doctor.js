@@ -503,6 +503,11 @@ function checkConfig(cfg) {
 function redisErrorText(err) {
   if (err && (err.code === 'WRONGPASS' || err.code === 'NOAUTH' || err.code === 'NOPERM'))
     return `Redis refused the credentials (${err.code})`
+  // Redis 6+: "ERR AUTH <password> called without any password configured for
+  // the default user…" (the text is literal: Redis never echoes the password)
+  if (err && err.name === 'RedisReplyError' && /\bAUTH\b.*without any password/.test(err.message))
+    return 'the URL gives a password but this Redis server has none set for the user (remove it from the URL, or set requirepass / an ACL user)'
+  if (err && err.name === 'RedisReplyError') return `Redis replied: ${err.message}`
   return errorText(err)
 }
 
