@@ -419,7 +419,7 @@ class SmartCRMConsumer extends EventEmitter {
     })
   }
 
-  /** The entity's hierarchy (`hierarchy:{id}`, 15 min by default). */ /** The entity's hierarchy (`hierarchy:{id}`, 15 min by default). */
+  /** The entity's hierarchy (`hierarchy:{id}`, 15 min by default). */
   getHierarchy(entityId) {
     return this._reference('hierarchy', 'entityId', entityId)
   }
