@@ -132,6 +132,17 @@ impl<T: PartialEq> Table<T> {
         self.live += 1;
     }
 
+    /// The live entries sorted by key, with their versions.
+    fn sorted(&self) -> Vec<(&str, &T, Option<u64>)> {
+        let mut v: Vec<(&str, &T, Option<u64>)> = self
+            .map
+            .iter()
+            .filter_map(|(k, s)| s.value.as_ref().map(|v| (k.as_str(), v, s.version)))
+            .collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        v
+    }
+
     /// Calls `emit(key, new)` for every key whose live value differs between
     /// `self` (old) and `new` (`None` = now absent).
     fn diff(&self, new: &Table<T>, mut emit: impl FnMut(&str, Option<&T>)) {
@@ -762,6 +773,26 @@ impl CriticalStore {
                 .collect(),
             unchanged: [false; 4],
         }
+    }
+
+    /// The live credits sorted by id, with their versions (the shared
+    /// snapshot's encoder: sorted, so equal tables give equal bytes).
+    pub fn credits_sorted(&self) -> Vec<(&str, &Credit, Option<u64>)> {
+        self.credits.sorted()
+    }
+
+    /// The live roles sorted by id, with their versions.
+    pub fn roles_sorted(&self) -> Vec<(&str, &Names, Option<u64>)> {
+        self.roles.sorted()
+    }
+
+    /// The live configs sorted by id: (id, JSON text, version).
+    pub fn configs_sorted(&self) -> Vec<(&str, &str, Option<u64>)> {
+        self.configs
+            .sorted()
+            .into_iter()
+            .map(|(k, j, v)| (k, j.as_str(), v))
+            .collect()
     }
 
     /// The users table (the shared snapshot's encoder reads it in order).
