@@ -533,6 +533,7 @@ impl WrapperClient {
             }
             let mut s = sink.take().expect("the sink is back after each page");
             let mut job = None;
+            let mut speculative: Option<(String, PageTask)> = None;
             let head = if body.len() < INLINE_PAGE_BYTES {
                 let mut head = None;
                 let rows = parse_page(&body, &mut s, held, max_rows, |h| head = Some(h));
@@ -540,6 +541,15 @@ impl WrapperClient {
                 rows?;
                 head
             } else {
+                // The cursor is most often the page's last member: guess it
+                // from the tail and ask for that page now; the parsed cursor
+                // decides (a wrong guess is dropped, its request aborted).
+                let guess = guess_cursor(&body)
+                    .filter(|c| !seen.contains(c) && pages < self.limits.max_pages);
+                speculative = guess.map(|c| {
+                    let task = self.fetch_page(path, Some(&c), None);
+                    (c, task)
+                });
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 job = Some(worker.run(move || {
                     let r = parse_page(&body, &mut s, held, max_rows, |h| {
@@ -565,7 +575,10 @@ impl WrapperClient {
                         "page {pages} repeats a nextCursor seen earlier in this load (a paging cycle)"
                     )));
                 }
-                next_page = Some(self.fetch_page(path, Some(&c), None));
+                next_page = Some(match speculative.take() {
+                    Some((guess, task)) if guess == c => task,
+                    _ => self.fetch_page(path, Some(&c), None),
+                });
                 seen.insert(c);
             }
             // The next page downloads while this one's rows are built.
@@ -892,6 +905,23 @@ fn parse_page<S: RowSink>(
     }
 }
 
+/// The `nextCursor` a page most likely has, read from its last bytes
+/// (`…,"nextCursor":"c"}`) without parsing it: a guess, used only to ask for
+/// the next page early (the parsed page decides). `None` for a cursor with
+/// escapes, `null`, or anything else.
+fn guess_cursor(body: &[u8]) -> Option<String> {
+    const KEY: &[u8] = b"\"nextCursor\":";
+    let tail = &body[body.len().saturating_sub(256)..];
+    let at = tail.windows(KEY.len()).rposition(|w| w == KEY)? + KEY.len();
+    let rest = tail[at..].strip_prefix(b"\"")?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    let c = std::str::from_utf8(&rest[..end]).ok()?;
+    if c.contains('\\') || c.is_empty() {
+        return None;
+    }
+    Some(c.to_owned())
+}
+
 fn first_byte(body: &[u8]) -> Option<u8> {
     body.iter().find(|b| !b.is_ascii_whitespace()).copied()
 }
@@ -1082,6 +1112,51 @@ mod tests {
             Err(CoreError::InvalidResponse(m)) => assert!(m.contains("not JSON"), "{m}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_cursor_guess_reads_the_tail() {
+        let g = |s: &str| guess_cursor(s.as_bytes());
+        assert_eq!(
+            g(r#"{"items":[],"nextCursor":"p-2"}"#).as_deref(),
+            Some("p-2")
+        );
+        assert_eq!(g(r#"{"items":[],"nextCursor":null}"#), None);
+        assert_eq!(g(r#"{"items":[],"nextCursor":"a\"b"}"#), None);
+        assert_eq!(g(r#"{"nextCursor":"x","items":[]}"#).as_deref(), Some("x"));
+    }
+
+    #[tokio::test]
+    async fn a_wrong_cursor_guess_is_dropped_and_the_parsed_cursor_followed() {
+        // the real cursor comes first; the last row holds a decoy
+        let page = |n: usize, next: &str| {
+            let mut items = users_json(n * 3000, 3000, "active");
+            items.push(
+                json!({ "userId": format!("decoy{n}"), "status": "active", "roles": [],
+                               "note": "\"nextCursor\":\"decoy\"" }),
+            );
+            let body = format!(
+                r#"{{"nextCursor":{next},"items":{},"x":{{"nextCursor":"decoy"}}}}"#,
+                Value::Array(items)
+            );
+            Reply {
+                status: 200,
+                headers: vec![("content-type", "application/json".into())],
+                body: body.into_bytes(),
+                length: true,
+            }
+        };
+        let (url, log) = serve(move |path| match path {
+            "/api/users/access" => page(0, r#""two""#),
+            "/api/users/access?cursor=two" => page(1, "null"),
+            _ => json_reply(json!([])),
+        })
+        .await;
+        let w = client(&url, json!({}));
+        let built = w.snapshot().await.unwrap();
+        assert_eq!(built.store.sizes()[2], 6002, "both pages, all rows");
+        let log = log.lock().unwrap();
+        assert!(log.iter().any(|p| p == "/api/users/access?cursor=two"));
     }
 
     fn budget(max: u64) -> LoadBudget {
