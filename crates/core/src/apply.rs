@@ -301,6 +301,7 @@ impl<'a> Applier<'a> {
         let mut delta = Delta::default();
         tenant.store().diff_changed(&new, unchanged, &mut delta);
         let first = !tenant.metrics.ready.load(Relaxed);
+        let new_rows: usize = new.sizes().iter().sum();
         let old = {
             let mut store = tenant.store_mut();
             // Tables the Wrapper said are unchanged stay as they are (O(1)).
@@ -309,8 +310,12 @@ impl<'a> Applier<'a> {
             tenant.outbox.with(|d| d.merge(delta));
             old
         };
-        // Dropping a million-row table takes a while: not on this task.
-        tokio::task::spawn_blocking(move || drop(old));
+        // Dropping a million-row table takes a while: not on this task, and
+        // at low priority; after a large load (its pages freed too) the
+        // memory is given back (background.rs, memory.rs).
+        let old_rows: usize = old.sizes().iter().sum();
+        let large = new_rows.max(old_rows) >= crate::memory::LARGE_LOAD_ROWS;
+        crate::background::drop_low(old, large);
         if reason.drops_reference() {
             tenant.reference.clear();
         }

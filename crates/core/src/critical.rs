@@ -19,14 +19,19 @@
 //! `RwLock`, written only by the subscription task.
 
 use std::collections::HashMap as StdHashMap;
+use std::hash::BuildHasher;
 
 use compact_str::CompactString;
+use serde_json::value::RawValue;
 
 use crate::delta::Delta;
 use crate::error::{CoreError, Result};
 use crate::ids::check_row_id;
 use crate::intern::{self, Names};
-use crate::model::{Access, ConfigRow, Credit, CreditRow, RoleRow, Snapshot, UserRow};
+use crate::model::{
+    Access, ConfigRow, Credit, CreditRow, CreditRowRef, RoleRow, RoleRowRef, Snapshot, UserRow,
+    UserRowRef,
+};
 use crate::protocol::{Change, Event, Rejection};
 
 /// The tables' map: foldhash (randomly seeded, several times faster than
@@ -127,6 +132,17 @@ impl<T: PartialEq> Table<T> {
         self.live += 1;
     }
 
+    /// The live entries sorted by key, with their versions.
+    fn sorted(&self) -> Vec<(&str, &T, Option<u64>)> {
+        let mut v: Vec<(&str, &T, Option<u64>)> = self
+            .map
+            .iter()
+            .filter_map(|(k, s)| s.value.as_ref().map(|v| (k.as_str(), v, s.version)))
+            .collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        v
+    }
+
     /// Calls `emit(key, new)` for every key whose live value differs between
     /// `self` (old) and `new` (`None` = now absent).
     fn diff(&self, new: &Table<T>, mut emit: impl FnMut(&str, Option<&T>)) {
@@ -140,6 +156,219 @@ impl<T: PartialEq> Table<T> {
                 emit(k, None);
             }
         }
+    }
+}
+
+/// A user entry's `flags`: a version was given.
+const HAS_VERSION: u32 = 1;
+/// A user entry's `shape` after a delete (a tombstone).
+const TOMBSTONE: u32 = u32::MAX;
+
+/// One user of [`UserTable`]: 40 bytes, no allocation for ids of up to 24
+/// bytes.
+#[derive(Debug, Clone)]
+struct UserEntry {
+    /// The user id (inline up to 24 bytes).
+    id: CompactString,
+    /// The highest version applied, meaningful when `flags & HAS_VERSION`.
+    version: u64,
+    /// Index of the access in [`UserTable::shapes`]; [`TOMBSTONE`] after a
+    /// delete (kept so a late, older upsert stays ignored).
+    shape: u32,
+    /// [`HAS_VERSION`].
+    flags: u32,
+}
+
+impl UserEntry {
+    /// The version as the rule reads it.
+    fn version(&self) -> Option<u64> {
+        (self.flags & HAS_VERSION != 0).then_some(self.version)
+    }
+
+    /// Sets the version (`None` keeps the held one, as `Table::put` does).
+    fn set_version(&mut self, version: Option<u64>) {
+        if let Some(v) = version {
+            self.version = v;
+            self.flags |= HAS_VERSION;
+        }
+    }
+}
+
+/// The users table: a dense `Vec` of [`UserEntry`] (in the order users were
+/// first written; tombstones stay in place) and a `hashbrown::HashTable` of
+/// indices into it, hashed by id, so an id is stored once and a user costs
+/// its 40-byte entry plus about 5 bytes of index (a `HashMap<CompactString,
+/// _>` slot of the generic [`Table`] took ~100). A million users share a few
+/// hundred (status, roles) shapes, kept once per table in `shapes`.
+///
+/// Same rules as [`Table`]: the version rule, tombstones, the live count.
+#[derive(Clone, Default)]
+pub struct UserTable {
+    /// Entries and tombstones, in the order of their first write.
+    entries: Vec<UserEntry>,
+    /// Index into `entries`, hashed by the entry's id with `hasher`.
+    index: hashbrown::HashTable<u32>,
+    /// The index's hasher (randomly seeded foldhash).
+    hasher: foldhash::fast::RandomState,
+    /// The distinct accesses of this table, indexed by `UserEntry::shape`.
+    shapes: Vec<Access>,
+    /// Shape address (`Access::shape_addr`) → index in `shapes`.
+    shape_of: HashMap<usize, u32>,
+    /// Entries that are not tombstones.
+    live: usize,
+}
+
+impl std::fmt::Debug for UserTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserTable")
+            .field("entries", &self.entries.len())
+            .field("live", &self.live)
+            .field("shapes", &self.shapes.len())
+            .finish()
+    }
+}
+
+impl UserTable {
+    /// A table with room for `n` users without growing.
+    fn with_capacity(n: usize) -> Self {
+        UserTable {
+            entries: Vec::with_capacity(n),
+            index: hashbrown::HashTable::with_capacity(n),
+            ..Default::default()
+        }
+    }
+
+    /// Room for `n` more users.
+    fn reserve(&mut self, n: usize) {
+        self.entries.reserve(n);
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        self.index
+            .reserve(n, |&j| hasher.hash_one(entries[j as usize].id.as_str()));
+    }
+
+    /// The position of `key` in `entries`.
+    fn find(&self, key: &str) -> Option<usize> {
+        let hash = self.hasher.hash_one(key);
+        let entries = &self.entries;
+        self.index
+            .find(hash, |&i| entries[i as usize].id == key)
+            .map(|&i| i as usize)
+    }
+
+    /// The live access of `key`.
+    pub fn get(&self, key: &str) -> Option<&Access> {
+        let e = &self.entries[self.find(key)?];
+        self.shapes.get(e.shape as usize)
+    }
+
+    /// Live users (tombstones excluded). O(1).
+    pub fn live(&self) -> usize {
+        self.live
+    }
+
+    /// The index of `access` in `shapes`, adding it when new.
+    fn shape(&mut self, access: Access) -> u32 {
+        let addr = access.shape_addr();
+        if let Some(&i) = self.shape_of.get(&addr) {
+            return i;
+        }
+        let i = self.shapes.len() as u32;
+        self.shapes.push(access);
+        self.shape_of.insert(addr, i);
+        i
+    }
+
+    /// The version rule (see [`Table`]).
+    fn check(&self, key: &str, version: Option<u64>) -> Result<(), Rejection> {
+        let held = self.find(key).and_then(|i| self.entries[i].version());
+        match (held, version) {
+            (Some(held), Some(v)) if v <= held => Err(Rejection::Stale),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes `value` (`None` = tombstone) under `key`; with `keep_version`
+    /// a `None` version keeps the held one (events), without it the given
+    /// one replaces it (a repeated snapshot row: the later row wins).
+    fn write(
+        &mut self,
+        key: &str,
+        value: Option<Access>,
+        version: Option<u64>,
+        keep_version: bool,
+    ) {
+        let shape = match value {
+            Some(a) => self.shape(a),
+            None => TOMBSTONE,
+        };
+        let is_live = shape != TOMBSTONE;
+        match self.find(key) {
+            Some(i) => {
+                let e = &mut self.entries[i];
+                if e.shape != TOMBSTONE {
+                    self.live -= 1;
+                }
+                e.shape = shape;
+                if !keep_version {
+                    e.flags &= !HAS_VERSION;
+                }
+                e.set_version(version);
+            }
+            None => {
+                // 4 billion users would take 160 GB of entries first.
+                let i = u32::try_from(self.entries.len()).unwrap_or(u32::MAX - 1);
+                let mut e = UserEntry {
+                    id: CompactString::new(key),
+                    version: 0,
+                    shape,
+                    flags: 0,
+                };
+                e.set_version(version);
+                self.entries.push(e);
+                let (entries, hasher) = (&self.entries, &self.hasher);
+                self.index.insert_unique(hasher.hash_one(key), i, |&j| {
+                    hasher.hash_one(entries[j as usize].id.as_str())
+                });
+            }
+        }
+        if is_live {
+            self.live += 1;
+        }
+    }
+
+    /// Writes an event's value, keeping the higher of the held and the given
+    /// version (as [`Table`] does).
+    fn put(&mut self, key: &str, value: Option<Access>, version: Option<u64>) {
+        self.write(key, value, version, true);
+    }
+
+    /// Adds a snapshot row (a repeated id: the later row wins, in the place
+    /// of the first).
+    fn insert_row(&mut self, key: &str, access: Access, version: Option<u64>) {
+        self.write(key, Some(access), version, false);
+    }
+
+    /// The live users with their versions, in table order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Access, Option<u64>)> {
+        self.entries.iter().filter_map(|e| {
+            let a = self.shapes.get(e.shape as usize)?;
+            Some((e.id.as_str(), a, e.version()))
+        })
+    }
+
+    /// The distinct accesses this table refers to (some may be unused after
+    /// events replaced them).
+    pub fn shapes(&self) -> &[Access] {
+        &self.shapes
+    }
+
+    /// The live users as (id, index into [`UserTable::shapes`], version), in
+    /// table order (the shared snapshot's encoder).
+    pub fn iter_indexed(&self) -> impl Iterator<Item = (&str, u32, Option<u64>)> {
+        self.entries
+            .iter()
+            .filter(|e| e.shape != TOMBSTONE)
+            .map(|e| (e.id.as_str(), e.shape, e.version()))
     }
 }
 
@@ -195,20 +424,59 @@ pub struct CriticalStore {
     credits: Table<Credit>,
     /// `roleId` → permission list (interned: equal lists are shared).
     roles: Table<Names>,
-    /// `userId` → access (one pointer to an interned shape).
-    users: Table<Access>,
+    /// `userId` → access: the dense [`UserTable`] (a million users).
+    users: UserTable,
     /// `configId` → compact JSON text of the value.
     configs: Table<String>,
 }
 
+/// What [`write`] needs of a table: the generic [`Table`] and the dense
+/// [`UserTable`] keep the same version rule.
+trait Versioned {
+    /// The table's value.
+    type Value;
+    /// The version rule.
+    fn check(&self, key: &str, version: Option<u64>) -> Result<(), Rejection>;
+    /// The live value.
+    fn get(&self, key: &str) -> Option<&Self::Value>;
+    /// Writes a value or a tombstone, keeping the higher version.
+    fn put(&mut self, key: &str, value: Option<Self::Value>, version: Option<u64>);
+}
+
+impl<T: PartialEq> Versioned for Table<T> {
+    type Value = T;
+    fn check(&self, key: &str, version: Option<u64>) -> Result<(), Rejection> {
+        Table::check(self, key, version)
+    }
+    fn get(&self, key: &str) -> Option<&T> {
+        Table::get(self, key)
+    }
+    fn put(&mut self, key: &str, value: Option<T>, version: Option<u64>) {
+        Table::put(self, key, value, version)
+    }
+}
+
+impl Versioned for UserTable {
+    type Value = Access;
+    fn check(&self, key: &str, version: Option<u64>) -> Result<(), Rejection> {
+        UserTable::check(self, key, version)
+    }
+    fn get(&self, key: &str) -> Option<&Access> {
+        UserTable::get(self, key)
+    }
+    fn put(&mut self, key: &str, value: Option<Access>, version: Option<u64>) {
+        UserTable::put(self, key, value, version)
+    }
+}
+
 /// Writes one entity: the version rule, then `value(old)` as the new value
 /// (`None` = delete), recorded into the delta by `emit`.
-fn write<T: PartialEq + Clone>(
-    table: &mut Table<T>,
+fn write<V: Versioned>(
+    table: &mut V,
     key: &str,
     version: Option<u64>,
-    value: impl FnOnce(Option<&T>) -> Option<T>,
-    emit: impl FnOnce(&str, Option<&T>),
+    value: impl FnOnce(Option<&V::Value>) -> Option<V::Value>,
+    emit: impl FnOnce(&str, Option<&V::Value>),
 ) -> Result<(), Rejection> {
     table.check(key, version)?;
     let new = value(table.get(key));
@@ -486,7 +754,9 @@ impl CriticalStore {
                     version,
                 })
                 .collect(),
-            users: live(&self.users)
+            users: self
+                .users
+                .iter()
                 .map(|(k, a, version)| UserRow {
                     user_id: k.to_string(),
                     status: a.status().to_owned(),
@@ -503,6 +773,31 @@ impl CriticalStore {
                 .collect(),
             unchanged: [false; 4],
         }
+    }
+
+    /// The live credits sorted by id, with their versions (the shared
+    /// snapshot's encoder: sorted, so equal tables give equal bytes).
+    pub fn credits_sorted(&self) -> Vec<(&str, &Credit, Option<u64>)> {
+        self.credits.sorted()
+    }
+
+    /// The live roles sorted by id, with their versions.
+    pub fn roles_sorted(&self) -> Vec<(&str, &Names, Option<u64>)> {
+        self.roles.sorted()
+    }
+
+    /// The live configs sorted by id: (id, JSON text, version).
+    pub fn configs_sorted(&self) -> Vec<(&str, &str, Option<u64>)> {
+        self.configs
+            .sorted()
+            .into_iter()
+            .map(|(k, j, v)| (k, j.as_str(), v))
+            .collect()
+    }
+
+    /// The users table (the shared snapshot's encoder reads it in order).
+    pub fn users(&self) -> &UserTable {
+        &self.users
     }
 
     /// Live entries (tombstones excluded) per table: credits, roles, users,
@@ -550,7 +845,7 @@ impl StoreBuilder {
             store: CriticalStore {
                 credits: Table::with_capacity(sizes[0]),
                 roles: Table::with_capacity(sizes[1]),
-                users: Table::with_capacity(sizes[2]),
+                users: UserTable::with_capacity(sizes[2]),
                 configs: Table::with_capacity(sizes[3]),
             },
             rows: [0; 4],
@@ -613,6 +908,150 @@ impl StoreBuilder {
     /// The store.
     pub fn finish(self) -> CriticalStore {
         self.store
+    }
+
+    /// The store of a load's four lists, each built apart ([`ListBuilder`]):
+    /// each table is moved out of its list's builder (O(1)). A list missing
+    /// (`None`: the Wrapper answered 304) leaves its table empty, for
+    /// [`CriticalStore::adopt`] to fill.
+    pub fn join(lists: [Option<ListBuilder>; 4]) -> CriticalStore {
+        let mut store = CriticalStore::default();
+        for l in lists.into_iter().flatten() {
+            let mut s = l.builder.store;
+            match l.list {
+                List::Credits => std::mem::swap(&mut store.credits, &mut s.credits),
+                List::Roles => std::mem::swap(&mut store.roles, &mut s.roles),
+                List::Users => std::mem::swap(&mut store.users, &mut s.users),
+                List::Configs => std::mem::swap(&mut store.configs, &mut s.configs),
+            }
+        }
+        store
+    }
+}
+
+/// The four lists of a full load, in the store's table order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum List {
+    /// `GET /api/credits/configs`.
+    Credits = 0,
+    /// `GET /api/roles`.
+    Roles = 1,
+    /// `GET /api/users/access`.
+    Users = 2,
+    /// `GET /api/configs/active`.
+    Configs = 3,
+}
+
+impl List {
+    /// All four, in order.
+    pub const ALL: [List; 4] = [List::Credits, List::Roles, List::Users, List::Configs];
+
+    /// The Wrapper path of the list.
+    pub fn path(self) -> &'static str {
+        match self {
+            List::Credits => "/api/credits/configs",
+            List::Roles => "/api/roles",
+            List::Users => USERS,
+            List::Configs => "/api/configs/active",
+        }
+    }
+}
+
+/// Receives one list of a full load page by page (wrapper.rs parses each
+/// page's envelope and hands over its rows), so that no copy of every row
+/// exists before the store does. `Send + 'static`: a large page is handed,
+/// with its sink, to the load's own thread (background.rs).
+pub trait RowSink: Send + 'static {
+    /// Parses and adds one page's rows (raw JSON values, in list order).
+    /// An error names the row (`GET {path}: row {i}: …`) and fails the load.
+    fn push_page(&mut self, rows: &[&RawValue]) -> Result<()>;
+}
+
+/// Parses `raw` as `T`, only from a JSON object (serde's derived structs
+/// would also accept an array of the fields in order).
+fn parse_row<'a, T: serde::Deserialize<'a>>(list: &str, i: usize, raw: &'a RawValue) -> Result<T> {
+    let text = raw.get();
+    let bad = |e: String| CoreError::InvalidResponse(format!("GET {list}: row {i}: {e}"));
+    if !text.trim_start().starts_with('{') {
+        return Err(bad("not a JSON object".into()));
+    }
+    serde_json::from_str(text).map_err(|e| bad(e.to_string()))
+}
+
+/// The [`RowSink`] of one list: a [`StoreBuilder`] that fills only that
+/// list's table, with the interner's front cache of this load. The four
+/// are joined by [`StoreBuilder::join`].
+pub struct ListBuilder {
+    /// Which table it fills.
+    list: List,
+    /// The builder (only `list`'s table is used).
+    builder: StoreBuilder,
+    /// Distinct permission lists and access shapes seen by this load.
+    local: intern::Local,
+}
+
+impl ListBuilder {
+    /// An empty builder of `list`.
+    pub fn new(list: List) -> ListBuilder {
+        ListBuilder {
+            list,
+            builder: StoreBuilder::default(),
+            local: intern::Local::default(),
+        }
+    }
+
+    /// Which list it builds.
+    pub fn list(&self) -> List {
+        self.list
+    }
+}
+
+impl RowSink for ListBuilder {
+    fn push_page(&mut self, rows: &[&RawValue]) -> Result<()> {
+        let path = self.list.path();
+        let b = &mut self.builder;
+        match self.list {
+            List::Credits => {
+                b.store.credits.map.reserve(rows.len());
+                for (i, raw) in rows.iter().enumerate() {
+                    let r: CreditRowRef<'_> = parse_row(path, i, raw)?;
+                    b.push_credit(
+                        &r.operation_code,
+                        r.credit_cost,
+                        r.is_active.unwrap_or(true),
+                        r.version,
+                    )?;
+                }
+            }
+            List::Roles => {
+                b.store.roles.map.reserve(rows.len());
+                for (i, raw) in rows.iter().enumerate() {
+                    let r: RoleRowRef<'_> = parse_row(path, i, raw)?;
+                    let perms = self.local.names(&r.permissions);
+                    b.push_role(&r.role_id, perms, r.version)?;
+                }
+            }
+            List::Users => {
+                b.store.users.reserve(rows.len());
+                for (i, raw) in rows.iter().enumerate() {
+                    let r: UserRowRef<'_> = parse_row(path, i, raw)?;
+                    let at = b.rows[2];
+                    for role in &r.roles {
+                        check_row_id(USERS, "roles[]", at, role)?;
+                    }
+                    let a = self.local.access(&r.status, &r.roles);
+                    b.push_user(&r.user_id, a, r.version)?;
+                }
+            }
+            List::Configs => {
+                for (i, raw) in rows.iter().enumerate() {
+                    let r: ConfigRow = parse_row(path, i, raw)?;
+                    let json = serde_json::to_string(&r.config).unwrap_or_else(|_| "null".into());
+                    b.push_config(&r.config_id, json, r.version)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -834,5 +1273,173 @@ mod tests {
             ..Default::default()
         });
         assert!(bad_cost.is_err());
+    }
+
+    fn user_ev(id: &str, status: &str, v: Option<u64>) -> Event {
+        ev(
+            v,
+            Change::UserStatus {
+                user_id: id.into(),
+                status: status.into(),
+                roles: Some(vec!["r".into()]),
+            },
+        )
+    }
+
+    fn delete_user(id: &str, v: Option<u64>) -> Event {
+        ev(v, Change::UserDeleted { user_id: id.into() })
+    }
+
+    #[test]
+    fn the_dense_user_table_keeps_the_version_rule_and_tombstones() {
+        let mut s = CriticalStore::default();
+        let mut d = Delta::default();
+        // many users, so the index grows (rehashes) under the writes
+        for i in 0..5000 {
+            s.apply(&user_ev(&format!("user-{i}"), "active", Some(5)), &mut d)
+                .unwrap();
+        }
+        assert_eq!(s.sizes()[2], 5000);
+        assert_eq!(
+            s.apply(&user_ev("user-7", "suspended", Some(5)), &mut d),
+            Err(Rejection::Stale),
+            "not newer"
+        );
+        assert_eq!(
+            s.apply(&user_ev("user-7", "suspended", Some(4)), &mut d),
+            Err(Rejection::Stale)
+        );
+        assert_eq!(s.user_access("user-7").unwrap().status(), "active");
+        // no version: applied, and the held version stays
+        s.apply(&user_ev("user-7", "suspended", None), &mut d)
+            .unwrap();
+        assert_eq!(s.user_access("user-7").unwrap().status(), "suspended");
+        assert_eq!(
+            s.apply(&user_ev("user-7", "active", Some(5)), &mut d),
+            Err(Rejection::Stale),
+            "a write without a version keeps the held one"
+        );
+        // a delete leaves a tombstone with its version
+        s.apply(&delete_user("user-7", Some(9)), &mut d).unwrap();
+        assert!(s.user_access("user-7").is_none());
+        assert_eq!(s.sizes()[2], 4999, "a tombstone is not live");
+        assert_eq!(
+            s.apply(&user_ev("user-7", "active", Some(8)), &mut d),
+            Err(Rejection::Stale),
+            "a late, older upsert stays ignored after the delete"
+        );
+        assert_eq!(s.sizes()[2], 4999);
+        s.apply(&user_ev("user-7", "active", Some(10)), &mut d)
+            .unwrap();
+        assert_eq!(s.sizes()[2], 5000, "revived");
+        // deleting twice counts once; deleting an unknown user leaves a tombstone
+        s.apply(&delete_user("user-8", None), &mut d).unwrap();
+        s.apply(&delete_user("user-8", None), &mut d).unwrap();
+        s.apply(&delete_user("nobody", Some(3)), &mut d).unwrap();
+        assert_eq!(s.sizes()[2], 4999);
+        assert_eq!(
+            s.apply(&user_ev("nobody", "active", Some(2)), &mut d),
+            Err(Rejection::Stale)
+        );
+        // every other user is still found
+        for i in (0..5000).filter(|i| *i != 8) {
+            assert!(s.user_access(&format!("user-{i}")).is_some(), "user-{i}");
+        }
+        // the rows leave the tombstones out and keep the versions
+        let rows = s.rows();
+        assert_eq!(rows.users.len(), 4999);
+        let u7 = rows.users.iter().find(|u| u.user_id == "user-7").unwrap();
+        assert_eq!(u7.version, Some(10));
+    }
+
+    #[test]
+    fn a_repeated_user_row_is_one_user_and_the_later_row_wins() {
+        let row = |id: &str, status: &str, version: Option<u64>| UserRow {
+            user_id: id.into(),
+            status: status.into(),
+            roles: vec!["r".into()],
+            version,
+        };
+        let s = CriticalStore::from_snapshot(Snapshot {
+            users: vec![
+                row("a", "active", Some(9)),
+                row("b", "active", None),
+                row("a", "suspended", None),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.sizes()[2], 2);
+        assert_eq!(s.user_access("a").unwrap().status(), "suspended");
+        let mut s = s;
+        let mut d = Delta::default();
+        // the later row had no version: the earlier row's 9 is gone with it
+        s.apply(&user_ev("a", "active", Some(1)), &mut d).unwrap();
+        let ids: Vec<&str> = s.users().iter().map(|(id, _, _)| id).collect();
+        assert_eq!(ids, ["a", "b"], "in the place of the first row");
+    }
+
+    #[test]
+    fn a_user_entry_is_forty_bytes() {
+        assert_eq!(std::mem::size_of::<UserEntry>(), 40);
+    }
+
+    #[test]
+    fn pages_build_the_store_the_rows_would() {
+        let page = |text: &str| -> Vec<Box<RawValue>> {
+            let v: Vec<Box<RawValue>> = serde_json::from_str(text).unwrap();
+            v
+        };
+        let mut users = ListBuilder::new(List::Users);
+        let p1 = page(
+            r#"[{"userId":"u1","status":"active","roles":["r"],"version":3},
+                          {"userId":"u\u0032","status":"active","roles":["r"]}]"#,
+        );
+        let p2 = page(r#"[{"userId":"u1","status":"suspended","roles":[]}]"#);
+        for p in [&p1, &p2] {
+            let rows: Vec<&RawValue> = p.iter().map(|b| &**b).collect();
+            users.push_page(&rows).unwrap();
+        }
+        let mut credits = ListBuilder::new(List::Credits);
+        let p = page(r#"[{"operationCode":"op","creditCost":2.5,"isActive":false}]"#);
+        let rows: Vec<&RawValue> = p.iter().map(|b| &**b).collect();
+        credits.push_page(&rows).unwrap();
+        let s = StoreBuilder::join([Some(credits), None, Some(users), None]);
+        assert_eq!(s.sizes(), [1, 0, 2, 0]);
+        assert_eq!(
+            s.user_access("u2"),
+            Some(&Access::new("active", &["r"])),
+            "escapes"
+        );
+        assert_eq!(
+            s.user_access("u1"),
+            Some(&Access::new::<&str>("suspended", &[]))
+        );
+        assert_eq!(
+            s.credit("op"),
+            Some(&Credit {
+                cost: 2.5,
+                active: false
+            })
+        );
+        // the rules of snapshot rows hold page by page, naming the row
+        let mut users = ListBuilder::new(List::Users);
+        let p = page(
+            r#"[{"userId":"ok","status":"active","roles":[]},
+                         {"userId":"bad","status":"active","roles":["a/../b", ""]}]"#,
+        );
+        let rows: Vec<&RawValue> = p.iter().map(|b| &**b).collect();
+        let e = users.push_page(&rows).unwrap_err().to_string();
+        assert!(e.contains("row 1") && e.contains("roles[]"), "{e}");
+        let p = page(r#"[[ "u", "active", [] ]]"#);
+        let rows: Vec<&RawValue> = p.iter().map(|b| &**b).collect();
+        let e = ListBuilder::new(List::Users)
+            .push_page(&rows)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a JSON object"), "{e}");
+        let p = page(r#"[{"operationCode":"op","creditCost":-1}]"#);
+        let rows: Vec<&RawValue> = p.iter().map(|b| &**b).collect();
+        assert!(ListBuilder::new(List::Credits).push_page(&rows).is_err());
     }
 }

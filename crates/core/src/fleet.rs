@@ -34,10 +34,10 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use tokio::time::Instant;
 
+use crate::background::Priority;
 use crate::critical::CriticalStore;
 use crate::error::{CoreError, Result};
 use crate::metrics::{now_ms, Metrics};
-use crate::model::Snapshot;
 use crate::signature::SigningKeys;
 use crate::snapshot;
 use crate::stream::{self, Entry, Keys, StreamId};
@@ -101,6 +101,8 @@ pub struct Wants {
     /// Load the shared snapshot (announced by another instance), never the Wrapper
     /// unless it is unusable.
     pub follow: bool,
+    /// The scheduling of the load's own thread (a reload: low, background.rs).
+    pub priority: Priority,
 }
 
 /// A completed load.
@@ -120,29 +122,6 @@ pub struct Loaded {
 
 fn redis_err(e: redis::RedisError) -> CoreError {
     CoreError::RedisUnavailable(format!("stream: {e}"))
-}
-
-/// Builds a store off the async workers (a million-row table is CPU work);
-/// the parsed rows are freed, and after a large load their memory given back (memory.rs), on
-/// another blocking thread, after the store is returned (a pass over the heap
-/// takes a while; the load does not wait for it), so the RSS a load leaves is
-/// the tables'.
-pub async fn build(snap: Snapshot) -> Result<CriticalStore> {
-    let rows = snap.credits.len() + snap.roles.len() + snap.users.len() + snap.configs.len();
-    let (store, snap) = tokio::task::spawn_blocking(move || {
-        let store = CriticalStore::from_rows(&snap);
-        (store, snap)
-    })
-    .await
-    .map_err(|_| CoreError::InvalidResponse("building the snapshot failed".into()))?;
-    // Freeing the rows (millions of small allocations) is not on the load's way.
-    drop(tokio::task::spawn_blocking(move || {
-        drop(snap);
-        if rows >= crate::memory::LARGE_LOAD_ROWS {
-            crate::memory::give_back();
-        }
-    }));
-    store
 }
 
 /// Every entry after `id`.
@@ -344,7 +323,7 @@ pub async fn load(
     // nothing to install, store or announce (SPEC §4 ETags).
     let mut probed = None;
     if wants.refresh && !wants.follow {
-        let probe = wrapper.snapshot_if(true).await?;
+        let probe = wrapper.snapshot_if(true, wants.priority).await?;
         if probe.unchanged.iter().all(|u| *u) {
             return Ok(None);
         }
@@ -356,9 +335,9 @@ pub async fn load(
     }
     let loaded = match probed {
         Some(p) => Ok(p),
-        None => wrapper.snapshot().await,
+        None => wrapper.snapshot_if(false, wants.priority).await,
     };
-    let snap = match loaded {
+    let built = match loaded {
         Ok(s) => s,
         Err(e) => {
             if holding {
@@ -376,9 +355,10 @@ pub async fn load(
             None
         };
         let (tenant, ep, keys) = (ctx.tenant_id.clone(), epoch.clone(), ctx.signing.clone());
-        let (snap_back, bytes) = tokio::task::spawn_blocking(move || {
-            let b = snapshot::encode(&tenant, tail, &ep, now_ms(), &snap, keys.as_ref());
-            (snap, b)
+        let (store, bytes) = tokio::task::spawn_blocking(move || {
+            let b =
+                snapshot::encode_store(&tenant, tail, &ep, now_ms(), &built.store, keys.as_ref());
+            (built.store, b)
         })
         .await
         .map_err(|_| CoreError::InvalidResponse("encoding the snapshot failed".into()))?;
@@ -401,7 +381,7 @@ pub async fn load(
                 .await;
         }
         return Ok(Some(Loaded {
-            store: build(snap_back).await?,
+            store,
             source: Source::Wrapper,
             position: Some((epoch, tail)),
             catchup: Vec::new(),
@@ -409,7 +389,7 @@ pub async fn load(
         }));
     }
     Ok(Some(Loaded {
-        store: build(snap).await?,
+        store: built.store,
         source: Source::Wrapper,
         position: Some((epoch, tail)),
         catchup: Vec::new(),

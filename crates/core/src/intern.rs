@@ -61,6 +61,13 @@ impl Access {
         &self.0.roles
     }
 
+    /// The address of the shared shape: equal for clones of one interned
+    /// access (a store's table of distinct shapes keys on it; it holds the
+    /// access, so the address is not reused while it is a key).
+    pub fn shape_addr(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+
     /// The shared role list (for a new access with another status).
     pub fn role_list(&self) -> &Names {
         &self.0.roles

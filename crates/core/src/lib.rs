@@ -40,6 +40,7 @@
 #![warn(missing_docs)]
 
 pub(crate) mod apply;
+pub mod background;
 pub mod backoff;
 pub mod breaker;
 pub mod commands;

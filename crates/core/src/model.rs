@@ -95,3 +95,54 @@ pub struct Snapshot {
     #[serde(skip)]
     pub unchanged: [bool; 4],
 }
+
+/// A credit row parsed from a Wrapper page without copying its strings
+/// (a full load's page-by-page build, critical.rs).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreditRowRef<'a> {
+    /// Operation code.
+    #[serde(borrow)]
+    pub operation_code: std::borrow::Cow<'a, str>,
+    /// Cost.
+    pub credit_cost: f64,
+    /// Defaults to active.
+    #[serde(default)]
+    pub is_active: Option<bool>,
+    /// Optional version.
+    #[serde(default)]
+    pub version: Option<u64>,
+}
+
+/// A role row, borrowed (see [`CreditRowRef`]).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleRowRef<'a> {
+    /// Role id.
+    #[serde(borrow)]
+    pub role_id: std::borrow::Cow<'a, str>,
+    /// Permission patterns.
+    #[serde(borrow)]
+    pub permissions: Vec<std::borrow::Cow<'a, str>>,
+    /// Optional version.
+    #[serde(default)]
+    pub version: Option<u64>,
+}
+
+/// A user row, borrowed (see [`CreditRowRef`]).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRowRef<'a> {
+    /// User id.
+    #[serde(borrow)]
+    pub user_id: std::borrow::Cow<'a, str>,
+    /// Status.
+    #[serde(borrow)]
+    pub status: std::borrow::Cow<'a, str>,
+    /// Role ids.
+    #[serde(borrow)]
+    pub roles: Vec<std::borrow::Cow<'a, str>>,
+    /// Optional version.
+    #[serde(default)]
+    pub version: Option<u64>,
+}

@@ -36,6 +36,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
+use crate::background::Priority;
 use crate::backoff::Backoff;
 use crate::error::{CoreError, Result};
 use crate::fleet::{FleetContext, Loaded, Source, Wants};
@@ -282,6 +283,14 @@ impl Reloads {
         let fleet = self.fleet.clone();
         let mut wants = std::mem::take(&mut self.wants);
         wants.refresh = reason == Reason::Refresh;
+        // The first load is waited for; a reload yields to the JS thread and
+        // the live events (background.rs).
+        let priority = if reason == Reason::Initial {
+            Priority::Normal
+        } else {
+            Priority::Low
+        };
+        wants.priority = priority;
         let task = tokio::spawn(async move {
             let _permit = match gate {
                 Some(g) => Some(g.acquire_owned().await.map_err(|_| CoreError::Shutdown)?),
@@ -291,12 +300,13 @@ impl Reloads {
                 return crate::fleet::load(ctx, &wrapper, wants).await;
             }
             // Conditional (SPEC §4 ETags) except for the first load.
-            let snap = wrapper.snapshot_if(reason != Reason::Initial).await?;
+            let built = wrapper
+                .snapshot_if(reason != Reason::Initial, priority)
+                .await?;
             crate::metrics::Metrics::inc(&wrapper.metrics().snapshot_loads_wrapper);
-            let unchanged = snap.unchanged;
-            let store = crate::fleet::build(snap).await?;
+            let unchanged = built.unchanged;
             Ok(Some(Loaded {
-                store,
+                store: built.store,
                 source: Source::Wrapper,
                 position: None,
                 catchup: Vec::new(),

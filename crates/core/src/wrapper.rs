@@ -39,13 +39,14 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use crate::background::{LoadThread, Priority};
 use crate::backoff::Backoff;
 use crate::breaker::{Breaker, Circuit};
 use crate::config::Config;
+use crate::critical::{CriticalStore, List, ListBuilder, RowSink, StoreBuilder};
 use crate::error::{CoreError, Result};
 use crate::ids::encode_segment;
 use crate::metrics::Metrics;
-use crate::model::{ConfigRow, CreditRow, RoleRow, Snapshot, UserRow};
 
 /// The batch profiles endpoint (SPEC §10), without its query.
 const PROFILES_PATH: &str = "/api/users/profiles";
@@ -70,6 +71,20 @@ pub const LOAD_BYTES_FACTOR: u64 = 16;
 /// The first allocation for a body, whatever its `Content-Length` says; the
 /// buffer grows with the chunks that actually arrive.
 const FIRST_BODY_ALLOCATION: u64 = 1 << 20;
+/// Pages smaller than this are parsed on the async task that downloaded
+/// them; larger ones on the load's thread, while the next page downloads.
+const INLINE_PAGE_BYTES: usize = 64 << 10;
+
+/// A full load from the Wrapper, built.
+#[derive(Debug)]
+pub struct Built {
+    /// The new store (the rules of snapshot rows kept, `critical.rs`).
+    pub store: CriticalStore,
+    /// Lists the Wrapper answered 304 to (credits, roles, users, configs):
+    /// their tables are empty here, and the installation keeps the current
+    /// ones (conditional loads, SPEC §4).
+    pub unchanged: [bool; 4],
+}
 
 /// The bounds of one load (see the module docs); fields so tests can shrink them.
 #[derive(Debug, Clone, Copy)]
@@ -216,9 +231,10 @@ struct Page {
 }
 
 /// One list endpoint as loaded.
-struct Listed<T> {
-    /// The rows; `None` when the Wrapper answered 304 (unchanged).
-    rows: Option<Vec<T>>,
+struct Listed<S> {
+    /// The sink with the list's rows; `None` when the Wrapper answered 304
+    /// (unchanged).
+    sink: Option<S>,
     /// The first page's `ETag`.
     etag: Option<String>,
 }
@@ -471,22 +487,29 @@ impl WrapperClient {
         }
     }
 
-    /// Loads a whole list endpoint, following `nextCursor` pages within the
-    /// load's bounds (see the module docs). The next page is requested as soon
-    /// as the current one's cursor is known, so its download overlaps the
-    /// parsing of the current page's rows.
-    async fn list<T: DeserializeOwned>(
+    /// Loads a whole list endpoint into `sink`, following `nextCursor` pages
+    /// within the load's bounds (see the module docs). No row is kept as a
+    /// row: each page is parsed (borrowing its body) straight into the sink
+    /// and then freed. A page under [`INLINE_PAGE_BYTES`] is parsed here; a
+    /// larger one on the load's thread (`worker`), which answers the page's
+    /// cursor first, so the next page downloads while the rows are parsed
+    /// and built.
+    async fn list<S: RowSink>(
         &self,
         path: &str,
         budget: &LoadBudget,
         if_none_match: Option<String>,
-    ) -> Result<Listed<T>> {
+        sink: S,
+        worker: &LoadThread,
+    ) -> Result<Listed<S>> {
         let bad = |what: String| CoreError::InvalidResponse(format!("GET {path}: {what}"));
-        let mut out: Vec<T> = Vec::new();
+        let mut sink = Some(sink);
+        let mut held = 0usize;
         let mut seen: HashSet<String> = HashSet::new();
         let mut next_page = Some(self.fetch_page(path, None, if_none_match));
         let mut pages = 0usize;
         let mut etag = None;
+        let max_rows = self.limits.max_rows;
         while let Some(mut pending) = next_page.take() {
             pages += 1;
             let page = (&mut pending.0).await.map_err(|_| {
@@ -494,7 +517,7 @@ impl WrapperClient {
             })??;
             let Some(page) = page else {
                 return Ok(Listed {
-                    rows: None,
+                    sink: None,
                     etag: None,
                 });
             };
@@ -508,58 +531,66 @@ impl WrapperClient {
                     budget.max
                 )));
             }
-            let rows_before = out.len();
-            match first_byte(&body) {
-                Some(b'[') => {
-                    let rows: Vec<&serde_json::value::RawValue> = serde_json::from_slice(&body)
-                        .map_err(|e| bad(format!("not JSON ({e})")))?;
-                    self.check_rows(rows_before, rows.len()).map_err(bad)?;
-                    push_rows(&mut out, &rows).map_err(bad)?;
-                    return Ok(Listed {
-                        rows: Some(out),
-                        etag,
+            let mut s = sink.take().expect("the sink is back after each page");
+            let mut job = None;
+            let mut speculative: Option<(String, PageTask)> = None;
+            let head = if body.len() < INLINE_PAGE_BYTES {
+                let mut head = None;
+                let rows = parse_page(&body, &mut s, held, max_rows, |h| head = Some(h));
+                sink = Some(s);
+                rows?;
+                head
+            } else {
+                // The cursor is most often the page's last member: guess it
+                // from the tail and ask for that page now; the parsed cursor
+                // decides (a wrong guess is dropped, its request aborted).
+                let guess = guess_cursor(&body)
+                    .filter(|c| !seen.contains(c) && pages < self.limits.max_pages);
+                speculative = guess.map(|c| {
+                    let task = self.fetch_page(path, Some(&c), None);
+                    (c, task)
+                });
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                job = Some(worker.run(move || {
+                    let r = parse_page(&body, &mut s, held, max_rows, |h| {
+                        let _ = tx.send(h);
                     });
+                    drop(body);
+                    (s, r)
+                }));
+                rx.await.ok()
+            };
+            let head = match head {
+                Some(Ok(h)) => h,
+                Some(Err(what)) => return Err(bad(what)),
+                None => return Err(bad("parsing the page failed".into())),
+            };
+            held += head.rows;
+            if let Some(c) = head.next {
+                if pages >= self.limits.max_pages {
+                    return Err(bad(format!("more than {} pages", self.limits.max_pages)));
                 }
-                Some(b'{') => {
-                    let page: Paged<'_> = serde_json::from_slice(&body)
-                        .map_err(|e| bad(format!("wrong shape ({e})")))?;
-                    self.check_rows(rows_before, page.items.len())
-                        .map_err(bad)?;
-                    let next = match &page.next_cursor {
-                        serde_json::Value::Null => None,
-                        serde_json::Value::String(s) => Some(s.clone()),
-                        serde_json::Value::Number(n) => Some(n.to_string()),
-                        _ => return Err(bad("nextCursor is not a string".into())),
-                    };
-                    if let Some(c) = next {
-                        if pages >= self.limits.max_pages {
-                            return Err(bad(format!("more than {} pages", self.limits.max_pages)));
-                        }
-                        if seen.contains(&c) {
-                            return Err(bad(format!(
-                                "page {pages} repeats a nextCursor seen earlier in this load (a paging cycle)"
-                            )));
-                        }
-                        next_page = Some(self.fetch_page(path, Some(&c), None));
-                        seen.insert(c);
-                    }
-                    push_rows(&mut out, &page.items).map_err(bad)?;
+                if seen.contains(&c) {
+                    return Err(bad(format!(
+                        "page {pages} repeats a nextCursor seen earlier in this load (a paging cycle)"
+                    )));
                 }
-                _ => return Err(bad("not a JSON array or page".into())),
+                next_page = Some(match speculative.take() {
+                    Some((guess, task)) if guess == c => task,
+                    _ => self.fetch_page(path, Some(&c), None),
+                });
+                seen.insert(c);
+            }
+            // The next page downloads while this one's rows are built.
+            if let Some(job) = job {
+                let Some((s, rows)) = job.await else {
+                    return Err(bad("parsing the page failed".into()));
+                };
+                rows?;
+                sink = Some(s);
             }
         }
-        Ok(Listed {
-            rows: Some(out),
-            etag,
-        })
-    }
-
-    /// Refuses a page that would take the list past `max_rows`.
-    fn check_rows(&self, held: usize, more: usize) -> std::result::Result<(), String> {
-        if held.saturating_add(more) > self.limits.max_rows {
-            return Err(format!("more than {} rows", self.limits.max_rows));
-        }
-        Ok(())
+        Ok(Listed { sink, etag })
     }
 
     /// Starts downloading one page in its own task.
@@ -594,26 +625,29 @@ impl WrapperClient {
         )
     }
 
-    /// Loads the whole critical snapshot: the four list endpoints, concurrently.
+    /// Loads the whole critical snapshot: the four list endpoints,
+    /// concurrently, built page by page into a store (no row is kept).
     ///
     /// One call for the snapshot breaker: admitted once, at the start (then
     /// every page request goes out, even as the half-open probe), and reported
     /// once, at the end. Loads may run concurrently, each with its own budget.
-    pub async fn snapshot(&self) -> Result<Snapshot> {
-        self.snapshot_if(false).await
+    pub async fn snapshot(&self) -> Result<Built> {
+        self.snapshot_if(false, Priority::Normal).await
     }
 
     /// [`WrapperClient::snapshot`]; with `conditional`, a list whose `ETag`
     /// from the last complete load is known is asked with `If-None-Match`,
-    /// and a 304 leaves it out, marked in [`Snapshot::unchanged`] (SPEC §4).
-    pub async fn snapshot_if(&self, conditional: bool) -> Result<Snapshot> {
+    /// and a 304 leaves its table empty, marked in [`Built::unchanged`]
+    /// (SPEC §4). `priority`: the scheduling of the load's thread, which
+    /// parses and builds the large pages (background.rs).
+    pub async fn snapshot_if(&self, conditional: bool, priority: Priority) -> Result<Built> {
         let Some(permit) = self.snapshot_breaker.try_acquire() else {
             self.set_failing(Lane::Snapshot, true);
             return Err(CoreError::WrapperUnavailable(
                 "snapshot load: circuit open".into(),
             ));
         };
-        let result = self.load(conditional).await;
+        let result = self.load(conditional, priority).await;
         if let Err(CoreError::WrapperUnavailable(_)) = &result {
             permit.failure();
             self.set_failing(Lane::Snapshot, true);
@@ -624,8 +658,8 @@ impl WrapperClient {
         result
     }
 
-    /// The four lists of one snapshot, within one budget.
-    async fn load(&self, conditional: bool) -> Result<Snapshot> {
+    /// The four lists of one snapshot, within one budget, on one load thread.
+    async fn load(&self, conditional: bool, priority: Priority) -> Result<Built> {
         let budget = LoadBudget {
             used: AtomicU64::new(0),
             max: self.limits.max_load_bytes,
@@ -635,18 +669,32 @@ impl WrapperClient {
         } else {
             Default::default()
         };
+        let worker = LoadThread::new(priority);
         let [t0, t1, t2, t3] = tags.clone();
+        let sink = ListBuilder::new;
         let (credits, roles, users, configs) = tokio::try_join!(
-            self.list::<CreditRow>("/api/credits/configs", &budget, t0),
-            self.list::<RoleRow>("/api/roles", &budget, t1),
-            self.list::<UserRow>("/api/users/access", &budget, t2),
-            self.list::<ConfigRow>("/api/configs/active", &budget, t3),
+            self.list(
+                List::Credits.path(),
+                &budget,
+                t0,
+                sink(List::Credits),
+                &worker
+            ),
+            self.list(List::Roles.path(), &budget, t1, sink(List::Roles), &worker),
+            self.list(List::Users.path(), &budget, t2, sink(List::Users), &worker),
+            self.list(
+                List::Configs.path(),
+                &budget,
+                t3,
+                sink(List::Configs),
+                &worker
+            ),
         )?;
         let unchanged = [
-            credits.rows.is_none(),
-            roles.rows.is_none(),
-            users.rows.is_none(),
-            configs.rows.is_none(),
+            credits.sink.is_none(),
+            roles.sink.is_none(),
+            users.sink.is_none(),
+            configs.sink.is_none(),
         ];
         // Every list loaded: these tags describe what the store will hold.
         let next = [credits.etag, roles.etag, users.etag, configs.etag];
@@ -658,15 +706,8 @@ impl WrapperClient {
                 }
             }
         }
-        // Row rules (ids, cost range) are checked where the rows become
-        // tables: `CriticalStore::from_snapshot`.
-        Ok(Snapshot {
-            credits: credits.rows.unwrap_or_default(),
-            roles: roles.rows.unwrap_or_default(),
-            users: users.rows.unwrap_or_default(),
-            configs: configs.rows.unwrap_or_default(),
-            unchanged,
-        })
+        let store = StoreBuilder::join([credits.sink, roles.sink, users.sink, configs.sink]);
+        Ok(Built { store, unchanged })
     }
 
     /// `GET {path}` for a reference object; the body must be a JSON object and
@@ -807,6 +848,80 @@ async fn read_body(
     Ok(buf.freeze())
 }
 
+/// What a page's envelope says, before its rows are built.
+struct PageHead {
+    /// Rows on the page.
+    rows: usize,
+    /// The next page's cursor (`None`: the last page, or a plain array).
+    next: Option<String>,
+}
+
+/// Parses one page (a plain array of rows or `{ items, nextCursor }`),
+/// borrowing `body`: tells `on_head` what its envelope says (or why it is
+/// refused, with nothing built), then builds its rows into `sink`. `held`:
+/// rows of the list before this page.
+fn parse_page<S: RowSink>(
+    body: &[u8],
+    sink: &mut S,
+    held: usize,
+    max_rows: usize,
+    on_head: impl FnOnce(std::result::Result<PageHead, String>),
+) -> Result<()> {
+    let parsed = match first_byte(body) {
+        Some(b'[') => serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(body)
+            .map_err(|e| format!("not JSON ({e})"))
+            .map(|rows| (rows, None)),
+        Some(b'{') => serde_json::from_slice::<Paged<'_>>(body)
+            .map_err(|e| format!("wrong shape ({e})"))
+            .and_then(|page| {
+                let next = match &page.next_cursor {
+                    serde_json::Value::Null => None,
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    serde_json::Value::Number(n) => Some(n.to_string()),
+                    _ => return Err("nextCursor is not a string".into()),
+                };
+                Ok((page.items, next))
+            }),
+        _ => Err("not a JSON array or page".into()),
+    };
+    let parsed = parsed.and_then(|(rows, next)| {
+        if held.saturating_add(rows.len()) > max_rows {
+            return Err(format!("more than {max_rows} rows"));
+        }
+        Ok((rows, next))
+    });
+    match parsed {
+        Err(e) => {
+            on_head(Err(e));
+            Ok(())
+        }
+        Ok((rows, next)) => {
+            on_head(Ok(PageHead {
+                rows: rows.len(),
+                next,
+            }));
+            sink.push_page(&rows)
+        }
+    }
+}
+
+/// The `nextCursor` a page most likely has, read from its last bytes
+/// (`…,"nextCursor":"c"}`) without parsing it: a guess, used only to ask for
+/// the next page early (the parsed page decides). `None` for a cursor with
+/// escapes, `null`, or anything else.
+fn guess_cursor(body: &[u8]) -> Option<String> {
+    const KEY: &[u8] = b"\"nextCursor\":";
+    let tail = &body[body.len().saturating_sub(256)..];
+    let at = tail.windows(KEY.len()).rposition(|w| w == KEY)? + KEY.len();
+    let rest = tail[at..].strip_prefix(b"\"")?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    let c = std::str::from_utf8(&rest[..end]).ok()?;
+    if c.contains('\\') || c.is_empty() {
+        return None;
+    }
+    Some(c.to_owned())
+}
+
 fn first_byte(body: &[u8]) -> Option<u8> {
     body.iter().find(|b| !b.is_ascii_whitespace()).copied()
 }
@@ -818,19 +933,6 @@ fn parse_object<T: DeserializeOwned>(body: &[u8]) -> std::result::Result<T, Stri
         return Err("not a JSON object".into());
     }
     serde_json::from_slice(body).map_err(|e| e.to_string())
-}
-
-/// Parses each row (which must be a JSON object) and appends it to `out`.
-fn push_rows<T: DeserializeOwned>(
-    out: &mut Vec<T>,
-    rows: &[&serde_json::value::RawValue],
-) -> std::result::Result<(), String> {
-    out.reserve(rows.len());
-    for (i, raw) in rows.iter().enumerate() {
-        let row = parse_object(raw.get().as_bytes()).map_err(|e| format!("row {i}: {e}"))?;
-        out.push(row);
-    }
-    Ok(())
 }
 
 fn answer_error(status: StatusCode, path: &str) -> CoreError {
@@ -933,6 +1035,130 @@ mod tests {
         WrapperClient::new(&config, Arc::new(Metrics::default())).unwrap()
     }
 
+    /// A sink that keeps the rows as JSON values.
+    impl RowSink for Vec<Value> {
+        fn push_page(&mut self, rows: &[&serde_json::value::RawValue]) -> Result<()> {
+            for r in rows {
+                self.push(serde_json::from_str(r.get()).unwrap());
+            }
+            Ok(())
+        }
+    }
+
+    fn thread() -> LoadThread {
+        LoadThread::new(Priority::Normal)
+    }
+
+    /// `n` user rows `u{from}`.. as JSON text.
+    fn users_json(from: usize, n: usize, status: &str) -> Vec<Value> {
+        (from..from + n)
+            .map(|i| json!({ "userId": format!("u{i}"), "status": status, "roles": ["sales", "ops"] }))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn large_pages_are_built_on_the_load_thread_with_the_row_rules() {
+        let (url, log) = serve(|path| match path {
+            "/api/users/access" => {
+                json_reply(json!({ "items": users_json(0, 3000, "active"), "nextCursor": "2" }))
+            }
+            "/api/users/access?cursor=2" => {
+                let mut items = users_json(3000, 3000, "active");
+                // a repeated id: one user, the later row wins
+                items.push(json!({ "userId": "u0", "status": "suspended", "roles": [] }));
+                json_reply(json!({ "items": items, "nextCursor": null }))
+            }
+            "/api/roles" => json_reply(json!([{ "roleId": "sales", "permissions": ["a.*"] }])),
+            _ => json_reply(json!([])),
+        })
+        .await;
+        let w = client(&url, json!({}));
+        let built = w.snapshot().await.unwrap();
+        assert_eq!(built.store.sizes(), [0, 1, 6000, 0]);
+        assert_eq!(built.store.user_access("u0").unwrap().status(), "suspended");
+        assert_eq!(built.store.user_access("u5999").unwrap().roles().len(), 2);
+        assert_eq!(built.unchanged, [false; 4]);
+        assert_eq!(log.lock().unwrap().len(), 5);
+
+        // a row that breaks the id rule on a large page fails the load, named
+        let (url, _) = serve(|path| match path {
+            "/api/users/access" => {
+                let mut items = users_json(0, 3000, "active");
+                items.push(json!({ "userId": "..", "status": "active", "roles": [] }));
+                json_reply(json!(items))
+            }
+            _ => json_reply(json!([])),
+        })
+        .await;
+        let w = client(&url, json!({}));
+        match w.snapshot().await {
+            Err(CoreError::InvalidResponse(m)) => {
+                assert!(m.contains("row 3000") && m.contains("userId"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // so does a large page that is not JSON
+        let (url, _) = serve(|path| match path {
+            "/api/users/access" => {
+                let mut r = json_reply(json!(users_json(0, 3000, "active")));
+                r.body.truncate(r.body.len() - 10);
+                r
+            }
+            _ => json_reply(json!([])),
+        })
+        .await;
+        let w = client(&url, json!({}));
+        match w.snapshot().await {
+            Err(CoreError::InvalidResponse(m)) => assert!(m.contains("not JSON"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_cursor_guess_reads_the_tail() {
+        let g = |s: &str| guess_cursor(s.as_bytes());
+        assert_eq!(
+            g(r#"{"items":[],"nextCursor":"p-2"}"#).as_deref(),
+            Some("p-2")
+        );
+        assert_eq!(g(r#"{"items":[],"nextCursor":null}"#), None);
+        assert_eq!(g(r#"{"items":[],"nextCursor":"a\"b"}"#), None);
+        assert_eq!(g(r#"{"nextCursor":"x","items":[]}"#).as_deref(), Some("x"));
+    }
+
+    #[tokio::test]
+    async fn a_wrong_cursor_guess_is_dropped_and_the_parsed_cursor_followed() {
+        // the real cursor comes first; the last row holds a decoy
+        let page = |n: usize, next: &str| {
+            let mut items = users_json(n * 3000, 3000, "active");
+            items.push(
+                json!({ "userId": format!("decoy{n}"), "status": "active", "roles": [],
+                               "note": "\"nextCursor\":\"decoy\"" }),
+            );
+            let body = format!(
+                r#"{{"nextCursor":{next},"items":{},"x":{{"nextCursor":"decoy"}}}}"#,
+                Value::Array(items)
+            );
+            Reply {
+                status: 200,
+                headers: vec![("content-type", "application/json".into())],
+                body: body.into_bytes(),
+                length: true,
+            }
+        };
+        let (url, log) = serve(move |path| match path {
+            "/api/users/access" => page(0, r#""two""#),
+            "/api/users/access?cursor=two" => page(1, "null"),
+            _ => json_reply(json!([])),
+        })
+        .await;
+        let w = client(&url, json!({}));
+        let built = w.snapshot().await.unwrap();
+        assert_eq!(built.store.sizes()[2], 6002, "both pages, all rows");
+        let log = log.lock().unwrap();
+        assert!(log.iter().any(|p| p == "/api/users/access?cursor=two"));
+    }
+
     fn budget(max: u64) -> LoadBudget {
         LoadBudget {
             used: AtomicU64::new(0),
@@ -960,9 +1186,9 @@ mod tests {
         .await;
         let w = client(&url, json!({}));
         let msg = invalid(
-            w.list("/l", &budget(u64::MAX), None)
+            w.list("/l", &budget(u64::MAX), None, Vec::new(), &thread())
                 .await
-                .map(|l| l.rows.unwrap_or_default()),
+                .map(|l| l.sink.unwrap_or_default()),
         );
         assert!(msg.contains("paging cycle"), "{msg}");
         assert_eq!(log.lock().unwrap().len(), 3, "first page, a, b");
@@ -987,9 +1213,9 @@ mod tests {
         let mut w = client(&url, json!({}));
         w.limits.max_rows = 5;
         let msg = invalid(
-            w.list("/l", &budget(u64::MAX), None)
+            w.list("/l", &budget(u64::MAX), None, Vec::new(), &thread())
                 .await
-                .map(|l| l.rows.unwrap_or_default()),
+                .map(|l| l.sink.unwrap_or_default()),
         );
         assert!(msg.contains("more than 5 rows"), "{msg}");
 
@@ -997,18 +1223,18 @@ mod tests {
         w.limits.max_pages = 4;
         log.lock().unwrap().clear();
         let msg = invalid(
-            w.list("/l", &budget(u64::MAX), None)
+            w.list("/l", &budget(u64::MAX), None, Vec::new(), &thread())
                 .await
-                .map(|l| l.rows.unwrap_or_default()),
+                .map(|l| l.sink.unwrap_or_default()),
         );
         assert!(msg.contains("more than 4 pages"), "{msg}");
         assert_eq!(log.lock().unwrap().len(), 4);
 
         let w = client(&url, json!({}));
         let msg = invalid(
-            w.list("/l", &budget(200), None)
+            w.list("/l", &budget(200), None, Vec::new(), &thread())
                 .await
-                .map(|l| l.rows.unwrap_or_default()),
+                .map(|l| l.sink.unwrap_or_default()),
         );
         assert!(msg.contains("passed 200 bytes"), "{msg}");
     }
