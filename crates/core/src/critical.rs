@@ -143,11 +143,11 @@ impl<T: PartialEq> Table<T> {
     }
 }
 
-/// What applying an event did, beyond the delta.
+/// What applying an event did, beyond the delta. The keys of its `'change'`
+/// notice are not built here: `Event::change_keys` builds them, only when
+/// JS listens.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Applied {
-    /// Keys of the `'change'` event (`credit:op`, `user:id`, ...).
-    pub keys: Vec<String>,
     /// Reference keys to invalidate.
     pub invalidate: Vec<String>,
     /// The event asked for a full reload.
@@ -239,7 +239,6 @@ impl CriticalStore {
                     })
                 };
                 write(&mut self.credits, op, v, set, |k, c| delta.set_credit(k, c))?;
-                out.keys.push(format!("credit:{op}"));
             }
             Change::CreditDelete { operation_code: op } => {
                 write(
@@ -249,7 +248,6 @@ impl CriticalStore {
                     |_| None,
                     |k, c| delta.set_credit(k, c),
                 )?;
-                out.keys.push(format!("credit:{op}"));
             }
             Change::RoleSet {
                 role_id,
@@ -259,7 +257,6 @@ impl CriticalStore {
                 write(&mut self.roles, role_id, v, set, |k, p| {
                     delta.set_role(k, p)
                 })?;
-                out.keys.push(format!("role:{role_id}"));
             }
             Change::RoleDelete { role_id } => {
                 write(
@@ -269,7 +266,6 @@ impl CriticalStore {
                     |_| None,
                     |k, p| delta.set_role(k, p),
                 )?;
-                out.keys.push(format!("role:{role_id}"));
             }
             Change::UserStatus {
                 user_id,
@@ -286,12 +282,10 @@ impl CriticalStore {
                 write(&mut self.users, user_id, v, set, |k, a| {
                     delta.set_user(k, a)
                 })?;
-                out.keys.push(format!("access:{user_id}"));
             }
             Change::UserChanged { user_id } => {
                 let key = format!("user:{user_id}");
-                out.invalidate.push(key.clone());
-                out.keys.push(key);
+                out.invalidate.push(key);
             }
             Change::UserDeleted { user_id } => {
                 write(
@@ -302,21 +296,17 @@ impl CriticalStore {
                     |k, a| delta.set_user(k, a),
                 )?;
                 let key = format!("user:{user_id}");
-                out.invalidate.push(key.clone());
-                out.keys.push(format!("access:{user_id}"));
-                out.keys.push(key);
+                out.invalidate.push(key);
             }
             Change::HierarchyChanged { entity_id } => {
                 let key = format!("hierarchy:{entity_id}");
-                out.invalidate.push(key.clone());
-                out.keys.push(key);
+                out.invalidate.push(key);
             }
             Change::ConfigSet { config_id, json } => {
                 let set = |_: Option<&String>| Some(json.clone());
                 write(&mut self.configs, config_id, v, set, |k, j| {
                     delta.set_config(k, j)
                 })?;
-                out.keys.push(format!("config:{config_id}"));
             }
             Change::ConfigDelete { config_id } => {
                 write(
@@ -326,11 +316,9 @@ impl CriticalStore {
                     |_| None,
                     |k, j| delta.set_config(k, j),
                 )?;
-                out.keys.push(format!("config:{config_id}"));
             }
             Change::CacheInvalidate { keys } => {
                 out.invalidate.extend(keys.iter().cloned());
-                out.keys.extend(keys.iter().cloned());
             }
             Change::ResyncRequired => out.resync = true,
         }
