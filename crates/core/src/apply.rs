@@ -191,9 +191,10 @@ impl<'a> Applier<'a> {
             let mut store = tenant.store_mut();
             tenant.outbox.with(|delta| {
                 let out = store.apply(&ev, delta);
-                if let (Ok(a), true) = (&out, listen) {
-                    if !a.keys.is_empty() {
-                        overflowed = delta.push_change(ev.event_type, a.keys.clone(), limit);
+                if let (Ok(_), true) = (&out, listen) {
+                    let keys = ev.change_keys();
+                    if !keys.is_empty() {
+                        overflowed = delta.push_change(ev.event_type, keys, limit);
                     }
                 }
                 out

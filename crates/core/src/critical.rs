@@ -372,11 +372,11 @@ impl UserTable {
     }
 }
 
-/// What applying an event did, beyond the delta.
+/// What applying an event did, beyond the delta. The keys of its `'change'`
+/// notice are not built here: `Event::change_keys` builds them, only when
+/// JS listens.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Applied {
-    /// Keys of the `'change'` event (`credit:op`, `user:id`, ...).
-    pub keys: Vec<String>,
     /// Reference keys to invalidate.
     pub invalidate: Vec<String>,
     /// The event asked for a full reload.
@@ -507,7 +507,6 @@ impl CriticalStore {
                     })
                 };
                 write(&mut self.credits, op, v, set, |k, c| delta.set_credit(k, c))?;
-                out.keys.push(format!("credit:{op}"));
             }
             Change::CreditDelete { operation_code: op } => {
                 write(
@@ -517,7 +516,6 @@ impl CriticalStore {
                     |_| None,
                     |k, c| delta.set_credit(k, c),
                 )?;
-                out.keys.push(format!("credit:{op}"));
             }
             Change::RoleSet {
                 role_id,
@@ -527,7 +525,6 @@ impl CriticalStore {
                 write(&mut self.roles, role_id, v, set, |k, p| {
                     delta.set_role(k, p)
                 })?;
-                out.keys.push(format!("role:{role_id}"));
             }
             Change::RoleDelete { role_id } => {
                 write(
@@ -537,7 +534,6 @@ impl CriticalStore {
                     |_| None,
                     |k, p| delta.set_role(k, p),
                 )?;
-                out.keys.push(format!("role:{role_id}"));
             }
             Change::UserStatus {
                 user_id,
@@ -554,12 +550,10 @@ impl CriticalStore {
                 write(&mut self.users, user_id, v, set, |k, a| {
                     delta.set_user(k, a)
                 })?;
-                out.keys.push(format!("access:{user_id}"));
             }
             Change::UserChanged { user_id } => {
                 let key = format!("user:{user_id}");
-                out.invalidate.push(key.clone());
-                out.keys.push(key);
+                out.invalidate.push(key);
             }
             Change::UserDeleted { user_id } => {
                 write(
@@ -570,21 +564,17 @@ impl CriticalStore {
                     |k, a| delta.set_user(k, a),
                 )?;
                 let key = format!("user:{user_id}");
-                out.invalidate.push(key.clone());
-                out.keys.push(format!("access:{user_id}"));
-                out.keys.push(key);
+                out.invalidate.push(key);
             }
             Change::HierarchyChanged { entity_id } => {
                 let key = format!("hierarchy:{entity_id}");
-                out.invalidate.push(key.clone());
-                out.keys.push(key);
+                out.invalidate.push(key);
             }
             Change::ConfigSet { config_id, json } => {
                 let set = |_: Option<&String>| Some(json.clone());
                 write(&mut self.configs, config_id, v, set, |k, j| {
                     delta.set_config(k, j)
                 })?;
-                out.keys.push(format!("config:{config_id}"));
             }
             Change::ConfigDelete { config_id } => {
                 write(
@@ -594,11 +584,9 @@ impl CriticalStore {
                     |_| None,
                     |k, j| delta.set_config(k, j),
                 )?;
-                out.keys.push(format!("config:{config_id}"));
             }
             Change::CacheInvalidate { keys } => {
                 out.invalidate.extend(keys.iter().cloned());
-                out.keys.extend(keys.iter().cloned());
             }
             Change::ResyncRequired => out.resync = true,
         }

@@ -14,9 +14,12 @@
 //! of distinct keys, `'change'` notices by [`Delta::push_change`]'s limit
 //! (beyond it they collapse into one `resync` notice with reason
 //! `change-overflow`, which tells listeners to re-read everything).
+//!
+//! The maps hash with foldhash (keys are short ids, hashed once per event on
+//! the storm path), and a key already pending is overwritten in place, so an
+//! event on a key the batch holds allocates nothing here.
 
-use std::collections::HashMap;
-
+use foldhash::HashMap;
 use serde::Serialize;
 
 use crate::intern::{Name, Names};
@@ -128,22 +131,32 @@ fn split<'a, T, U>(
     (set, del)
 }
 
+/// Sets `key` to `value`, copying the key only when it is not pending yet.
+fn put<T>(m: &mut HashMap<String, Option<T>>, key: &str, value: Option<T>) {
+    match m.get_mut(key) {
+        Some(slot) => *slot = value,
+        None => {
+            m.insert(key.to_owned(), value);
+        }
+    }
+}
+
 impl Delta {
     /// Records a credit's new state (`None` = deleted).
     pub fn set_credit(&mut self, op: &str, c: Option<&Credit>) {
-        self.credits.insert(op.to_owned(), c.cloned());
+        put(&mut self.credits, op, c.cloned());
     }
     /// Records a role's new permissions (`None` = deleted).
     pub fn set_role(&mut self, role: &str, perms: Option<&Names>) {
-        self.roles.insert(role.to_owned(), perms.cloned());
+        put(&mut self.roles, role, perms.cloned());
     }
     /// Records a user's new access (`None` = deleted).
     pub fn set_user(&mut self, user: &str, a: Option<&Access>) {
-        self.users.insert(user.to_owned(), a.cloned());
+        put(&mut self.users, user, a.cloned());
     }
     /// Records a config's new JSON text (`None` = deleted).
     pub fn set_config(&mut self, id: &str, json: Option<&String>) {
-        self.configs.insert(id.to_owned(), json.cloned());
+        put(&mut self.configs, id, json.cloned());
     }
     /// The replica drops all its users (they are read again on first access).
     pub fn reset_users(&mut self) {

@@ -412,9 +412,10 @@ impl TestConsumer {
         for key in &out.invalidate {
             self.cache.remove(key);
         }
-        if self.listen_changes && !out.keys.is_empty() {
+        let keys = ev.change_keys();
+        if self.listen_changes && !keys.is_empty() {
             let limit = self.config.limits.pending_changes;
-            delta.push_change(ev.event_type, out.keys.clone(), limit);
+            delta.push_change(ev.event_type, keys.clone(), limit);
         }
         if out.resync {
             self.reload(&mut delta, now);
@@ -424,10 +425,7 @@ impl TestConsumer {
         } else {
             None
         };
-        Ok(Applied {
-            keys: out.keys,
-            batch,
-        })
+        Ok(Applied { keys, batch })
     }
 
     /// The SPEC §3 message: `eventId`, `eventType`, `tenantId`, `version`,
