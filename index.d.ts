@@ -28,6 +28,12 @@ export declare class NativeConsumer {
    * id rule and `NOT_FOUND` for a remembered 404.
    */
   refLookup(kind: string, id: string): string | null
+  /**
+   * As `refLookup`, with the kind as a number (0 `user`, 1 `hierarchy`,
+   * 2 `audit`, 3 `historical`): no kind string per call. The JS shim's hit
+   * path.
+   */
+  refLookupCode(kind: number, id: string): string | null
   /** Reference read with a shared fetch on a miss; resolves to JSON text. */
   refGet(kind: string, id: string): Promise<string>
   /**

@@ -113,6 +113,9 @@ class SmartCRMConsumer extends EventEmitter {
       this._pooled = null
     }
     this._replica = new Replica()
+    // The numeric hit path (no kind string per call) where the native half
+    // has it (the addon's consumer; not the test double or a pool tenant).
+    this._lookupCode = typeof this._native.refLookupCode === 'function'
     // The replica's first reads of a key it does not hold (lib/replica.js).
     this._loadUser = (id) => this._native.userAccess(id)
     this._loadCredit = (op) => this._native.creditCost(op)
@@ -324,11 +327,13 @@ class SmartCRMConsumer extends EventEmitter {
    * JSON text, null on a miss (then `refGet` fetches), or throws (a RangeError
    * for the id, NOT_FOUND for a remembered 404).
    */
-  _reference(kind, name, id) {
+  _reference(kind, code, name, id) {
     try {
       this._open()
       checkString(name, id)
-      const text = this._native.refLookup(kind, id)
+      const text = this._lookupCode
+        ? this._native.refLookupCode(code, id)
+        : this._native.refLookup(kind, id)
       if (text !== null) return Promise.resolve(JSON.parse(text))
     } catch (err) {
       return Promise.reject(err)
@@ -364,7 +369,7 @@ class SmartCRMConsumer extends EventEmitter {
 
   /** The user's profile (`user:{id}`, 5 min by default). */
   getUserProfile(userId) {
-    return this._reference('user', 'userId', userId)
+    return this._reference('user', 0, 'userId', userId)
   }
 
   /**
@@ -421,17 +426,17 @@ class SmartCRMConsumer extends EventEmitter {
 
   /** The entity's hierarchy (`hierarchy:{id}`, 15 min by default). */
   getHierarchy(entityId) {
-    return this._reference('hierarchy', 'entityId', entityId)
+    return this._reference('hierarchy', 1, 'entityId', entityId)
   }
 
   /** An audit log (`audit:{id}`, 1 h by default). */
   getAuditLog(logId) {
-    return this._reference('audit', 'logId', logId)
+    return this._reference('audit', 2, 'logId', logId)
   }
 
   /** Historical data (`historical:{key}`, 24 h by default). */
   getHistoricalData(key) {
-    return this._reference('historical', 'key', key)
+    return this._reference('historical', 3, 'key', key)
   }
 
   /** Expiry (epoch ms) of the held entry for `key`, or null. */

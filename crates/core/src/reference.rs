@@ -1,9 +1,12 @@
 //! The reference cache (SPEC §2 "Reference reads"): profiles, hierarchy, audit
 //! logs and historical data, fetched from the Wrapper on a miss and kept with a
-//! TTL per type in a byte-bounded moka cache.
+//! TTL per type in a byte-bounded table of its own (`ref_table.rs`: dense
+//! slots, a hash index, sampled-LRU eviction, lazy and incremental expiry),
+//! each value compressed with its kind's zstd dictionary (`packing.rs`).
 //!
-//! * A hit ([`ReferenceCache::lookup`]) is a synchronous moka read: it never
-//!   waits on a thread pool or the network.
+//! * A hit ([`ReferenceCache::lookup`]) is a synchronous read under the
+//!   table's read lock (and a decompression): it never waits on a thread pool
+//!   or the network.
 //! * Concurrent misses for one key share one fetch (single-flight).
 //! * An invalidation that arrives while a fetch is in flight wins: the fetched
 //!   value answers the callers already waiting but is not kept. The proof is in
@@ -14,18 +17,17 @@
 //! * Entries are held `ttl + staleIfErrorMs`: past the TTL they are misses, but
 //!   a fetch that fails with `WRAPPER_UNAVAILABLE` serves them (stale-if-error).
 //! * A 404 is remembered for `ttl.notFound` (and never served stale).
-//! * The byte bound (`maxReferenceBytes`) holds whenever it is observed, not
-//!   only after moka's maintenance has run: an entry larger than the bound is
-//!   served but never cached; every other insert runs moka's pending
-//!   maintenance (evictions) on the inserting task, under one write lock, and
-//!   only then counts the entry — and only if it is still held and fits. The
-//!   counters ([`ReferenceCache::size`]) are atomics kept by those inserts and
-//!   by moka's eviction listener (every removal, whatever its cause), so
-//!   reading them is O(1) and runs no cache maintenance on the caller's thread
-//!   (the JS thread, for `getMetrics()`).
+//! * The byte bound (`maxReferenceBytes`) holds whenever it is observed: an
+//!   entry's weight is its key, its stored (compressed) bytes and a fixed
+//!   overhead ([`ENTRY_OVERHEAD`]); an entry larger than the bound is served
+//!   but never cached; every other insert evicts, under the table's write
+//!   lock, until it fits, and only then holds it. The counters
+//!   ([`ReferenceCache::size`]) are atomics updated under that lock, so
+//!   reading them is O(1) and takes no lock on the caller's thread (the JS
+//!   thread, for `getMetrics()`).
 //!
-//! Values are kept as JSON text; the JS side parses each hit into a fresh
-//! object, so no caller can mutate the cache.
+//! Values are kept as (compressed) JSON text; each hit is a new string, which
+//! the JS side parses into a fresh object, so no caller can mutate the cache.
 //!
 //! With `sharedReference` a fetch first asks the shared tier in Redis
 //! (`shared_ref.rs`): an entry there is taken with the time it has left (never
@@ -35,19 +37,19 @@
 //! shutdown ([`ReferenceCache::clear_local`]) does not.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use futures::future::{BoxFuture, FutureExt, Shared};
-use moka::sync::Cache;
-use moka::Expiry;
 
 use crate::config::Config;
 use crate::error::{CoreError, Result};
 use crate::ids::{parse_key, RefKind};
 use crate::metrics::{now_ms, Metrics};
+use crate::packing::{Form, Packer};
+use crate::ref_table::{Slot, Stored, Table};
 use crate::shared_ref::{Begin, SharedTier, Ticket, Written, NOT_FOUND_VALUE};
 use crate::wrapper::{WrapperClient, MAX_BATCH_IDS};
 
@@ -61,74 +63,37 @@ fn ttl_of(kind: RefKind, c: &Config) -> Duration {
     }
 }
 
-/// One cached answer.
-#[derive(Debug)]
-struct Entry {
-    /// JSON text of the object, or `None` for a remembered 404.
-    body: Option<Arc<str>>,
-    /// Until when this is a hit.
-    fresh_until: Instant,
-    /// The same instant as epoch ms, for `getCacheExpiry`.
-    fresh_until_ms: i64,
-    /// How long moka holds it (TTL + stale window).
-    hold: Duration,
-    /// Its weight in bytes (key, body and a fixed overhead), as counted.
-    weight: u64,
-    /// With `refreshAheadRatio`: a hit from this instant on is answered and
-    /// also refreshed in the background (`None`: never).
-    refresh_after: Option<Instant>,
-    /// Set by the hit that asked for this entry's refresh: once per entry.
-    refreshing: AtomicBool,
-    /// True while this entry is included in [`Counters`]: set by the insert
-    /// once it is known to be held, taken (swapped to false) by whichever of
-    /// the eviction listener or the insert's own re-check removes it from the
-    /// counters, so it is subtracted exactly once.
-    counted: AtomicBool,
+/// Fixed bytes added to each entry's weight for the table's own bookkeeping
+/// (its slot, its index entry, the allocator's header).
+pub const ENTRY_OVERHEAD: u64 = 96;
+
+/// The weight of an entry for `key` storing `stored` bytes.
+fn weight_of(key: &str, stored: usize) -> u64 {
+    (key.len() + stored) as u64 + ENTRY_OVERHEAD
 }
 
-/// Fixed bytes added to each entry's weight for the map's own bookkeeping.
-const ENTRY_OVERHEAD: u64 = 96;
-
-/// The weight of an entry for `key` with `body`.
-fn weight_of(key: &str, body: Option<&str>) -> u64 {
-    (key.len() + body.map_or(0, str::len)) as u64 + ENTRY_OVERHEAD
-}
-
-/// What the cache holds, kept without moka's maintenance (see the module docs).
+/// What the cache holds, readable without its lock (see the module docs).
 #[derive(Debug, Default)]
 struct Counters {
-    /// Entries counted.
+    /// Entries held.
     entries: AtomicU64,
     /// Sum of their weights; never above `maxReferenceBytes`.
     bytes: AtomicU64,
 }
 
-impl Counters {
-    /// Removes `e` from the counts if it is still counted.
-    fn uncount(&self, e: &Entry) {
-        if e.counted.swap(false, SeqCst) {
-            self.bytes.fetch_sub(e.weight, SeqCst);
-            self.entries.fetch_sub(1, SeqCst);
-        }
+/// The kind's number in a slot (see `packing.rs`).
+fn kind_code(kind: RefKind) -> u8 {
+    match kind {
+        RefKind::UserProfile => 0,
+        RefKind::Hierarchy => 1,
+        RefKind::AuditLog => 2,
+        RefKind::Historical => 3,
     }
 }
 
-struct HoldExpiry;
-
-impl Expiry<String, Arc<Entry>> for HoldExpiry {
-    fn expire_after_create(&self, _k: &String, v: &Arc<Entry>, _now: Instant) -> Option<Duration> {
-        Some(v.hold)
-    }
-
-    fn expire_after_update(
-        &self,
-        _k: &String,
-        v: &Arc<Entry>,
-        _now: Instant,
-        _current: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(v.hold)
-    }
+/// The kind of a slot's number.
+fn kind_of_code(code: u8) -> RefKind {
+    RefKind::ALL[usize::from(code) & 3]
 }
 
 type FetchResult = Result<Arc<str>>;
@@ -161,15 +126,17 @@ pub enum Lookup {
 }
 
 struct Inner {
-    /// The entries, weighted by bytes. Built on the first insert: an empty
-    /// moka cache costs about 35 KB, which a pool of thousands of tenants
-    /// that never read reference data should not pay.
-    cache: OnceLock<Cache<String, Arc<Entry>>>,
+    /// The entries, weighted by bytes. An empty table allocates nothing, which
+    /// a pool of thousands of tenants that never read reference data needs.
+    table: RwLock<Table>,
+    /// The zstd dictionaries, one per kind.
+    packer: Packer,
+    /// The origin of the table's times (nanoseconds since it).
+    epoch: Instant,
+    /// `epoch` as epoch ms, for `getCacheExpiry`.
+    epoch_ms: i64,
     /// Entries and bytes held, for `size()`.
-    counters: Arc<Counters>,
-    /// Serialises inserts with their maintenance, so that no two inserts can
-    /// each find room for themselves in the same free bytes.
-    write: Mutex<()>,
+    counters: Counters,
     /// Fetches in flight by key.
     inflight: DashMap<String, Flight>,
     /// TTLs and stale window.
@@ -217,9 +184,11 @@ impl ReferenceCache {
             inner: Arc::new(Inner {
                 refresh_tx,
                 refresh_rx: Mutex::new(refresh_rx),
-                cache: OnceLock::new(),
-                counters: Arc::new(Counters::default()),
-                write: Mutex::new(()),
+                table: RwLock::new(Table::default()),
+                packer: Packer::default(),
+                epoch: Instant::now(),
+                epoch_ms: now_ms(),
+                counters: Counters::default(),
                 inflight: DashMap::new(),
                 config: config.clone(),
                 wrapper,
@@ -281,44 +250,82 @@ impl ReferenceCache {
         })
     }
 
-    /// The held entry of `key`, if any.
-    fn held(&self, key: &str) -> Option<Arc<Entry>> {
-        self.inner.cache.get().and_then(|c| c.get(key))
+    /// Now, in nanoseconds on the table's clock.
+    fn now(&self) -> u64 {
+        u64::try_from(self.inner.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// The moka cache, built on first use.
-    fn entries(&self) -> &Cache<String, Arc<Entry>> {
-        let inner = &self.inner;
-        inner.cache.get_or_init(|| {
-            let counters = inner.counters.clone();
-            Cache::builder()
-                .max_capacity(inner.config.max_reference_bytes)
-                .weigher(|_k: &String, v: &Arc<Entry>| u32::try_from(v.weight).unwrap_or(u32::MAX))
-                .expire_after(HoldExpiry)
-                .eviction_listener(move |_k, v: Arc<Entry>, _cause| counters.uncount(&v))
-                .build()
-        })
+    /// `d` from now on the table's clock.
+    fn after(&self, d: Duration) -> u64 {
+        self.now()
+            .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
+        self.inner.table.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
+        self.inner.table.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The JSON text a slot stores (`None` for a 404, or unreadable).
+    fn text_of(&self, slot: &Slot) -> Option<Arc<str>> {
+        match slot.stored {
+            Stored::NotFound => None,
+            Stored::Value(form) => self
+                .inner
+                .packer
+                .unpack(kind_of_code(slot.kind), form, slot.bytes())
+                .map(Arc::from),
+        }
+    }
+
+    /// The held value of `key` (fresh or only held for stale-if-error).
+    fn held_value(&self, key: &str) -> Option<Arc<str>> {
+        let now = self.now();
+        let t = self.read();
+        t.get(key)
+            .filter(|s| s.hold_until > now)
+            .and_then(|s| self.text_of(s))
     }
 
     /// Synchronous read of `key`; counts a hit when fresh. Never blocks on I/O.
     pub fn lookup(&self, key: &str) -> Lookup {
-        match self.held(key) {
-            Some(e) if Instant::now() < e.fresh_until => {
-                Metrics::inc(&self.inner.metrics.reference_hits);
-                if e.refresh_after.is_some_and(|t| Instant::now() >= t)
-                    && !e.refreshing.swap(true, SeqCst)
-                {
-                    if let Some(tx) = &self.inner.refresh_tx {
-                        let _ = tx.send(key.to_owned());
-                    }
-                }
-                match &e.body {
-                    Some(b) => Lookup::Hit(b.clone()),
-                    None => Lookup::NotFound,
-                }
+        let now = self.now();
+        let t = self.read();
+        let Some(e) = t.get(key).filter(|e| now < e.fresh_until) else {
+            return Lookup::Miss;
+        };
+        let out = match e.stored {
+            Stored::NotFound => Lookup::NotFound,
+            Stored::Value(_) => match self.text_of(e) {
+                Some(b) => Lookup::Hit(b),
+                None => return Lookup::Miss,
+            },
+        };
+        e.used.store(now, Relaxed);
+        Metrics::inc(&self.inner.metrics.reference_hits);
+        if now >= e.refresh_after && !e.refreshing.swap(true, SeqCst) {
+            if let Some(tx) = &self.inner.refresh_tx {
+                let _ = tx.send(key.to_owned());
             }
-            _ => Lookup::Miss,
         }
+        out
+    }
+
+    /// Drops `key` from the table and the counters.
+    fn remove(&self, key: &str) {
+        let mut t = self.write();
+        if t.remove(key).is_some() {
+            self.sync_counters(&t);
+        }
+    }
+
+    /// Sets the counters to what `t` holds (under its write lock).
+    fn sync_counters(&self, t: &Table) {
+        self.inner.counters.entries.store(t.len() as u64, SeqCst);
+        self.inner.counters.bytes.store(t.bytes(), SeqCst);
     }
 
     /// Reads `kind`/`id`: a fresh hit, else one shared Wrapper fetch.
@@ -600,10 +607,10 @@ impl ReferenceCache {
     fn failed(&self, key: &str, e: CoreError) -> FetchResult {
         let inner = &self.inner;
         match e {
-            CoreError::WrapperUnavailable(msg) => match self.held(key) {
-                Some(e) if e.body.is_some() => {
+            CoreError::WrapperUnavailable(msg) => match self.held_value(key) {
+                Some(body) => {
                     Metrics::inc(&inner.metrics.stale_served);
-                    Ok(e.body.clone().unwrap_or_else(|| Arc::from("{}")))
+                    Ok(body)
                 }
                 _ => Err(CoreError::WrapperUnavailable(msg)),
             },
@@ -664,9 +671,7 @@ impl ReferenceCache {
         let key = ticket.key().to_owned();
         let value = value.filter(|_| !flag.load(SeqCst));
         if tier.finish(ticket, value, ttl).await == Written::Fenced {
-            if let Some(c) = self.inner.cache.get() {
-                c.invalidate(&key);
-            }
+            self.remove(&key);
             return false;
         }
         true
@@ -674,58 +679,61 @@ impl ReferenceCache {
 
     /// Caches a fetched answer for `ttl`, within the byte bound (see the
     /// module docs); an object is held `staleIfErrorMs` longer (stale-if-error),
-    /// a remembered 404 is not. Runs moka's maintenance on the calling
+    /// a remembered 404 is not. Compresses, evicts and expires on the calling
     /// (fetching) task.
     fn store(&self, key: &str, body: Option<Arc<str>>, ttl: Duration, flag: &AtomicBool) {
         let inner = &self.inner;
+        let max = inner.config.max_reference_bytes;
+        let kind = parse_key(key).map_or(RefKind::Historical, |(k, _)| k);
+        let (stored, bytes): (Stored, Box<[u8]>) = match &body {
+            Some(b) if !ttl.is_zero() => {
+                let (form, bytes) = inner.packer.pack(kind, b);
+                (Stored::Value(form), bytes)
+            }
+            Some(_) => (Stored::Value(Form::Raw), Box::default()),
+            None => (Stored::NotFound, Box::default()),
+        };
+        let weight = weight_of(key, bytes.len());
+        let slot = u32::try_from(weight)
+            .ok()
+            .filter(|_| !ttl.is_zero() && weight <= max)
+            .and_then(|w| Slot::new(key, &bytes, stored, kind_code(kind), w));
+        drop(bytes);
+        let Some(mut slot) = slot else {
+            // Served to the callers, not kept; an older answer must not stay either.
+            self.remove(key);
+            return;
+        };
         let hold = match body {
             Some(_) => ttl + inner.config.stale_if_error,
             None => ttl,
         };
-        let cache = self.entries();
-        let max = inner.config.max_reference_bytes;
-        let weight = weight_of(key, body.as_deref());
-        if ttl.is_zero() || weight > max {
-            // Served to the callers, not kept; an older answer must not stay either.
-            cache.invalidate(key);
-            return;
-        }
+        let now = self.now();
+        slot.fresh_until = self.after(ttl);
+        slot.hold_until = self.after(hold);
         let ratio = inner.config.refresh_ahead_ratio;
-        let entry = Arc::new(Entry {
-            refresh_after: (ratio > 0.0 && body.is_some())
-                .then(|| Instant::now() + ttl.mul_f64(ratio)),
-            refreshing: AtomicBool::new(false),
-            body,
-            fresh_until: Instant::now() + ttl,
-            fresh_until_ms: now_ms() + ttl.as_millis() as i64,
-            hold,
-            weight,
-            counted: AtomicBool::new(false),
-        });
-        {
-            let _write = inner.write.lock().unwrap_or_else(|p| p.into_inner());
-            cache.insert(key.to_owned(), entry.clone());
-            // Evictions now, here, rather than on some later reader's thread.
-            cache.run_pending_tasks();
-            let held =
-                |c: &Cache<String, Arc<Entry>>| c.get(key).is_some_and(|e| Arc::ptr_eq(&e, &entry));
-            let fits = inner.counters.bytes.load(SeqCst) + weight <= max;
-            if fits && held(cache) {
-                entry.counted.store(true, SeqCst);
-                inner.counters.bytes.fetch_add(weight, SeqCst);
-                inner.counters.entries.fetch_add(1, SeqCst);
-                // Removed meanwhile (an invalidation on another thread) and
-                // missed by the listener: take it out again.
-                if !held(cache) {
-                    inner.counters.uncount(&entry);
-                }
-            } else if held(cache) {
-                // moka kept it but it does not fit in what is counted: drop it.
-                cache.invalidate(key);
-            }
+        if ratio > 0.0 && body.is_some() {
+            slot.refresh_after = self.after(ttl.mul_f64(ratio));
         }
+        slot.used = AtomicU64::new(now);
+        // What is dropped is freed after the lock is released.
+        let mut dropped: Vec<Slot> = Vec::new();
+        {
+            let mut t = self.write();
+            dropped.extend(t.remove(key));
+            dropped.extend(t.expire_some(now));
+            while t.bytes() + weight > max {
+                match t.evict_one(now) {
+                    Some(e) => dropped.push(e),
+                    None => break,
+                }
+            }
+            t.insert(slot);
+            self.sync_counters(&t);
+        }
+        drop(dropped);
         if flag.load(SeqCst) {
-            cache.invalidate(key);
+            self.remove(key);
         }
     }
 
@@ -747,9 +755,7 @@ impl ReferenceCache {
         if let Some((_, f)) = self.inner.inflight.remove(key) {
             f.invalidated.store(true, SeqCst);
         }
-        if let Some(c) = self.inner.cache.get() {
-            c.invalidate(key);
-        }
+        self.remove(key);
     }
 
     /// Drops everything, including the results of fetches in flight, and,
@@ -766,30 +772,36 @@ impl ReferenceCache {
     /// flight; the shared tier keeps its entries (a shutdown or a released
     /// pool tenant must not empty it for the fleet).
     ///
-    /// Entry by entry (O(entries), on the caller's task), so that the
-    /// counters drop with the entries instead of at a later maintenance.
+    /// The table's memory is freed on the caller's task (O(entries)); the
+    /// dictionaries stay.
     pub fn clear_local(&self) {
         self.inner.inflight.retain(|_, f| {
             f.invalidated.store(true, SeqCst);
             false
         });
-        if let Some(c) = self.inner.cache.get() {
-            for (key, _) in c.iter() {
-                c.invalidate(key.as_str());
-            }
-        }
+        let old = {
+            let mut t = self.write();
+            let old = std::mem::take(&mut *t);
+            self.sync_counters(&t);
+            old
+        };
+        drop(old);
     }
 
     /// Epoch ms at which the held entry stops being fresh (in the past for an
     /// entry held only for stale-if-error), or `None` when nothing is held.
     pub fn expiry(&self, key: &str) -> Option<i64> {
-        self.held(key).map(|e| e.fresh_until_ms)
+        let now = self.now();
+        let t = self.read();
+        t.get(key).filter(|e| e.hold_until > now).map(|e| {
+            self.inner.epoch_ms + i64::try_from(e.fresh_until / 1_000_000).unwrap_or(i64::MAX)
+        })
     }
 
     /// (entries, bytes) held: two atomic loads, no cache maintenance. The
     /// bytes never exceed `maxReferenceBytes`. Entries past their hold time
-    /// count until moka's next maintenance removes them (they are still in
-    /// memory until then).
+    /// count until an insert's incremental expiry, or an eviction, removes
+    /// them (they are still in memory until then).
     pub fn size(&self) -> (u64, u64) {
         (
             self.inner.counters.entries.load(SeqCst),
@@ -825,11 +837,11 @@ mod tests {
         assert_eq!(c.expiry("user:u1"), None);
         assert_eq!(c.size(), (0, 0));
         assert!(
-            c.inner.cache.get().is_none(),
-            "reads and invalidations build nothing"
+            c.read().capacity_bytes() == 0,
+            "reads and invalidations allocate nothing"
         );
         put(&c, "user:u1", 10);
-        assert!(c.inner.cache.get().is_some());
+        assert!(c.read().capacity_bytes() > 0);
         assert!(matches!(c.lookup("user:u1"), Lookup::Hit(_)));
     }
 
@@ -839,14 +851,14 @@ mod tests {
         c.store(key, Some(body), ttl, &AtomicBool::new(false));
     }
 
-    /// (entries, bytes) as moka holds them, after its maintenance.
+    /// (entries, bytes) as the table holds them, slot by slot.
     fn held(c: &ReferenceCache) -> (u64, u64) {
-        c.entries().run_pending_tasks();
+        let t = c.read();
         let mut n = 0;
         let mut bytes = 0;
-        for (_, e) in c.entries().iter() {
+        for e in t.iter() {
             n += 1;
-            bytes += e.weight;
+            bytes += u64::from(e.weight);
         }
         (n, bytes)
     }
@@ -886,7 +898,11 @@ mod tests {
         }
         done.store(true, SeqCst);
         assert!(reader.join().unwrap() > 0);
-        assert_eq!(c.size(), held(&c), "the counters match what moka holds");
+        assert_eq!(
+            c.size(),
+            held(&c),
+            "the counters match what the table holds"
+        );
         c.clear();
         assert_eq!(c.size(), (0, 0));
         assert_eq!(held(&c), (0, 0));
@@ -900,10 +916,8 @@ mod tests {
         let (_, bytes) = c.size();
         assert_eq!(
             bytes,
-            weight_of(
-                "user:a",
-                Some(&format!("{{\"b\":\"{}\"}}", "x".repeat(100)))
-            )
+            weight_of("user:a", format!("{{\"b\":\"{}\"}}", "x".repeat(100)).len()),
+            "stored raw before its kind's dictionary is trained"
         );
         put(&c, "user:a", 2_000);
         assert_eq!(
@@ -926,5 +940,89 @@ mod tests {
         c.invalidate("user:a");
         assert_eq!(c.size(), held(&c));
         assert_eq!(c.size().0, 1);
+    }
+
+    fn profile(i: usize) -> Arc<str> {
+        Arc::from(format!(
+            r#"{{"userId":"u{i:07}","name":"User {i}","email":"user{i}@example.com","dept":"d{}","bio":"{}"}}"#,
+            i % 13,
+            "lorem ipsum dolor sit amet ".repeat(30)
+        ))
+    }
+
+    #[test]
+    fn eviction_keeps_the_bound_and_spares_what_is_read() {
+        let max = 40_000;
+        let c = cache(max);
+        let ttl = Duration::from_secs(60);
+        c.store("user:hot", Some(profile(0)), ttl, &AtomicBool::new(false));
+        for i in 1..2_000 {
+            c.store(
+                &format!("user:{i}"),
+                Some(profile(i)),
+                ttl,
+                &AtomicBool::new(false),
+            );
+            assert!(c.size().1 <= max, "{} bytes, bound {max}", c.size().1);
+            assert_eq!(
+                c.lookup("user:hot"),
+                Lookup::Hit(profile(0)),
+                "after insert {i}"
+            );
+        }
+        let (n, bytes) = c.size();
+        assert!(n > 10 && n < 2_000, "{n} entries held");
+        assert_eq!((n, bytes), held(&c));
+        // What is held reads back exactly (packed with the trained dictionary).
+        assert!(c.inner.packer.dict_len(RefKind::UserProfile).is_some());
+        assert_eq!(c.lookup("user:1999"), Lookup::Hit(profile(1999)));
+        assert_eq!(c.lookup("user:1"), Lookup::Miss, "the oldest went");
+    }
+
+    #[test]
+    fn packed_entries_round_trip_and_count_their_stored_bytes() {
+        let c = cache(1 << 30);
+        let ttl = Duration::from_secs(60);
+        let mut raw = 0;
+        for i in 0..1_000 {
+            raw += profile(i).len() as u64;
+            c.store(
+                &format!("user:{i}"),
+                Some(profile(i)),
+                ttl,
+                &AtomicBool::new(false),
+            );
+        }
+        for i in 0..1_000 {
+            assert_eq!(c.lookup(&format!("user:{i}")), Lookup::Hit(profile(i)));
+        }
+        let (n, bytes) = c.size();
+        assert_eq!(n, 1_000);
+        // The first 255 are raw (stored before training), the rest packed.
+        assert!(bytes < raw / 2, "{bytes} counted for {raw} raw");
+    }
+
+    #[test]
+    fn expired_entries_are_misses_and_later_inserts_remove_them() {
+        let c = cache(1 << 20);
+        let flag = AtomicBool::new(false);
+        // A 404 is held exactly its TTL (no stale window).
+        c.store("user:gone", None, Duration::from_micros(1), &flag);
+        let until = c.read().get("user:gone").unwrap().hold_until;
+        while c.now() <= until {
+            std::hint::spin_loop();
+        }
+        assert_eq!(c.lookup("user:gone"), Lookup::Miss);
+        assert_eq!(c.expiry("user:gone"), None);
+        assert_eq!(c.size().0, 1, "still in memory until expiry reaches it");
+        for i in 0..10 {
+            put(&c, &format!("user:{i}"), 10);
+        }
+        assert!(
+            c.read().get("user:gone").is_none(),
+            "incremental expiry removed it"
+        );
+        assert_eq!(c.size(), held(&c));
+        assert_eq!(c.size().0, 10);
     }
 }
