@@ -33,6 +33,10 @@ pub struct Applier<'a> {
     channel_head: String,
 }
 
+/// A replaced store with fewer entries than this is freed where it is
+/// replaced; a larger one on a nice-19 thread (background.rs).
+const SMALL_STORE_ROWS: usize = 4096;
+
 impl<'a> Applier<'a> {
     /// An applier for `tenant`'s channels.
     pub fn new(tenant: &'a Tenant) -> Self {
@@ -316,7 +320,12 @@ impl<'a> Applier<'a> {
         // memory is given back (background.rs, memory.rs).
         let old_rows: usize = old.sizes().iter().sum();
         let large = new_rows.max(old_rows) >= crate::memory::LARGE_LOAD_ROWS;
-        crate::background::drop_low(old, large);
+        if large || old_rows >= SMALL_STORE_ROWS {
+            crate::background::drop_low(old, large);
+        } else {
+            // A small store (a pool tenant's) frees faster than a thread starts.
+            drop(old);
+        }
         if reason.drops_reference() {
             tenant.reference.clear();
         }
