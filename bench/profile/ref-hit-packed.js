@@ -17,7 +17,12 @@ async function main() {
   const profiles = new Map()
   for (let i = 0; i < 1024; i++) profiles.set(data.userId(i), data.profile(i))
   const sim = await startWrapperSim({ tenantId, data: { ...smallData(), profiles } })
-  const c = new SmartCRMConsumer({ tenantId, wrapperUrl: sim.url, redisUrl: redis.url, refreshIntervalMs: 0 })
+  const c = new SmartCRMConsumer({
+    tenantId,
+    wrapperUrl: sim.url,
+    redisUrl: redis.url,
+    refreshIntervalMs: 0,
+  })
   await c.initialize()
   const ids = [...profiles.keys()]
   for (const id of ids) await c.getUserProfile(id)
