@@ -121,6 +121,19 @@ test('each call resolves to a fresh object: mutating it never changes the cache'
   t.is(sim.count(ALICE), 1)
 })
 
+test('refLookupCode answers as refLookup for each kind code; an unknown code is a RangeError', async (t) => {
+  const { consumer } = await setup(t)
+  await consumer.getUserProfile('u-alice')
+  const native = consumer._native
+  t.is(native.refLookupCode(0, 'u-alice'), native.refLookup('user', 'u-alice'))
+  t.truthy(native.refLookupCode(0, 'u-alice'))
+  t.is(native.refLookupCode(1, 'u-alice'), null, 'hierarchy: not held')
+  t.is(native.refLookupCode(3, 'u-alice'), null, 'historical: not held')
+  const err = t.throws(() => native.refLookupCode(4, 'u-alice'))
+  t.true(err instanceof RangeError, String(err))
+  t.regex(err.message, /unknown reference kind code 4/)
+})
+
 // ---- single flight -------------------------------------------------------------
 
 test('200 concurrent misses for one key make one Wrapper request', async (t) => {

@@ -2,8 +2,14 @@
 //! of slot numbers (IndexMap-style), sampled-LRU eviction, lazy and
 //! incremental expiry.
 //!
-//! * Each slot's key and stored bytes share one allocation; the slot itself
-//!   is 64 bytes, the index 4 bytes (plus a control byte) per entry.
+//! * Each slot's key and stored bytes are one record in a 64 KB chunk
+//!   ([`CHUNK`]) rather than an allocation of their own: a few hundred
+//!   long-lived small allocations interleaved with the fetch path's
+//!   short-lived ones fragmented the heap by ~250 B per entry. A chunk whose
+//!   records are more than half dead is compacted (its live records copied to
+//!   the current chunk) and freed; a chunk with no live record is freed at
+//!   once. The slot itself is 56 bytes, the index 4 bytes (plus a control
+//!   byte) per entry.
 //! * Eviction samples [`SAMPLE`] slots at random and removes the one used
 //!   least recently (an entry past its hold time first): Redis's approximated
 //!   LRU, O(1) per eviction with no list to maintain on a hit.
@@ -36,13 +42,25 @@ pub enum Stored {
     Value(Form),
 }
 
+/// Bytes per chunk of records (a record larger than this gets a chunk of its
+/// own).
+pub const CHUNK: usize = 64 * 1024;
+
+/// Bytes of a record's header: the key's length (u16) and the stored
+/// bytes' length (u32), little-endian.
+const HEADER: usize = 6;
+
 /// One entry. Times are nanoseconds on the cache's clock.
 #[derive(Debug)]
 pub struct Slot {
-    /// The key's bytes followed by the stored bytes.
-    data: Box<[u8]>,
-    /// How many of `data`'s bytes are the key.
+    /// The chunk holding its record.
+    chunk: u32,
+    /// Where its record starts in the chunk.
+    offset: u32,
+    /// The key's length.
     key_len: u16,
+    /// The stored bytes' length.
+    len: u32,
     /// What the stored bytes are.
     pub stored: Stored,
     /// The kind's index (for the dictionary), see `packing.rs`.
@@ -61,37 +79,46 @@ pub struct Slot {
     pub used: AtomicU64,
 }
 
-impl Slot {
-    /// A slot for `key` holding `bytes`; `None` when the key is too long to
-    /// be kept (over 65,535 bytes).
-    pub fn new(key: &str, bytes: &[u8], stored: Stored, kind: u8, weight: u32) -> Option<Slot> {
-        let key_len = u16::try_from(key.len()).ok()?;
-        let mut data = Vec::with_capacity(key.len() + bytes.len());
-        data.extend_from_slice(key.as_bytes());
-        data.extend_from_slice(bytes);
-        Some(Slot {
-            data: data.into_boxed_slice(),
-            key_len,
-            stored,
-            kind,
-            refreshing: AtomicBool::new(false),
-            weight,
-            fresh_until: 0,
-            hold_until: 0,
-            refresh_after: u64::MAX,
-            used: AtomicU64::new(0),
-        })
-    }
+/// What a new entry is, besides its key and bytes.
+#[derive(Debug)]
+pub struct Meta {
+    /// What the stored bytes are.
+    pub stored: Stored,
+    /// The kind's index.
+    pub kind: u8,
+    /// Its weight in bytes.
+    pub weight: u32,
+    /// Until when this is a hit.
+    pub fresh_until: u64,
+    /// Until when it is held.
+    pub hold_until: u64,
+    /// A hit from this time on also refreshes it (`u64::MAX`: never).
+    pub refresh_after: u64,
+    /// Now (its first use).
+    pub used: u64,
+}
 
-    /// Its key's bytes.
-    pub fn key(&self) -> &[u8] {
-        &self.data[..self.key_len as usize]
-    }
+/// One chunk of records.
+#[derive(Debug)]
+struct Chunk {
+    /// The records, appended; never reallocated.
+    data: Vec<u8>,
+    /// Bytes of records no slot points to any more.
+    dead: usize,
+}
 
-    /// Its stored bytes.
-    pub fn bytes(&self) -> &[u8] {
-        &self.data[self.key_len as usize..]
-    }
+/// Refusal of [`Table::insert`]: a key over 65,535 bytes or a value over
+/// 4 GiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooLong;
+
+/// A removed entry: its slot and its stored bytes.
+#[derive(Debug)]
+pub struct Removed {
+    /// The slot as it was.
+    pub slot: Slot,
+    /// Its key.
+    pub key: Box<[u8]>,
 }
 
 /// See the module docs.
@@ -99,6 +126,12 @@ impl Slot {
 pub struct Table {
     /// The entries, dense.
     slots: Vec<Slot>,
+    /// The chunks of records (`None`: freed, its number in `free`).
+    chunks: Vec<Option<Chunk>>,
+    /// Numbers of freed chunks, for reuse.
+    free: Vec<u32>,
+    /// The chunk records are appended to.
+    current: Option<u32>,
     /// Slot numbers by the hash of their key.
     index: HashTable<u32>,
     /// The hasher of keys.
@@ -127,14 +160,35 @@ impl Table {
         self.bytes
     }
 
-    /// Bytes reserved for slots and index (not counting what slots point to).
+    /// Bytes reserved for slots, index and chunks.
     pub fn capacity_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<Slot>() + self.index.capacity() * 5
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.index.capacity() * 5
+            + self
+                .chunks
+                .iter()
+                .flatten()
+                .map(|c| c.data.capacity())
+                .sum::<usize>()
     }
 
     /// Every held slot.
     pub fn iter(&self) -> impl Iterator<Item = &Slot> {
         self.slots.iter()
+    }
+
+    /// The key of `slot`.
+    pub fn key(&self, slot: &Slot) -> &[u8] {
+        key_in(&self.chunks, slot)
+    }
+
+    /// The stored bytes of `slot`.
+    pub fn bytes_of(&self, slot: &Slot) -> &[u8] {
+        let start = slot.offset as usize + HEADER + slot.key_len as usize;
+        match &self.chunks[slot.chunk as usize] {
+            Some(c) => &c.data[start..start + slot.len as usize],
+            None => &[],
+        }
     }
 
     fn hash(&self, key: &[u8]) -> u64 {
@@ -143,9 +197,11 @@ impl Table {
 
     /// The slot number of `key`.
     fn position(&self, key: &[u8]) -> Option<usize> {
-        let slots = &self.slots;
+        let (slots, chunks) = (&self.slots, &self.chunks);
         self.index
-            .find(self.hash(key), |&i| slots[i as usize].key() == key)
+            .find(self.hash(key), |&i| {
+                key_in(chunks, &slots[i as usize]) == key
+            })
             .map(|&i| i as usize)
     }
 
@@ -154,35 +210,104 @@ impl Table {
         self.position(key.as_bytes()).map(|i| &self.slots[i])
     }
 
-    /// Holds `slot`, replacing the slot of its key; returns the replaced one.
-    /// Makes no room: the caller evicts first.
-    pub fn insert(&mut self, slot: Slot) -> Option<Slot> {
-        let old = self.remove(std::str::from_utf8(slot.key()).unwrap_or_default());
-        let h = self.hash(slot.key());
+    /// Appends a record of `key` and `bytes`; (chunk, offset).
+    fn place(&mut self, key: &[u8], bytes: &[u8]) -> (u32, u32) {
+        let need = HEADER + key.len() + bytes.len();
+        let fits = |c: &Chunk| c.data.capacity() - c.data.len() >= need;
+        let n = match self.current {
+            Some(n) if self.chunks[n as usize].as_ref().is_some_and(fits) => n,
+            _ => {
+                let chunk = Chunk {
+                    data: Vec::with_capacity(need.max(CHUNK)),
+                    dead: 0,
+                };
+                let n = match self.free.pop() {
+                    Some(n) => {
+                        self.chunks[n as usize] = Some(chunk);
+                        n
+                    }
+                    None => {
+                        self.chunks.push(Some(chunk));
+                        (self.chunks.len() - 1) as u32
+                    }
+                };
+                // An old current chunk with room left keeps it as dead space.
+                if let Some(old) = self.current.and_then(|o| self.chunks[o as usize].as_mut()) {
+                    old.dead += old.data.capacity() - old.data.len();
+                }
+                if need <= CHUNK {
+                    self.current = Some(n);
+                }
+                n
+            }
+        };
+        let Some(c) = self.chunks[n as usize].as_mut() else {
+            unreachable!("chunk {n} was just placed")
+        };
+        let offset = c.data.len() as u32;
+        c.data.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        c.data
+            .extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        c.data.extend_from_slice(key);
+        c.data.extend_from_slice(bytes);
+        (n, offset)
+    }
+
+    /// Holds `key` with `bytes` and `meta`, replacing the slot of the key
+    /// (returned). Makes no room: the caller evicts first. [`TooLong`] (and
+    /// nothing held or removed) for a key over 65,535 bytes.
+    pub fn insert(
+        &mut self,
+        key: &str,
+        bytes: &[u8],
+        meta: Meta,
+    ) -> Result<Option<Removed>, TooLong> {
+        let key_len = u16::try_from(key.len()).map_err(|_| TooLong)?;
+        let len = u32::try_from(bytes.len()).map_err(|_| TooLong)?;
+        let old = self.remove(key);
+        let (chunk, offset) = self.place(key.as_bytes(), bytes);
+        let slot = Slot {
+            chunk,
+            offset,
+            key_len,
+            len,
+            stored: meta.stored,
+            kind: meta.kind,
+            refreshing: AtomicBool::new(false),
+            weight: meta.weight,
+            fresh_until: meta.fresh_until,
+            hold_until: meta.hold_until,
+            refresh_after: meta.refresh_after,
+            used: AtomicU64::new(meta.used),
+        };
+        let h = self.hash(key.as_bytes());
         let i = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
         self.bytes += u64::from(slot.weight);
         self.slots.push(slot);
-        let (slots, hasher) = (&self.slots, &self.hasher);
-        self.index
-            .insert_unique(h, i, |&j| hasher.hash_one(slots[j as usize].key()));
-        old
+        let (slots, chunks, hasher) = (&self.slots, &self.chunks, &self.hasher);
+        self.index.insert_unique(h, i, |&j| {
+            hasher.hash_one(key_in(chunks, &slots[j as usize]))
+        });
+        Ok(old)
     }
 
     /// Drops the slot of `key`, returning it.
-    pub fn remove(&mut self, key: &str) -> Option<Slot> {
+    pub fn remove(&mut self, key: &str) -> Option<Removed> {
         let i = self.position(key.as_bytes())?;
         Some(self.remove_at(i))
     }
 
-    /// Drops slot `i` (swapping the last slot into its place).
-    fn remove_at(&mut self, i: usize) -> Slot {
-        let h = self.hash(self.slots[i].key());
+    /// Drops slot `i` (swapping the last slot into its place), then frees or
+    /// compacts its chunk as needed.
+    fn remove_at(&mut self, i: usize) -> Removed {
+        let key: Box<[u8]> = self.key(&self.slots[i]).into();
+        let h = self.hash(&key);
         if let Ok(e) = self.index.find_entry(h, |&j| j as usize == i) {
             e.remove();
         }
         let last = self.slots.len() - 1;
         if i != last {
-            let h = self.hash(self.slots[last].key());
+            let h = self.hash(self.key(&self.slots[last]));
             if let Some(j) = self.index.find_mut(h, |&j| j as usize == last) {
                 *j = i as u32;
             }
@@ -191,12 +316,67 @@ impl Table {
         self.bytes -= u64::from(slot.weight);
         if self.slots.len() * 4 < self.slots.capacity() && self.slots.capacity() > 64 {
             self.slots.shrink_to(self.slots.len() * 2);
-            let (slots, hasher) = (&self.slots, &self.hasher);
+            let (slots, chunks, hasher) = (&self.slots, &self.chunks, &self.hasher);
             self.index.shrink_to(slots.len() * 2, |&j| {
-                hasher.hash_one(slots[j as usize].key())
+                hasher.hash_one(key_in(chunks, &slots[j as usize]))
             });
         }
-        slot
+        self.release(
+            slot.chunk,
+            HEADER + slot.key_len as usize + slot.len as usize,
+        );
+        Removed { slot, key }
+    }
+
+    /// Marks `n` bytes of chunk `c` dead; frees it when nothing in it lives,
+    /// compacts it when more than half is dead (not the current chunk).
+    fn release(&mut self, c: u32, n: usize) {
+        let Some(chunk) = self.chunks[c as usize].as_mut() else {
+            return;
+        };
+        chunk.dead += n;
+        let current = self.current == Some(c);
+        if chunk.dead >= chunk.data.capacity() && !current {
+            self.chunks[c as usize] = None;
+            self.free.push(c);
+        } else if !current && chunk.dead * 2 > chunk.data.capacity() {
+            self.compact(c);
+        }
+    }
+
+    /// Moves the live records of chunk `c` to the current chunk, and frees it.
+    fn compact(&mut self, c: u32) {
+        let mut offset = 0usize;
+        let mut record = Vec::new();
+        loop {
+            let Some(chunk) = self.chunks[c as usize].as_ref() else {
+                return;
+            };
+            if offset + HEADER > chunk.data.len() {
+                break;
+            }
+            let d = &chunk.data;
+            let key_len = u16::from_le_bytes([d[offset], d[offset + 1]]) as usize;
+            let len =
+                u32::from_le_bytes([d[offset + 2], d[offset + 3], d[offset + 4], d[offset + 5]])
+                    as usize;
+            let end = offset + HEADER + key_len + len;
+            record.clear();
+            record.extend_from_slice(&d[offset + HEADER..end]);
+            let (key, bytes) = record.split_at(key_len);
+            if let Some(i) = self.position(key) {
+                let s = &self.slots[i];
+                if s.chunk == c && s.offset as usize == offset {
+                    let (nc, no) = self.place(key, bytes);
+                    let s = &mut self.slots[i];
+                    s.chunk = nc;
+                    s.offset = no;
+                }
+            }
+            offset = end;
+        }
+        self.chunks[c as usize] = None;
+        self.free.push(c);
     }
 
     fn random(&mut self) -> usize {
@@ -212,7 +392,7 @@ impl Table {
 
     /// Evicts one slot: of [`SAMPLE`] random ones, one past its hold time at
     /// `now` if any, else the least recently used. `None` when empty.
-    pub fn evict_one(&mut self, now: u64) -> Option<Slot> {
+    pub fn evict_one(&mut self, now: u64) -> Option<Removed> {
         let n = self.slots.len();
         if n == 0 {
             return None;
@@ -232,7 +412,7 @@ impl Table {
 
     /// Looks at the next [`EXPIRE_STEP`] slots and drops those past their
     /// hold time at `now`; returns them.
-    pub fn expire_some(&mut self, now: u64) -> Vec<Slot> {
+    pub fn expire_some(&mut self, now: u64) -> Vec<Removed> {
         let mut out = Vec::new();
         for _ in 0..EXPIRE_STEP {
             if self.slots.is_empty() {
@@ -254,9 +434,21 @@ impl Table {
     /// Drops everything and frees the memory.
     pub fn clear(&mut self) {
         self.slots = Vec::new();
+        self.chunks = Vec::new();
+        self.free = Vec::new();
+        self.current = None;
         self.index = HashTable::new();
         self.bytes = 0;
         self.cursor = 0;
+    }
+}
+
+/// The key of `slot` in `chunks`.
+fn key_in<'a>(chunks: &'a [Option<Chunk>], slot: &Slot) -> &'a [u8] {
+    let start = slot.offset as usize + HEADER;
+    match &chunks[slot.chunk as usize] {
+        Some(c) => &c.data[start..start + slot.key_len as usize],
+        None => &[],
     }
 }
 
@@ -264,26 +456,35 @@ impl Table {
 mod tests {
     use super::*;
 
-    fn slot(key: &str, used: u64, hold_until: u64) -> Slot {
-        let mut s = Slot::new(key, b"{}", Stored::Value(Form::Raw), 0, 10).unwrap();
-        s.hold_until = hold_until;
-        s.used = AtomicU64::new(used);
-        s
+    fn meta(used: u64, hold_until: u64, weight: u32) -> Meta {
+        Meta {
+            stored: Stored::Value(Form::Raw),
+            kind: 0,
+            weight,
+            fresh_until: hold_until,
+            hold_until,
+            refresh_after: u64::MAX,
+            used,
+        }
+    }
+
+    fn put(t: &mut Table, key: &str, used: u64, hold_until: u64) -> Option<Removed> {
+        t.insert(key, b"{}", meta(used, hold_until, 10)).unwrap()
     }
 
     #[test]
     fn insert_replace_remove_keep_index_and_bytes_exact() {
         let mut t = Table::default();
         for i in 0..1000 {
-            assert!(t.insert(slot(&format!("user:{i}"), i, u64::MAX)).is_none());
+            assert!(put(&mut t, &format!("user:{i}"), i, u64::MAX).is_none());
         }
-        assert!(t.insert(slot("user:5", 0, u64::MAX)).is_some(), "replaced");
+        assert!(put(&mut t, "user:5", 0, u64::MAX).is_some(), "replaced");
         assert_eq!((t.len(), t.bytes()), (1000, 10_000));
         for i in (0..1000).step_by(3) {
             assert!(t.remove(&format!("user:{i}")).is_some());
         }
         for i in 0..1000 {
-            let held = t.get(&format!("user:{i}")).map(|s| s.key().to_vec());
+            let held = t.get(&format!("user:{i}")).map(|s| t.key(s).to_vec());
             if i % 3 == 0 {
                 assert!(held.is_none());
             } else {
@@ -300,26 +501,61 @@ mod tests {
     }
 
     #[test]
+    fn chunks_are_compacted_and_freed_as_records_die() {
+        let mut t = Table::default();
+        let body = |i: usize| format!("{i:0>300}");
+        for i in 0..2_000 {
+            t.insert(&format!("k{i}"), body(i).as_bytes(), meta(0, u64::MAX, 1))
+                .unwrap();
+        }
+        let full = t.chunks.iter().flatten().count();
+        assert!(full >= 9, "{full} chunks for ~620 KB of records");
+        // Drop 3 of every 4: every old chunk goes past half dead.
+        for i in 0..2_000 {
+            if i % 4 != 0 {
+                t.remove(&format!("k{i}")).unwrap();
+            }
+        }
+        let live = t.chunks.iter().flatten().count();
+        assert!(live * 2 < full + 2, "{live} chunks of {full} left");
+        // Every survivor reads back its own bytes after being moved.
+        for i in (0..2_000).step_by(4) {
+            let s = t.get(&format!("k{i}")).unwrap();
+            assert_eq!(t.bytes_of(s), body(i).as_bytes());
+        }
+        // A record larger than a chunk has one of its own, freed with it.
+        let big = "x".repeat(CHUNK + 10);
+        t.insert("big", big.as_bytes(), meta(0, u64::MAX, 1))
+            .unwrap();
+        assert_eq!(t.bytes_of(t.get("big").unwrap()), big.as_bytes());
+        let n = t.chunks.iter().flatten().count();
+        t.remove("big").unwrap();
+        assert_eq!(t.chunks.iter().flatten().count(), n - 1);
+        // A key too long to hold is refused, and nothing is held for it.
+        assert!(t.insert(&"k".repeat(70_000), b"{}", meta(0, 1, 1)).is_err());
+    }
+
+    #[test]
     fn eviction_prefers_expired_then_least_recently_used() {
         let mut t = Table::default();
         // 8 slots or fewer: every one is in the sample.
         for i in 0..8 {
-            t.insert(slot(&format!("k{i}"), 100 + i, u64::MAX));
+            put(&mut t, &format!("k{i}"), 100 + i, u64::MAX);
         }
         t.get("k0").unwrap().used.store(1_000, Relaxed);
         let e = t.evict_one(50).unwrap();
-        assert_eq!(e.key(), b"k1", "the oldest use goes");
-        t.insert(slot("gone", 5_000, 40));
+        assert_eq!(&*e.key, b"k1", "the oldest use goes");
+        put(&mut t, "gone", 5_000, 40);
         let e = t.evict_one(50).unwrap();
-        assert_eq!(e.key(), b"gone", "past its hold time first");
+        assert_eq!(&*e.key, b"gone", "past its hold time first");
         // Many slots: what is evicted is from the older part (sampled LRU).
         let mut t = Table::default();
         for i in 0..10_000 {
-            t.insert(slot(&format!("k{i}"), i, u64::MAX));
+            put(&mut t, &format!("k{i}"), i, u64::MAX);
         }
         let mut evicted = 0u64;
         for _ in 0..1000 {
-            evicted += t.evict_one(0).unwrap().used.load(Relaxed);
+            evicted += t.evict_one(0).unwrap().slot.used.load(Relaxed);
         }
         assert!(
             evicted / 1000 < 2_500,
@@ -332,11 +568,12 @@ mod tests {
     fn incremental_expiry_drops_what_is_past_its_hold_time() {
         let mut t = Table::default();
         for i in 0..100 {
-            t.insert(slot(
+            put(
+                &mut t,
                 &format!("k{i}"),
                 0,
                 if i % 2 == 0 { 10 } else { 1_000 },
-            ));
+            );
         }
         let mut dropped = 0;
         for _ in 0..100 {

@@ -49,7 +49,7 @@ use crate::error::{CoreError, Result};
 use crate::ids::{parse_key, RefKind};
 use crate::metrics::{now_ms, Metrics};
 use crate::packing::{Form, Packer};
-use crate::ref_table::{Slot, Stored, Table};
+use crate::ref_table::{Meta, Removed, Slot, Stored, Table};
 use crate::shared_ref::{Begin, SharedTier, Ticket, Written, NOT_FOUND_VALUE};
 use crate::wrapper::{WrapperClient, MAX_BATCH_IDS};
 
@@ -270,13 +270,13 @@ impl ReferenceCache {
     }
 
     /// The JSON text a slot stores (`None` for a 404, or unreadable).
-    fn text_of(&self, slot: &Slot) -> Option<Arc<str>> {
+    fn text_of(&self, t: &Table, slot: &Slot) -> Option<Arc<str>> {
         match slot.stored {
             Stored::NotFound => None,
             Stored::Value(form) => self
                 .inner
                 .packer
-                .unpack(kind_of_code(slot.kind), form, slot.bytes())
+                .unpack(kind_of_code(slot.kind), form, t.bytes_of(slot))
                 .map(Arc::from),
         }
     }
@@ -287,7 +287,7 @@ impl ReferenceCache {
         let t = self.read();
         t.get(key)
             .filter(|s| s.hold_until > now)
-            .and_then(|s| self.text_of(s))
+            .and_then(|s| self.text_of(&t, s))
     }
 
     /// Synchronous read of `key`; counts a hit when fresh. Never blocks on I/O.
@@ -299,7 +299,7 @@ impl ReferenceCache {
         };
         let out = match e.stored {
             Stored::NotFound => Lookup::NotFound,
-            Stored::Value(_) => match self.text_of(e) {
+            Stored::Value(_) => match self.text_of(&t, e) {
                 Some(b) => Lookup::Hit(b),
                 None => return Lookup::Miss,
             },
@@ -694,44 +694,54 @@ impl ReferenceCache {
             None => (Stored::NotFound, Box::default()),
         };
         let weight = weight_of(key, bytes.len());
-        let slot = u32::try_from(weight)
-            .ok()
-            .filter(|_| !ttl.is_zero() && weight <= max)
-            .and_then(|w| Slot::new(key, &bytes, stored, kind_code(kind), w));
-        drop(bytes);
-        let Some(mut slot) = slot else {
-            // Served to the callers, not kept; an older answer must not stay either.
-            self.remove(key);
-            return;
+        let weight = match u32::try_from(weight) {
+            Ok(w) if !ttl.is_zero() && u64::from(w) <= max => w,
+            _ => {
+                // Served to the callers, not kept; an older answer must not stay either.
+                self.remove(key);
+                return;
+            }
         };
         let hold = match body {
             Some(_) => ttl + inner.config.stale_if_error,
             None => ttl,
         };
         let now = self.now();
-        slot.fresh_until = self.after(ttl);
-        slot.hold_until = self.after(hold);
         let ratio = inner.config.refresh_ahead_ratio;
-        if ratio > 0.0 && body.is_some() {
-            slot.refresh_after = self.after(ttl.mul_f64(ratio));
-        }
-        slot.used = AtomicU64::new(now);
+        let meta = Meta {
+            stored,
+            kind: kind_code(kind),
+            weight,
+            fresh_until: self.after(ttl),
+            hold_until: self.after(hold),
+            refresh_after: if ratio > 0.0 && body.is_some() {
+                self.after(ttl.mul_f64(ratio))
+            } else {
+                u64::MAX
+            },
+            used: now,
+        };
         // What is dropped is freed after the lock is released.
-        let mut dropped: Vec<Slot> = Vec::new();
-        {
+        let mut dropped: Vec<Removed> = Vec::new();
+        let kept = {
             let mut t = self.write();
             dropped.extend(t.remove(key));
             dropped.extend(t.expire_some(now));
-            while t.bytes() + weight > max {
+            while t.bytes() + u64::from(weight) > max {
                 match t.evict_one(now) {
                     Some(e) => dropped.push(e),
                     None => break,
                 }
             }
-            t.insert(slot);
+            let kept = t.insert(key, &bytes, meta).is_ok();
             self.sync_counters(&t);
-        }
+            kept
+        };
         drop(dropped);
+        drop(bytes);
+        if !kept {
+            return;
+        }
         if flag.load(SeqCst) {
             self.remove(key);
         }
