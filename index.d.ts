@@ -34,6 +34,23 @@ export declare class NativeConsumer {
    * path.
    */
   refLookupCode(kind: number, id: string): string | null
+  /** `referenceHotEntries` (0 = no hot tier in JS). */
+  refHotEntries(): number
+  /**
+   * The reference cache's generation counter as 4 bytes of memory shared
+   * with JS (read with `Atomics.load` on an `Int32Array` over it), for the
+   * hot tier in lib/consumer.js; `null` when `referenceHotEntries` is 0 or
+   * the runtime would copy the memory instead of sharing it (then JS keeps
+   * no hot tier). Call it once per consumer.
+   */
+  refGenerationBuffer(): ArrayBuffer | null
+  /**
+   * As `refLookupCode`, for the hot tier: `[text, ms]`, the hit's text and
+   * for how many milliseconds it may be reused without asking again (until
+   * its freshness ends or its refresh-ahead point, and only while the
+   * generation read before this call is unchanged), or `null` on a miss.
+   */
+  refLookupHot(kind: number, id: string): [string, number] | null
   /** Reference read with a shared fetch on a miss; resolves to JSON text. */
   refGet(kind: string, id: string): Promise<string>
   /**

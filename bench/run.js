@@ -399,13 +399,23 @@ async function microRows(ctx) {
   const a1 = await pkg.getUserProfile(refIds[0])
   const a2 = await pkg.getUserProfile(refIds[0])
   if (a1 === a2 || a1.userId !== refIds[0]) throw new Error('package profile hit is not fresh')
+  // The pure-JS consumer's fresh-copy path (issue 13): what a careful
+  // pure-JS consumer that returns fresh objects does on a hit, an async method
+  // that parses the JSON text it keeps.
+  const freshCopy = {
+    texts: new Map(refIds.map((id, i) => [id, texts[i]])),
+    async getUserProfile(id) {
+      return JSON.parse(this.texts.get(id))
+    },
+  }
   const requestsBefore = sim.count('/api/users/')
   log('row 5: reference hit ...')
-  const [rp, rb, rf] = await measureCases(
+  const [rp, rb, rf, rc] = await measureCases(
     [
       { fn: asyncLoop('s.getUserProfile(a[i & m])'), s: pkg, a: refIds },
       { fn: asyncLoop('s.getUserProfile(a[i & m])'), s: base, a: refIds },
       { fn: syncLoop('JSON.parse(a[i & m])'), s: null, a: texts },
+      { fn: asyncLoop('s.getUserProfile(a[i & m])'), s: freshCopy, a: refIds },
     ],
     S,
   )
@@ -419,12 +429,15 @@ async function microRows(ctx) {
     base: rb,
     floor: rf,
     floorIs: '`JSON.parse` of the same profile text',
-    target: '≤ 1.5× floor (issue 13)',
-    met: rp <= 1.5 * rf && extraRequests === 0,
+    target: '≤ 1.5× floor, and ≤ the pure-JS fresh-copy path (issue 13)',
+    met: rp <= 1.5 * rf && rp <= rc && extraRequests === 0,
+    freshCopy: rc,
     detail:
       `${refIds.length} cached profiles of ${meanBytes} bytes on average; each call awaited. ` +
       'The baseline returns its cached object itself (the design: shared and mutable, not ' +
-      `fresh), which is why it can beat the floor. Wrapper requests during the timing: ${extraRequests}.`,
+      'fresh), which is why it can beat the floor. The pure-JS fresh-copy path (an async ' +
+      `method that returns \`JSON.parse\` of the JSON text it keeps) took ${Math.round(rc).toLocaleString('en')} ns: ` +
+      `package / fresh copy ${(rp / rc).toFixed(2)}×. Wrapper requests during the timing: ${extraRequests}.`,
   })
   return rows
 }

@@ -81,6 +81,14 @@ export interface SmartCRMConsumerOptions extends RedisOptions {
    * entry never expires into a miss (SPEC §10). 0 ≤ ratio < 1.
    */
   refreshAheadRatio?: number
+  /**
+   * Default 256; 0 = off. Per reference kind, how many hit texts the JS side keeps
+   * next to your handlers, so such a hit parses a fresh object without a call into
+   * native code. An entry is used only until the native entry's refresh point and
+   * only while no invalidation, replaced value or clear has happened since it was read.
+   * Integer from 0 to 65536.
+   */
+  referenceHotEntries?: number
   /** Required; `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`. */
   tenantId: string
   /** Default `process.env.WRAPPER_URL`; one of the two must be set. */

@@ -550,6 +550,52 @@ impl NativeConsumer {
         guard(|| self.lookup_of(kind_of_code(kind)?, &id))
     }
 
+    /// `referenceHotEntries` (0 = no hot tier in JS).
+    #[napi]
+    pub fn ref_hot_entries(&self) -> u32 {
+        self.inner.config().reference_hot_entries
+    }
+
+    /// The reference cache's generation counter as 4 bytes of memory shared
+    /// with JS (read with `Atomics.load` on an `Int32Array` over it), for the
+    /// hot tier in lib/consumer.js; `null` when `referenceHotEntries` is 0 or
+    /// the runtime would copy the memory instead of sharing it (then JS keeps
+    /// no hot tier). Call it once per consumer.
+    #[napi(ts_return_type = "ArrayBuffer | null")]
+    pub fn ref_generation_buffer<'env>(&self, env: &'env Env) -> Result<Option<ArrayBuffer<'env>>> {
+        if self.inner.config().reference_hot_entries == 0 {
+            return Ok(None);
+        }
+        let generation = self.inner.reference_generation();
+        let ptr = Arc::as_ptr(&generation) as *mut u8;
+        // SAFETY: `ptr` is the 4 bytes of an `AtomicU32` (the layout of a
+        // `u32`) that `generation`, moved into the finalizer, keeps alive for
+        // as long as the ArrayBuffer lives. JS only reads it.
+        let buf = unsafe { ArrayBuffer::from_external(env, ptr, 4, generation, |_, g| drop(g)) }?;
+        if !std::ptr::eq(buf.as_ptr(), ptr) {
+            return Ok(None);
+        }
+        Ok(Some(buf))
+    }
+
+    /// As `refLookupCode`, for the hot tier: `[text, ms]`, the hit's text and
+    /// for how many milliseconds it may be reused without asking again (until
+    /// its freshness ends or its refresh-ahead point, and only while the
+    /// generation read before this call is unchanged), or `null` on a miss.
+    #[napi(ts_return_type = "[string, number] | null")]
+    pub fn ref_lookup_hot(&self, kind: u32, id: String) -> Outcome<Option<(RefText, f64)>> {
+        guard(|| {
+            let kind = kind_of_code(kind)?;
+            match self.inner.reference_lookup_for(kind, &id)? {
+                (Lookup::Hit(text), reuse) => {
+                    Ok(Some((RefText(text), reuse.as_secs_f64() * 1000.0)))
+                }
+                (Lookup::NotFound, _) => Err(CoreError::NotFound(kind.path(&id)).into()),
+                (Lookup::Miss, _) => Ok(None),
+            }
+        })
+    }
+
     /// Reference read with a shared fetch on a miss; resolves to JSON text.
     #[napi(ts_return_type = "Promise<string>")]
     pub async fn ref_get(&self, kind: String, id: String) -> Outcome<String> {

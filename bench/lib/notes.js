@@ -60,12 +60,13 @@ const NOTES = {
       `${int(med(p, 'mainInvoluntarySwitches'))} times (baseline ${int(med(b, 'mainInvoluntarySwitches'))}); ` +
       'its long loop gaps come in scheduler time slices (~4 ms), not in batch callbacks. With ' +
       'headroom on the JS thread (row 2a, paced lookups) the same storm meets the target. What ' +
-      'would lower it further: less CPU per event in the core; perf of the workers still shows ' +
-      'malloc/free (~14 % of their samples: each message is first parsed into a ' +
-      '`serde_json::Value`, protocol.rs) and ~12 % in `finish_task_switch` (the redis-rs pub/sub ' +
-      'driver task hands each message to the subscriber task on another thread), so a typed, ' +
-      'borrowing parse of the envelope and reading the socket in the subscriber task itself; and ' +
-      'one worker thread on a 2-core host, so the core never takes both cores from the JS thread.'
+      'would lower it further: less CPU per event in the core. The envelope is now parsed by a ' +
+      'typed, borrowing parser (protocol.rs; about a third less worker CPU, bench/PROFILE.md); ' +
+      "what remains per event is redis-rs's own work (each push message decoded into a " +
+      '`redis::Value` and a `PushInfo`, then handed by its driver task through a channel to the ' +
+      'subscriber task on another thread) and the batch for the JS thread. Reading the socket ' +
+      'in the subscriber task itself (a RESP3 push reader of our own) would remove the first; ' +
+      'one worker thread on a 2-core host would keep the core from taking both cores from the JS thread.'
     )
   },
 
@@ -90,6 +91,22 @@ const NOTES = {
           'machine itself was not quiet)'
         : '') +
       '.'
+    )
+  },
+
+  5: (r) => {
+    const fresh = r.freshCopy
+    return (
+      `Package ${ns(r.pkg)}, \`JSON.parse\` alone ${ns(r.floor)}, the pure-JS fresh-copy path ` +
+      `${ns(fresh)} (package / fresh copy ${(r.pkg / fresh).toFixed(2)}×). A hit of the hot tier ` +
+      '(`referenceHotEntries`, lib/consumer.js) is a `Map.get`, one `Atomics.load` of the ' +
+      "cache's generation counter, a `performance.now()` against the entry's end and the " +
+      '`JSON.parse`, in a method that returns `Promise.resolve(...)`: the same work as the ' +
+      'fresh-copy path plus two loads, so the two are within the noise of each other; what ' +
+      'separates both from the floor is the awaited promise per call (the baseline, which ' +
+      `returns its cached object without parsing, takes ${ns(r.base)} for exactly that). Without ` +
+      'the hot tier a hit is a native call that copies the text into a new V8 string ' +
+      '(bench/PROFILE.md).'
     )
   },
 

@@ -92,6 +92,12 @@ pub struct Config {
     /// older than this share of its TTL is answered and refreshed once in the
     /// background.
     pub refresh_ahead_ratio: f64,
+    /// `referenceHotEntries` (default 256, 0 = off): how many reference
+    /// entries of each kind the JS side may keep as text next to the
+    /// handler (lib/consumer.js), so a hit crosses into native code only to
+    /// admit an entry. Each stays valid while the cache's generation is
+    /// unchanged and until the native entry's refresh point.
+    pub reference_hot_entries: u32,
     /// `sharedSnapshot` (SPEC §7; stream transport only, default on there):
     /// full loads go through the tenant's snapshot in Redis and its lease.
     pub shared_snapshot: bool,
@@ -167,6 +173,7 @@ const TOP_LEVEL: &[&str] = &[
     "transport",
     "sharedSnapshot",
     "refreshAheadRatio",
+    "referenceHotEntries",
     "sharedReference",
     // Handled on the JS side, accepted here so one list names every option.
     "logger",
@@ -314,6 +321,7 @@ impl Config {
         let (breaker_failures, breaker_cool_down) = parse_breaker(obj.get("circuitBreaker"))?;
         let max_response_bytes = opt_int(obj, "maxResponseBytes", 64 * 1024 * 1024, 1, 1 << 40)?;
         let resync_jitter = ms("resyncJitterMs", 5_000, 0, 600_000)?;
+        let reference_hot_entries = opt_int(obj, "referenceHotEntries", 256, 0, 65_536)? as u32;
         let refresh_ahead_ratio = match obj.get("refreshAheadRatio") {
             None | Some(Value::Null) => 0.0,
             Some(Value::Number(n)) => {
@@ -377,6 +385,7 @@ impl Config {
             shared_snapshot,
             shared_reference,
             refresh_ahead_ratio,
+            reference_hot_entries,
             limits: Limits::default(),
         })
     }

@@ -14,8 +14,9 @@
 //! Every argument is validated here, once (ids, amounts, keys: `ids.rs`); the
 //! layers below assume valid input.
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
@@ -213,6 +214,20 @@ impl Consumer {
     pub fn reference_lookup(&self, kind: RefKind, id: &str) -> Result<Lookup> {
         check_path_id(kind.arg_name(), id)?;
         Ok(self.tenant().reference.lookup(&kind.key(id)))
+    }
+
+    /// [`Consumer::reference_lookup`] for JS's hot tier: the answer and how
+    /// long it may be reused (see
+    /// [`crate::reference::ReferenceCache::lookup_for`]).
+    pub fn reference_lookup_for(&self, kind: RefKind, id: &str) -> Result<(Lookup, Duration)> {
+        check_path_id(kind.arg_name(), id)?;
+        Ok(self.tenant().reference.lookup_for(&kind.key(id)))
+    }
+
+    /// The reference cache's generation counter (see
+    /// [`crate::reference::ReferenceCache::generation`]).
+    pub fn reference_generation(&self) -> Arc<AtomicU32> {
+        self.tenant().reference.generation()
     }
 
     /// Reference read with single-flight fetch on a miss.

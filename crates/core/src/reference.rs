@@ -37,7 +37,7 @@
 //! shutdown ([`ReferenceCache::clear_local`]) does not.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -152,6 +152,12 @@ struct Inner {
     refresh_tx: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     /// Its receiving end, taken by [`ReferenceCache::refresh_task`].
     refresh_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
+    /// Bumped after every change that can make a value read earlier wrong:
+    /// an invalidation (whether or not the key was held), a replaced
+    /// value, a clear. JS's hot tier (`referenceHotEntries`) reads it from
+    /// shared memory on each of its hits; an `Arc` so that memory outlives
+    /// the cache for as long as JS holds it.
+    generation: Arc<AtomicU32>,
     /// Set once the Wrapper answered the batch profiles endpoint with 404 or
     /// 405: it does not have it, and batch reads fetch one by one from then on.
     batch_missing: AtomicBool,
@@ -195,6 +201,7 @@ impl ReferenceCache {
                 metrics,
                 shared,
                 batch_missing: AtomicBool::new(false),
+                generation: Arc::default(),
             }),
         }
     }
@@ -292,16 +299,26 @@ impl ReferenceCache {
 
     /// Synchronous read of `key`; counts a hit when fresh. Never blocks on I/O.
     pub fn lookup(&self, key: &str) -> Lookup {
+        self.lookup_for(key).0
+    }
+
+    /// [`ReferenceCache::lookup`], with how long the answer may be reused
+    /// without asking again: until the entry's freshness ends or its
+    /// refresh-ahead point, whichever comes first (zero for a miss). Valid
+    /// only while [`ReferenceCache::generation`] keeps the value it had
+    /// before this call (JS's hot tier).
+    pub fn lookup_for(&self, key: &str) -> (Lookup, Duration) {
         let now = self.now();
         let t = self.read();
         let Some(e) = t.get(key).filter(|e| now < e.fresh_until) else {
-            return Lookup::Miss;
+            return (Lookup::Miss, Duration::ZERO);
         };
+        let reuse = Duration::from_nanos(e.fresh_until.min(e.refresh_after).saturating_sub(now));
         let out = match e.stored {
             Stored::NotFound => Lookup::NotFound,
             Stored::Value(_) => match self.text_of(&t, e) {
                 Some(b) => Lookup::Hit(b),
-                None => return Lookup::Miss,
+                None => return (Lookup::Miss, Duration::ZERO),
             },
         };
         e.used.store(now, Relaxed);
@@ -311,15 +328,35 @@ impl ReferenceCache {
                 let _ = tx.send(key.to_owned());
             }
         }
-        out
+        (out, reuse)
+    }
+
+    /// The generation counter (see `Inner::generation`): it changes after
+    /// any invalidation, replaced value or clear, never before the table
+    /// changed, so a reader that saw the same value before and after reading
+    /// an entry knows the entry was current then. Shared, lock-free.
+    pub fn generation(&self) -> Arc<AtomicU32> {
+        self.inner.generation.clone()
+    }
+
+    /// Advances the generation. Called before and after a removal, so that
+    /// both what JS read before it and what it read while the table changed
+    /// are unusable once the removal returns.
+    fn bump(&self) {
+        self.inner.generation.fetch_add(1, SeqCst);
     }
 
     /// Drops `key` from the table and the counters.
     fn remove(&self, key: &str) {
-        let mut t = self.write();
-        if t.remove(key).is_some() {
-            self.sync_counters(&t);
+        self.bump();
+        {
+            let mut t = self.write();
+            if t.remove(key).is_some() {
+                self.sync_counters(&t);
+            }
         }
+        // Held or not: JS's hot tier may still hold what the table evicted.
+        self.bump();
     }
 
     /// Sets the counters to what `t` holds (under its write lock).
@@ -723,9 +760,11 @@ impl ReferenceCache {
         };
         // What is dropped is freed after the lock is released.
         let mut dropped: Vec<Removed> = Vec::new();
-        let kept = {
+        let (kept, replacing) = {
             let mut t = self.write();
-            dropped.extend(t.remove(key));
+            let replaced = t.remove(key);
+            let replacing = replaced.is_some();
+            dropped.extend(replaced);
             dropped.extend(t.expire_some(now));
             while t.bytes() + u64::from(weight) > max {
                 match t.evict_one(now) {
@@ -735,8 +774,11 @@ impl ReferenceCache {
             }
             let kept = t.insert(key, &bytes, meta).is_ok();
             self.sync_counters(&t);
-            kept
+            (kept, replacing)
         };
+        if replacing {
+            self.bump();
+        }
         drop(dropped);
         drop(bytes);
         if !kept {
@@ -785,6 +827,7 @@ impl ReferenceCache {
     /// The table's memory is freed on the caller's task (O(entries)); the
     /// dictionaries stay.
     pub fn clear_local(&self) {
+        self.bump();
         self.inner.inflight.retain(|_, f| {
             f.invalidated.store(true, SeqCst);
             false
@@ -795,6 +838,7 @@ impl ReferenceCache {
             self.sync_counters(&t);
             old
         };
+        self.bump();
         drop(old);
     }
 
@@ -859,6 +903,36 @@ mod tests {
         let body: Arc<str> = Arc::from(format!("{{\"b\":\"{}\"}}", "x".repeat(body_len)));
         let ttl = Duration::from_secs(60);
         c.store(key, Some(body), ttl, &AtomicBool::new(false));
+    }
+
+    #[test]
+    fn the_generation_moves_after_invalidations_replacements_and_clears_only() {
+        let c = cache(1 << 20);
+        let g = c.generation();
+        let at = || g.load(SeqCst);
+        let g0 = at();
+        put(&c, "user:u1", 10);
+        assert_eq!(at(), g0, "a new key changes nothing JS could hold");
+        let (hit, reuse) = c.lookup_for("user:u1");
+        assert!(matches!(hit, Lookup::Hit(_)));
+        assert!(reuse > Duration::from_secs(59) && reuse <= Duration::from_secs(60));
+        assert_eq!(at(), g0, "a hit changes nothing");
+        put(&c, "user:u1", 20);
+        let g1 = at();
+        assert_ne!(g1, g0, "a replaced value");
+        c.invalidate("user:u2");
+        let g2 = at();
+        assert_ne!(g2, g1, "an invalidation of a key not held (JS may hold it)");
+        c.invalidate("user:u1");
+        let g3 = at();
+        assert_ne!(g3, g2, "an invalidation");
+        c.clear();
+        assert_ne!(at(), g3, "a clear");
+        assert_eq!(
+            c.lookup_for("user:u1").1,
+            Duration::ZERO,
+            "a miss may not be reused"
+        );
     }
 
     /// (entries, bytes) as the table holds them, slot by slot.
