@@ -494,10 +494,18 @@ test('signed events keep the SPEC §3 rules in stream mode: signature, window, r
   delete old.signature
   old.signature = signMessage(old, secret)
   await command('XADD', keys.stream, '*', 'topic', 'credit-configs', 'msg', JSON.stringify(old))
+  // resumes is counted before the catch-up applies anything; the connected
+  // notice comes after it, so the rejections are counted by then
+  let down = false
   const lost = nextEvent(consumer, 'connection', { filter: (e) => !e.connected })
+  const back = nextEvent(consumer, 'connection', {
+    filter: (e) => (e.connected ? down : (down = true) && false),
+    timeout: 20_000,
+  })
   await killLinks()
   await lost
-  await waitFor(() => consumer.getMetrics().resumes === 1, { timeout: 20_000 })
+  await back
+  t.is(consumer.getMetrics().resumes, 1)
   const r = consumer.getMetrics().eventsRejected
   t.is(r.replay, 1)
   t.is(r.badSignature, 1)
