@@ -38,7 +38,9 @@ export declare class NativeConsumer {
   refHotEntries(): number
   /**
    * The reference cache's generation counter as 4 bytes of memory shared
-   * with JS (read with `Atomics.load` on an `Int32Array` over it), for the
+   * with JS (read with a plain load of an `Int32Array` over it: see
+   * "The hot tier never outlives what it copied" in ARCHITECTURE.md for
+   * why that is enough), for the
    * hot tier in lib/consumer.js; `null` when `referenceHotEntries` is 0 or
    * the runtime would copy the memory instead of sharing it (then JS keeps
    * no hot tier). Call it once per consumer.

@@ -133,3 +133,20 @@ test('referenceHotEntries is validated, naming it', (t) => {
     message: /referenceHotEntries/,
   })
 })
+
+for (const hot of [256, 0]) {
+  test(`non-ASCII texts survive every hit path (referenceHotEntries: ${hot})`, async (t) => {
+    // ASCII texts cross as Latin-1 strings, others as UTF-8 (src/lib.rs
+    // RefText): a value with Latin-1, other BMP and astral characters must
+    // come back the same from the native hit and from the hot tier.
+    const { sim, consumer } = await setup(t, { consumer: { referenceHotEntries: hot } })
+    const value = { userId: 'u-intl', name: 'Zoë Ångström', city: '東京', mood: '😀', quote: '"\\' }
+    sim.data.profiles.set('u-intl', value)
+    const answers = []
+    for (let i = 0; i < 4; i++) answers.push(await consumer.getUserProfile('u-intl'))
+    for (const a of answers) t.deepEqual(a, value)
+    t.is(sim.count('/api/users/u-intl/profile'), 1)
+    t.is(consumer.getMetrics().referenceHits, 3)
+    if (hot) t.is(consumer._hot[0].size, 1, 'the hot tier holds it')
+  })
+}

@@ -200,31 +200,20 @@ pub struct RefText(Arc<str>);
 impl ToNapiValue for RefText {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
         let text = val.0.as_bytes();
+        // ASCII is valid Latin-1: V8 copies it without decoding UTF-8.
+        let create = if text.is_ascii() {
+            sys::napi_create_string_latin1
+        } else {
+            sys::napi_create_string_utf8
+        };
         let mut out = std::ptr::null_mut();
         // SAFETY: `env` is the live env of the JS thread this conversion runs
         // on; `text` outlives the call, which copies it.
         unsafe {
-            if text.is_ascii() {
-                napi::check_status!(
-                    sys::napi_create_string_latin1(
-                        env,
-                        text.as_ptr().cast(),
-                        text.len() as isize,
-                        &mut out
-                    ),
-                    "could not create a string"
-                )?;
-            } else {
-                napi::check_status!(
-                    sys::napi_create_string_utf8(
-                        env,
-                        text.as_ptr().cast(),
-                        text.len() as isize,
-                        &mut out
-                    ),
-                    "could not create a string"
-                )?;
-            }
+            napi::check_status!(
+                create(env, text.as_ptr().cast(), text.len() as isize, &mut out),
+                "could not create a string"
+            )?;
         }
         Ok(out)
     }
@@ -557,7 +546,9 @@ impl NativeConsumer {
     }
 
     /// The reference cache's generation counter as 4 bytes of memory shared
-    /// with JS (read with `Atomics.load` on an `Int32Array` over it), for the
+    /// with JS (read with a plain load of an `Int32Array` over it: see
+    /// "The hot tier never outlives what it copied" in ARCHITECTURE.md for
+    /// why that is enough), for the
     /// hot tier in lib/consumer.js; `null` when `referenceHotEntries` is 0 or
     /// the runtime would copy the memory instead of sharing it (then JS keeps
     /// no hot tier). Call it once per consumer.

@@ -2,78 +2,64 @@
 // Row 5 with and without the JS hot tier (bench/PROFILE.md, "Row 5: the hot
 // tier"): the same 256 cached profiles read through a consumer with the
 // default `referenceHotEntries` and through one with it 0 (every hit a native
-// call), against the pure-JS fresh-copy path and `JSON.parse` of the same
-// texts, interleaved, median of 7. Release addon only.
-// `node bench/profile/ref-hot.js`
-const { startRedis } = require('../../tools/test-helpers/index.js')
-const { startWrapperSim } = require('../../tools/wrapper-sim.js')
-const { SmartCRMConsumer } = require('../../lib/index.js')
-const data = require('../lib/data.js')
-const { smallData } = require('../lib/fixture.js')
+// call), against the pure-JS fresh-copy path (over the texts JSON.stringify
+// made, and over the very strings the hot tier holds) and `JSON.parse`.
+// Rounds of every case in a shuffled order; medians of the cases and of the
+// per-round ratios. Release addon only.
+// `node bench/profile/ref-hot.js [rounds]`
+const { startProfiles, timeAwaited, median, run } = require('./ref-setup.js')
 
-async function main() {
-  const redis = await startRedis()
-  const tenantId = 'prof-hot'
-  const profiles = new Map()
-  for (let i = 0; i < 256; i++) profiles.set(data.userId(i), data.profile(i))
-  const sim = await startWrapperSim({ tenantId, data: { ...smallData(), profiles } })
-  const make = (extra) =>
-    new SmartCRMConsumer({
-      tenantId,
-      wrapperUrl: sim.url,
-      redisUrl: redis.url,
-      refreshIntervalMs: 0,
-      ...extra,
-    })
-  const hot = make({})
-  const cold = make({ referenceHotEntries: 0 })
-  await hot.initialize()
-  await cold.initialize()
-  const ids = [...profiles.keys()]
-  for (const id of ids) {
-    await hot.getUserProfile(id)
-    await cold.getUserProfile(id)
+run(async () => {
+  const rounds = Number(process.argv[2] ?? 15)
+  const env = await startProfiles('prof-hot', 256)
+  const hot = await env.consumer()
+  const cold = await env.consumer({ referenceHotEntries: 0 })
+  const { ids, profiles } = env
+  // a miss, then a native hit that admits it to the tier
+  for (let k = 0; k < 2; k++) {
+    for (const id of ids) {
+      await hot.getUserProfile(id)
+      await cold.getUserProfile(id)
+    }
   }
+  if (hot._hot[0].size !== ids.length) throw new Error('the hot tier did not admit every profile')
   const texts = ids.map((id) => JSON.stringify(profiles.get(id)))
-  const kept = new Map(ids.map((id, i) => [id, texts[i]]))
-  const fresh = {
+  const freshCopy = (kept) => ({
     async getUserProfile(id) {
       return JSON.parse(kept.get(id))
     },
-  }
+  })
+  const stringified = freshCopy(new Map(ids.map((id, i) => [id, texts[i]])))
+  const native = freshCopy(new Map(ids.map((id) => [id, hot._hot[0].get(id).text])))
   const m = ids.length - 1
-  const N = 20000
-  const time = async (f) => {
-    const t0 = process.hrtime.bigint()
-    for (let i = 0; i < N; i++) await f(i)
-    return Number(process.hrtime.bigint() - t0) / N
-  }
+  const N = 10000
   const cases = {
     hot: (i) => hot.getUserProfile(ids[i & m]),
     native: (i) => cold.getUserProfile(ids[i & m]),
-    freshCopy: (i) => fresh.getUserProfile(ids[i & m]),
+    freshCopy: (i) => stringified.getUserProfile(ids[i & m]),
+    freshCopyOfNative: (i) => native.getUserProfile(ids[i & m]),
     parse: (i) => JSON.parse(texts[i & m]),
   }
-  const res = Object.fromEntries(Object.keys(cases).map((k) => [k, []]))
-  for (let r = 0; r < 8; r++) {
-    for (const [k, f] of Object.entries(cases)) {
-      const ns = await time(f)
-      if (r > 0) res[k].push(ns) // the first round warms up
-    }
+  const names = Object.keys(cases)
+  const res = Object.fromEntries(names.map((k) => [k, []]))
+  const ratio = { hotParse: [], hotFresh: [] }
+  for (let r = 0; r <= rounds; r++) {
+    const order = [...names].sort(() => Math.random() - 0.5)
+    const got = {}
+    for (const k of order) got[k] = await timeAwaited(cases[k], N)
+    if (r === 0) continue // warm-up
+    for (const k of names) res[k].push(got[k])
+    ratio.hotParse.push(got.hot / got.parse)
+    ratio.hotFresh.push(got.hot / got.freshCopy)
   }
-  const med = (a) => a.sort((x, y) => x - y)[a.length >> 1]
-  const x = Object.fromEntries(Object.entries(res).map(([k, v]) => [k, med(v)]))
+  const x = Object.fromEntries(names.map((k) => [k, median(res[k])]))
   console.log(
-    `hot ${x.hot.toFixed(0)} ns, native ${x.native.toFixed(0)} ns, fresh copy ${x.freshCopy.toFixed(0)} ns, ` +
-      `JSON.parse ${x.parse.toFixed(0)} ns; hot/parse ${(x.hot / x.parse).toFixed(2)}x, ` +
-      `native/parse ${(x.native / x.parse).toFixed(2)}x, hot/fresh copy ${(x.hot / x.freshCopy).toFixed(2)}x`,
+    `hot ${x.hot.toFixed(0)} ns, native ${x.native.toFixed(0)} ns, fresh copy ${x.freshCopy.toFixed(0)} ns ` +
+      `(of the tier's own strings ${x.freshCopyOfNative.toFixed(0)} ns), JSON.parse ${x.parse.toFixed(0)} ns; ` +
+      `median per-round ratios: hot/parse ${median(ratio.hotParse).toFixed(2)}x, ` +
+      `hot/fresh copy ${median(ratio.hotFresh).toFixed(2)}x ` +
+      `(range ${Math.min(...ratio.hotFresh).toFixed(2)}–${Math.max(...ratio.hotFresh).toFixed(2)}); ` +
+      `${rounds} rounds`,
   )
-  await hot.shutdown()
-  await cold.shutdown()
-  await sim.stop()
-  await redis.stop()
-}
-main().catch((e) => {
-  console.error(e)
-  process.exit(1)
+  await env.stop()
 })

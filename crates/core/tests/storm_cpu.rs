@@ -79,8 +79,12 @@ fn storm_cpu_per_event() {
     let ops = 1_000;
     let tenant = "storm";
     let redis = Redis::start();
+    let workers: usize = std::env::var("STORM_WORKERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .thread_name(WORKER)
         .enable_all()
         .build()
