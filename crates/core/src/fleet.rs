@@ -34,7 +34,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use tokio::time::Instant;
 
-use crate::background::Priority;
+use crate::background::{LoadThread, Priority};
 use crate::critical::CriticalStore;
 use crate::error::{CoreError, Result};
 use crate::metrics::{now_ms, Metrics};
@@ -148,7 +148,8 @@ pub async fn entries_after(
 /// Its size is asked first (a snapshot over the bound is not downloaded); its
 /// framing, digest and signature are checked before its header is looked at,
 /// and its body is decoded straight into a store (snapshot.rs) while the
-/// entries after it are read.
+/// entries after it are read. The checks and the decoding run on a load
+/// thread at the load's priority (background.rs: nice 19 for a reload).
 async fn shared(ctx: &FleetContext, epoch: &str, wants: Wants) -> Result<Option<Loaded>> {
     let mut conn = ctx.conn.clone();
     let len: u64 = redis::cmd("STRLEN")
@@ -170,12 +171,14 @@ async fn shared(ctx: &FleetContext, epoch: &str, wants: Wants) -> Result<Option<
         .map_err(redis_err)?;
     let Some(bytes) = bytes else { return Ok(None) };
     let (tenant, max, keys) = (ctx.tenant_id.clone(), ctx.max_bytes, ctx.signing.clone());
-    let (bytes, verified) = tokio::task::spawn_blocking(move || {
-        let v = snapshot::verify(&bytes, &tenant, max, keys.as_ref());
-        (bytes, v)
-    })
-    .await
-    .map_err(|_| CoreError::InvalidResponse("checking the snapshot failed".into()))?;
+    let worker = LoadThread::new(wants.priority);
+    let (bytes, verified) = worker
+        .run(move || {
+            let v = snapshot::verify(&bytes, &tenant, max, keys.as_ref());
+            (bytes, v)
+        })
+        .await
+        .ok_or_else(|| CoreError::InvalidResponse("checking the snapshot failed".into()))?;
     let verified = match verified {
         Ok(v) => v,
         Err(_) => {
@@ -196,7 +199,7 @@ async fn shared(ctx: &FleetContext, epoch: &str, wants: Wants) -> Result<Option<
         return Ok(None);
     }
     let large = bytes.len() >= LARGE_SNAPSHOT_BYTES && verified.format == snapshot::Format::V1;
-    let built = tokio::task::spawn_blocking(move || {
+    let built = worker.run(move || {
         let store = snapshot::build(&bytes, &verified);
         drop(bytes);
         if large {
@@ -208,12 +211,12 @@ async fn shared(ctx: &FleetContext, epoch: &str, wants: Wants) -> Result<Option<
     let (built, catchup) = tokio::join!(built, entries_after(&mut conn, &ctx.keys, position));
     let catchup = catchup.map_err(redis_err)?;
     let store = match built {
-        Ok(Ok(store)) => store,
-        Ok(Err(_)) => {
+        Some(Ok(store)) => store,
+        Some(Err(_)) => {
             Metrics::inc(&ctx.metrics.snapshot_rejected);
             return Ok(None);
         }
-        Err(_) => {
+        None => {
             return Err(CoreError::InvalidResponse(
                 "decoding the snapshot failed".into(),
             ))
@@ -355,13 +358,21 @@ pub async fn load(
             None
         };
         let (tenant, ep, keys) = (ctx.tenant_id.clone(), epoch.clone(), ctx.signing.clone());
-        let (store, bytes) = tokio::task::spawn_blocking(move || {
-            let b =
-                snapshot::encode_store(&tenant, tail, &ep, now_ms(), &built.store, keys.as_ref());
-            (built.store, b)
-        })
-        .await
-        .map_err(|_| CoreError::InvalidResponse("encoding the snapshot failed".into()))?;
+        // Off the async workers, at the load's priority (background.rs).
+        let (store, bytes) = LoadThread::new(wants.priority)
+            .run(move || {
+                let b = snapshot::encode_store(
+                    &tenant,
+                    tail,
+                    &ep,
+                    now_ms(),
+                    &built.store,
+                    keys.as_ref(),
+                );
+                (built.store, b)
+            })
+            .await
+            .ok_or_else(|| CoreError::InvalidResponse("encoding the snapshot failed".into()))?;
         let digest = snapshot_digest(&bytes);
         let _: redis::RedisResult<()> = redis::cmd("SET")
             .arg(&ctx.keys.snapshot)
