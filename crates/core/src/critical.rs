@@ -214,9 +214,18 @@ pub struct UserTable {
     shapes: Vec<Access>,
     /// Shape address (`Access::shape_addr`) → index in `shapes`.
     shape_of: HashMap<usize, u32>,
+    /// When `shapes` reaches this many, the ones no entry uses are dropped
+    /// ([`UserTable::compact_shapes`]); 0 = [`MIN_SHAPES_COMPACTED`].
+    compact_at: usize,
     /// Entries that are not tombstones.
     live: usize,
 }
+
+/// `shapes` is compacted no sooner than at this size (then again at twice
+/// what survived), so events that keep giving users new role sets cost
+/// O(users) once per that many new shapes, and the table keeps no more than
+/// about twice the shapes its users hold.
+const MIN_SHAPES_COMPACTED: usize = 1024;
 
 impl std::fmt::Debug for UserTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -272,10 +281,38 @@ impl UserTable {
         if let Some(&i) = self.shape_of.get(&addr) {
             return i;
         }
+        if self.shapes.len() >= self.compact_at.max(MIN_SHAPES_COMPACTED) {
+            self.compact_shapes();
+        }
         let i = self.shapes.len() as u32;
         self.shapes.push(access);
         self.shape_of.insert(addr, i);
         i
+    }
+
+    /// Drops the shapes no entry refers to (events replaced them), keeping
+    /// the others in their order, and renumbers the entries. O(entries).
+    fn compact_shapes(&mut self) {
+        let mut new_index = vec![TOMBSTONE; self.shapes.len()];
+        let mut kept: Vec<Access> = Vec::new();
+        for e in &mut self.entries {
+            if e.shape == TOMBSTONE {
+                continue;
+            }
+            let slot = &mut new_index[e.shape as usize];
+            if *slot == TOMBSTONE {
+                *slot = kept.len() as u32;
+                kept.push(self.shapes[e.shape as usize].clone());
+            }
+            e.shape = *slot;
+        }
+        self.shape_of = kept
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.shape_addr(), i as u32))
+            .collect();
+        self.shapes = kept;
+        self.compact_at = (2 * self.shapes.len()).max(MIN_SHAPES_COMPACTED);
     }
 
     /// The version rule (see [`Table`]).
@@ -1046,6 +1083,43 @@ impl RowSink for ListBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shapes_no_user_holds_are_dropped_and_the_others_kept() {
+        let mut t = UserTable::default();
+        for u in 0..10 {
+            t.put(
+                &format!("u{u}"),
+                Some(Access::new("active", &["base"])),
+                None,
+            );
+        }
+        t.put("gone", Some(Access::new("active", &["other"])), None);
+        t.put("gone", None, Some(7));
+        // one user given a new role set by each of many events
+        for i in 0..5_000 {
+            t.put("u0", Some(Access::new("active", &[format!("r{i}")])), None);
+        }
+        assert!(
+            t.shapes().len() <= 2 * MIN_SHAPES_COMPACTED,
+            "{} shapes kept for 2 in use",
+            t.shapes().len()
+        );
+        assert_eq!(t.get("u0"), Some(&Access::new("active", &["r4999"])));
+        for u in 1..10 {
+            assert_eq!(
+                t.get(&format!("u{u}")),
+                Some(&Access::new("active", &["base"]))
+            );
+        }
+        assert_eq!(t.get("gone"), None);
+        assert_eq!(t.live(), 10);
+        // the tombstone still holds its version
+        assert_eq!(t.check("gone", Some(7)), Err(Rejection::Stale));
+        // every shape the encoder sees is one an entry refers to, or newer
+        let used: std::collections::HashSet<u32> = t.iter_indexed().map(|(_, s, _)| s).collect();
+        assert!(used.iter().all(|&s| (s as usize) < t.shapes().len()));
+    }
 
     fn ev(version: Option<u64>, change: Change) -> Event {
         Event {
