@@ -34,7 +34,7 @@ pub struct Applier<'a> {
 }
 
 /// A replaced store with fewer entries than this is freed where it is
-/// replaced; a larger one on a nice-19 thread (background.rs).
+/// replaced; a larger one on a low-priority thread (background.rs).
 const SMALL_STORE_ROWS: usize = 4096;
 
 impl<'a> Applier<'a> {

@@ -4,9 +4,9 @@
 //! A load's CPU work (parsing a million rows, inserting them) runs on a
 //! thread of its own ([`LoadThread`]), not on the tokio workers that also
 //! carry the live events and the answers to the JS thread. A reload (any load
-//! but the first) lowers that thread to nice 19 ([`Priority::Low`]), so on a
-//! machine with few cores the JS thread and the event path get the CPU first
-//! and the reload takes what is left. A replaced store is freed the same way
+//! but the first) lowers that thread ([`Priority::Low`]: `SCHED_IDLE` on
+//! Linux, and nice 19), so on a machine with few cores the JS thread and the
+//! event path get the CPU first and the reload takes what is left. A replaced store is freed the same way
 //! ([`drop_low`]): a million entries take milliseconds to free, then
 //! `malloc_trim` (memory.rs) gives the pages back.
 //!
@@ -23,7 +23,9 @@ pub enum Priority {
     /// The first load: the application waits for it.
     #[default]
     Normal,
-    /// A reload: the old data answers meanwhile, so it yields (nice 19).
+    /// A reload: the old data answers meanwhile, so it yields (`SCHED_IDLE`,
+    /// nice 19). On a host whose CPUs are all busy with normal work it gets
+    /// very little, so the reload takes longer; events keep being applied.
     Low,
 }
 
@@ -92,21 +94,29 @@ impl LoadThread {
     }
 }
 
-/// Lowers the calling thread (not the process) to nice 19. Linux and other
-/// Unixes where the nice value is per thread; elsewhere nothing.
+/// Lowers the calling thread (not the process): on Linux to the `SCHED_IDLE`
+/// policy, which a waking thread of normal policy (the JS thread, the event
+/// path) preempts at once, instead of waiting for the end of the low
+/// thread's time slice as it does for a nice-19 thread (bench/PROFILE.md,
+/// "Row 7b"); the thread still gets every CPU nobody else wants. Also nice
+/// 19, which is what remains where `SCHED_IDLE` is refused, and what other
+/// Unixes with a per-thread nice value get.
 fn lower_this_thread() {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: gettid and setpriority take no pointers; on Linux the
-        // nice value of PRIO_PROCESS with a thread id is that thread's.
+        // SAFETY: gettid, setpriority and sched_setscheduler take no pointers
+        // but `param`, a live local; on Linux the nice value and the policy
+        // of PRIO_PROCESS / pid = a thread id are that thread's.
         unsafe {
             let tid = libc::gettid();
             libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+            let param = libc::sched_param { sched_priority: 0 };
+            libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param);
         }
     }
 }
 
-/// Frees `value` on a new nice-19 thread, then, with `trim`, gives the freed
+/// Frees `value` on a new low thread (as [`Priority::Low`]), then, with `trim`, gives the freed
 /// memory back (memory.rs). Returns at once; when no thread can be started
 /// it frees on the caller's.
 pub fn drop_low<T: Send + 'static>(value: T, trim: bool) {
@@ -128,13 +138,19 @@ mod tests {
     use super::*;
 
     #[cfg(target_os = "linux")]
+    fn policy_of_this_thread() -> i32 {
+        // SAFETY: reads this thread's policy; no pointers.
+        unsafe { libc::sched_getscheduler(0) }
+    }
+
+    #[cfg(target_os = "linux")]
     fn nice_of_this_thread() -> i32 {
         // SAFETY: as above; getpriority only reads.
         unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
     }
 
     #[tokio::test]
-    async fn a_low_load_thread_is_nice_19_and_the_caller_is_not() {
+    async fn a_low_load_thread_is_idle_policy_and_nice_19_and_the_caller_is_not() {
         let low = LoadThread::new(Priority::Low);
         let normal = LoadThread::new(Priority::Normal);
         #[cfg(target_os = "linux")]
@@ -143,6 +159,10 @@ mod tests {
             assert_eq!(low.run(nice_of_this_thread).await, Some(19));
             assert_eq!(normal.run(nice_of_this_thread).await, Some(before));
             assert_eq!(nice_of_this_thread(), before, "the caller is unchanged");
+            assert_eq!(low.run(policy_of_this_thread).await, Some(libc::SCHED_IDLE));
+            let normal_policy = normal.run(policy_of_this_thread).await;
+            assert_eq!(normal_policy, Some(policy_of_this_thread()));
+            assert_ne!(normal_policy, Some(libc::SCHED_IDLE));
         }
         // one thread per load: jobs run in order on it
         let a = low.run(|| std::thread::current().id());

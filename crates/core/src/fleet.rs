@@ -149,7 +149,7 @@ pub async fn entries_after(
 /// framing, digest and signature are checked before its header is looked at,
 /// and its body is decoded straight into a store (snapshot.rs) while the
 /// entries after it are read. The checks and the decoding run on a load
-/// thread at the load's priority (background.rs: nice 19 for a reload).
+/// thread at the load's priority (background.rs: the lowest for a reload).
 async fn shared(ctx: &FleetContext, epoch: &str, wants: Wants) -> Result<Option<Loaded>> {
     let mut conn = ctx.conn.clone();
     let len: u64 = redis::cmd("STRLEN")
