@@ -180,9 +180,12 @@ const NOTES = {
     return (
       `The longest single read took only ${ms(maxRead)} against a maximum delay of ${ms(eldMax)} ` +
       `(reload ${ms(reloadMs)}), so the JS thread is not waiting on the store lock in a read; ` +
-      'the delay comes from elsewhere: the replica batch of the reload (its size and ' +
-      "`JSON.parse`), GC, or the reload's threads and the simulator taking both cores from the " +
-      `JS thread (quiet window on the same process: p99 ${ms(r.floor)}).`
+      'measured with schedstat (bench/PROFILE.md, "Row 7b on a quiet machine"), the JS thread ' +
+      'does about the same work in both windows but waits longer on the runqueue during the ' +
+      'reload: its 1 ms timer wakes it while the simulator in the parent (serving the pages, at ' +
+      "normal priority; in production the Wrapper is another machine) and the reload's " +
+      '`SCHED_IDLE` thread hold the 2 cores, and some GC pauses are longer ' +
+      `(quiet window on the same process: p99 ${ms(r.floor)}).`
     )
   },
 
