@@ -133,8 +133,6 @@ struct Inner {
     packer: Packer,
     /// The origin of the table's times (nanoseconds since it).
     epoch: Instant,
-    /// `epoch` as epoch ms, for `getCacheExpiry`.
-    epoch_ms: i64,
     /// Entries and bytes held, for `size()`.
     counters: Counters,
     /// Fetches in flight by key.
@@ -193,7 +191,6 @@ impl ReferenceCache {
                 table: RwLock::new(Table::default()),
                 packer: Packer::default(),
                 epoch: Instant::now(),
-                epoch_ms: now_ms(),
                 counters: Counters::default(),
                 inflight: DashMap::new(),
                 config: config.clone(),
@@ -844,11 +841,21 @@ impl ReferenceCache {
 
     /// Epoch ms at which the held entry stops being fresh (in the past for an
     /// entry held only for stale-if-error), or `None` when nothing is held.
+    /// Measured from the wall clock now, and rounded up while the entry is
+    /// fresh: once the wall clock (`Date.now()`) is past the answer, a read
+    /// no longer finds the entry fresh.
     pub fn expiry(&self, key: &str) -> Option<i64> {
         let now = self.now();
-        let t = self.read();
-        t.get(key).filter(|e| e.hold_until > now).map(|e| {
-            self.inner.epoch_ms + i64::try_from(e.fresh_until / 1_000_000).unwrap_or(i64::MAX)
+        let fresh_until = {
+            let t = self.read();
+            t.get(key).filter(|e| e.hold_until > now)?.fresh_until
+        };
+        let ms = |ns: u64| i64::try_from(ns / 1_000_000).unwrap_or(i64::MAX);
+        let wall = now_ms();
+        Some(match fresh_until.checked_sub(now) {
+            // + 2: `wall` and the rest are each truncated to the millisecond.
+            Some(left) => wall.saturating_add(ms(left)).saturating_add(2),
+            None => wall - ms(now - fresh_until),
         })
     }
 
@@ -903,6 +910,37 @@ mod tests {
         let body: Arc<str> = Arc::from(format!("{{\"b\":\"{}\"}}", "x".repeat(body_len)));
         let ttl = Duration::from_secs(60);
         c.store(key, Some(body), ttl, &AtomicBool::new(false));
+    }
+
+    #[test]
+    fn once_the_wall_clock_is_past_the_expiry_a_lookup_finds_nothing_fresh() {
+        // staleIfErrorMs keeps the entry held past its TTL, as in the JS test
+        // of stale-if-error; the expiry is what `getCacheExpiry` answers.
+        let c = cache(1 << 20);
+        for round in 0..20 {
+            let key = format!("user:r{round}");
+            let body: Arc<str> = Arc::from("{}");
+            c.store(
+                &key,
+                Some(body),
+                Duration::from_millis(3),
+                &AtomicBool::new(false),
+            );
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            loop {
+                match c.expiry(&key) {
+                    Some(at) if at < now_ms() => break,
+                    Some(_) => {}
+                    None => break,
+                }
+                assert!(std::time::Instant::now() < deadline, "never expired");
+                std::hint::spin_loop();
+            }
+            assert!(
+                !matches!(c.lookup(&key), Lookup::Hit(_)),
+                "round {round}: fresh after the reported expiry"
+            );
+        }
     }
 
     #[test]
