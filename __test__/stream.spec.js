@@ -499,7 +499,10 @@ test('signed events keep the SPEC §3 rules in stream mode: signature, window, r
   let down = false
   const lost = nextEvent(consumer, 'connection', { filter: (e) => !e.connected })
   const back = nextEvent(consumer, 'connection', {
-    filter: (e) => (e.connected ? down : (down = true) && false),
+    filter: (e) => {
+      if (!e.connected) down = true
+      return e.connected && down
+    },
     timeout: 20_000,
   })
   await killLinks()

@@ -1,12 +1,13 @@
 'use strict'
 // The setup the row 5 profiles share (ref-hot.js, ref-hit-packed.js): a Redis,
-// a Wrapper simulator serving `count` bench profiles, consumers of it, and a
-// timer of awaited calls.
+// a Wrapper simulator serving `count` bench profiles, consumers of it, a
+// timer of awaited calls (and bench/lib/common.js's median, re-exported).
 const { startRedis } = require('../../tools/test-helpers/index.js')
 const { startWrapperSim } = require('../../tools/wrapper-sim.js')
 const { SmartCRMConsumer } = require('../../lib/index.js')
 const data = require('../lib/data.js')
 const { smallData } = require('../lib/fixture.js')
+const { median } = require('../lib/common.js')
 
 /** Starts Redis and a simulator of `count` profiles for `tenantId`. */
 async function startProfiles(tenantId, count) {
@@ -45,8 +46,6 @@ async function timeAwaited(f, n) {
   for (let i = 0; i < n; i++) await f(i)
   return Number(process.hrtime.bigint() - t0) / n
 }
-
-const median = (a) => [...a].sort((x, y) => x - y)[a.length >> 1]
 
 /** Runs `main`, exiting non-zero on failure. */
 function run(main) {

@@ -6,9 +6,9 @@
 //! carry the live events and the answers to the JS thread. A reload (any load
 //! but the first) lowers that thread ([`Priority::Low`]: `SCHED_IDLE` on
 //! Linux, and nice 19), so on a machine with few cores the JS thread and the
-//! event path get the CPU first and the reload takes what is left. A replaced store is freed the same way
-//! ([`drop_low`]): a million entries take milliseconds to free, then
-//! `malloc_trim` (memory.rs) gives the pages back.
+//! event path get the CPU first and the reload takes what is left. A replaced
+//! store is freed the same way ([`drop_low`]): a million entries take
+//! milliseconds to free, then `malloc_trim` (memory.rs) gives the pages back.
 //!
 //! A panic in a job is caught: the job's answer is `None`, the thread goes on.
 
@@ -116,9 +116,9 @@ fn lower_this_thread() {
     }
 }
 
-/// Frees `value` on a new low thread (as [`Priority::Low`]), then, with `trim`, gives the freed
-/// memory back (memory.rs). Returns at once; when no thread can be started
-/// it frees on the caller's.
+/// Frees `value` on a new low thread (as [`Priority::Low`]), then, with
+/// `trim`, gives the freed memory back (memory.rs). Returns at once; when no
+/// thread can be started it frees on the caller's.
 pub fn drop_low<T: Send + 'static>(value: T, trim: bool) {
     let job = move || {
         lower_this_thread();

@@ -215,7 +215,8 @@ pub struct UserTable {
     /// Shape address (`Access::shape_addr`) → index in `shapes`.
     shape_of: HashMap<usize, u32>,
     /// When `shapes` reaches this many, the ones no entry uses are dropped
-    /// ([`UserTable::compact_shapes`]); 0 = [`MIN_SHAPES_COMPACTED`].
+    /// ([`UserTable::compact_shapes`]); the check never takes less than
+    /// [`MIN_SHAPES_COMPACTED`].
     compact_at: usize,
     /// Entries that are not tombstones.
     live: usize,
@@ -312,7 +313,7 @@ impl UserTable {
             .map(|(i, a)| (a.shape_addr(), i as u32))
             .collect();
         self.shapes = kept;
-        self.compact_at = (2 * self.shapes.len()).max(MIN_SHAPES_COMPACTED);
+        self.compact_at = 2 * self.shapes.len();
     }
 
     /// The version rule (see [`Table`]).
