@@ -133,6 +133,8 @@ struct Inner {
     packer: Packer,
     /// The origin of the table's times (nanoseconds since it).
     epoch: Instant,
+    /// `epoch` as epoch ms (truncated), for `getCacheExpiry`.
+    epoch_ms: i64,
     /// Entries and bytes held, for `size()`.
     counters: Counters,
     /// Fetches in flight by key.
@@ -191,6 +193,7 @@ impl ReferenceCache {
                 table: RwLock::new(Table::default()),
                 packer: Packer::default(),
                 epoch: Instant::now(),
+                epoch_ms: now_ms(),
                 counters: Counters::default(),
                 inflight: DashMap::new(),
                 config: config.clone(),
@@ -841,21 +844,19 @@ impl ReferenceCache {
 
     /// Epoch ms at which the held entry stops being fresh (in the past for an
     /// entry held only for stale-if-error), or `None` when nothing is held.
-    /// Measured from the wall clock now, and rounded up while the entry is
-    /// fresh: once the wall clock (`Date.now()`) is past the answer, a read
-    /// no longer finds the entry fresh.
+    /// The same answer for the same entry, rounded up: once the wall clock
+    /// (`Date.now()`) is past it, a read no longer finds the entry fresh.
     pub fn expiry(&self, key: &str) -> Option<i64> {
         let now = self.now();
-        let fresh_until = {
-            let t = self.read();
-            t.get(key).filter(|e| e.hold_until > now)?.fresh_until
-        };
-        let ms = |ns: u64| i64::try_from(ns / 1_000_000).unwrap_or(i64::MAX);
-        let wall = now_ms();
-        Some(match fresh_until.checked_sub(now) {
-            // + 2: `wall` and the rest are each truncated to the millisecond.
-            Some(left) => wall.saturating_add(ms(left)).saturating_add(2),
-            None => wall - ms(now - fresh_until),
+        let t = self.read();
+        t.get(key).filter(|e| e.hold_until > now).map(|e| {
+            // Both parts rounded up: the entry's time to the next ms, and
+            // + 1 for `epoch_ms`, which was truncated.
+            let ms = e.fresh_until.div_ceil(1_000_000);
+            self.inner
+                .epoch_ms
+                .saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))
+                .saturating_add(1)
         })
     }
 
@@ -925,6 +926,11 @@ mod tests {
                 Some(body),
                 Duration::from_millis(3),
                 &AtomicBool::new(false),
+            );
+            assert_eq!(
+                c.expiry(&key),
+                c.expiry(&key),
+                "the same entry, the same answer"
             );
             let deadline = std::time::Instant::now() + Duration::from_secs(2);
             loop {
